@@ -1,0 +1,186 @@
+#include "spec.hpp"
+
+#include <charconv>
+#include <simdjson.h>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "files.hpp"
+
+namespace fake_runsc {
+namespace {
+
+using simdjson::SUCCESS;
+
+bool parse_int(std::string_view s, int64_t& out) {
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc{} && end == s.data() + s.size();
+}
+
+std::string apply_directive(std::string_view key, std::string_view value, Directives& d) {
+  int64_t n = 0;
+  const bool numeric = parse_int(value, n) && n >= 0;
+  auto number = [&](int64_t& field) -> std::string {
+    if (!numeric) return "directive " + std::string(key) + " needs a number >= 0";
+    field = n;
+    return {};
+  };
+  if (key == "create" && value == "fail") d.create_fail = true;
+  else if (key == "create" && value == "hang") d.create_hang = true;
+  else if (key == "start" && value == "fail") d.start_fail = true;
+  else if (key == "start" && value == "hang") d.start_hang = true;
+  else if (key == "delete" && value == "hang") d.delete_hang = true;
+  else if (key == "state" && value == "fail") d.state_fail = true;
+  else if (key == "kill" && value == "ignore-term") d.ignore_term = true;
+  else if (key == "dockerd" && value == "never") d.dockerd_never = true;
+  else if (key == "ping" && value == "ok") d.ping = PingMode::ok;
+  else if (key == "ping" && value == "error") d.ping = PingMode::error;
+  else if (key == "ping" && value == "garbage") d.ping = PingMode::garbage;
+  else if (key == "ping" && value == "hang") d.ping = PingMode::hang;
+  else if (key == "exit_after_ms") return number(d.exit_after_ms);
+  else if (key == "dockerd_delay_ms") return number(d.dockerd_delay_ms);
+  else if (key == "answer_delay_ms") return number(d.answer_delay_ms);
+  else if (key == "dockerd_exit_after_ms") return number(d.dockerd_exit_after_ms);
+  else if (key == "exit_code") {
+    if (!parse_int(value, n) || n < 0 || n > 255) return "directive exit_code needs 0..255";
+    d.exit_code = static_cast<int>(n);
+  } else {
+    return "unknown directive \"" + std::string(key) + "=" + std::string(value) + "\"";
+  }
+  return {};
+}
+
+// sandbox-init's options before "--": "--name value" or "--name=value".
+struct InitOptions {
+  bool docker = false;
+  std::string status_dir = "/.sandbox-agent/sockets";
+  std::string log_dir = "/.sandbox-agent/logs";
+  std::string relay_socket;
+  std::string dockerd_socket;
+};
+
+InitOptions parse_init_args(const std::vector<std::string_view>& args) {
+  static constexpr std::string_view kValued[] = {"status-dir", "log-dir", "dockerd", "cgroup",
+                                                 "dockerd-socket", "relay-socket", "dockerd-arg"};
+  InitOptions o;
+  for (size_t i = 1; i < args.size() && args[i] != "--"; ++i) {
+    std::string_view a = args[i];
+    if (!a.starts_with("--")) continue;
+    a.remove_prefix(2);
+    const auto eq = a.find('=');
+    const std::string_view name = a.substr(0, eq);
+    std::string_view value;
+    if (eq != std::string_view::npos) {
+      value = a.substr(eq + 1);
+    } else if (i + 1 < args.size() && args[i + 1] != "--") {
+      bool valued = !args[i + 1].starts_with("-");
+      for (auto v : kValued) valued = valued || v == name;
+      if (valued) value = args[++i];
+    }
+    if (name == "dockerd") o.docker = true;
+    else if (name == "status-dir") o.status_dir = value;
+    else if (name == "log-dir") o.log_dir = value;
+    else if (name == "relay-socket") o.relay_socket = value;
+    else if (name == "dockerd-socket") o.dockerd_socket = value;
+  }
+  if (o.relay_socket.empty()) o.relay_socket = join_path(o.status_dir, "docker.sock");
+  return o;
+}
+
+struct Mount {
+  std::string_view destination, source;
+};
+
+// The host path of in-sandbox `path`: the longest mount destination that is a path
+// prefix of it, replaced by that mount's source. Empty when no mount covers it.
+std::string host_path(const std::vector<Mount>& mounts, std::string_view path) {
+  const Mount* best = nullptr;
+  for (const auto& m : mounts) {
+    std::string_view dest = m.destination;
+    while (dest.size() > 1 && dest.back() == '/') dest.remove_suffix(1);
+    const bool covers = path == dest || (path.starts_with(dest) && path.size() > dest.size() &&
+                                         (path[dest.size()] == '/' || dest == "/"));
+    if (covers && (!best || dest.size() > best->destination.size())) best = &m;
+  }
+  if (!best) return {};
+  std::string_view dest = best->destination;
+  while (dest.size() > 1 && dest.back() == '/') dest.remove_suffix(1);
+  std::string rest(path.substr(dest.size()));
+  return rest.empty() ? std::string(best->source)
+                      : join_path(best->source, std::string_view(rest).substr(rest[0] == '/'));
+}
+
+std::vector<std::string_view> string_array(simdjson::dom::element parent, const char* key) {
+  std::vector<std::string_view> out;
+  simdjson::dom::array arr;
+  if (parent.at_key(key).get(arr) != SUCCESS) return out;
+  for (auto e : arr) {
+    std::string_view s;
+    if (e.get(s) == SUCCESS) out.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string parse_directives(std::string_view text, Directives& d) {
+  while (!text.empty()) {
+    const auto comma = text.find(',');
+    std::string_view item = text.substr(0, comma);
+    text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.empty()) continue;
+    const auto eq = item.find('=');
+    if (eq == std::string_view::npos) return "directive \"" + std::string(item) + "\" has no '='";
+    if (auto err = apply_directive(item.substr(0, eq), item.substr(eq + 1), d); !err.empty())
+      return err;
+  }
+  return {};
+}
+
+std::optional<Plan> load_plan(const std::string& bundle, std::string& err) {
+  static simdjson::dom::parser parser;  // the daemon is single-threaded; reuse buffers
+  const std::string path = join_path(bundle, "config.json");
+  simdjson::dom::element doc;
+  if (auto e = parser.load(path).get(doc); e != SUCCESS) {
+    err = "reading spec: error reading spec file \"" + path + "\": " + simdjson::error_message(e);
+    return std::nullopt;
+  }
+  simdjson::dom::element process;
+  if (doc.at_key("process").get(process) != SUCCESS) {
+    err = "reading spec: spec \"" + path + "\" has no process";
+    return std::nullopt;
+  }
+
+  Plan plan;
+  for (auto env : string_array(process, "env")) {
+    if (!env.starts_with("FAKE_RUNSC=")) continue;
+    if (auto e = parse_directives(env.substr(11), plan.d); !e.empty()) {
+      err = "fake-runsc: " + e;
+      return std::nullopt;
+    }
+  }
+
+  std::vector<Mount> mounts;
+  simdjson::dom::array mount_array;
+  if (doc.at_key("mounts").get(mount_array) == SUCCESS) {
+    for (auto m : mount_array) {
+      Mount mount;
+      if (m.at_key("destination").get(mount.destination) == SUCCESS &&
+          m.at_key("source").get(mount.source) == SUCCESS)
+        mounts.push_back(mount);
+    }
+  }
+
+  const InitOptions init = parse_init_args(string_array(process, "args"));
+  plan.docker = init.docker;
+  plan.status_dir = host_path(mounts, init.status_dir);
+  plan.log_dir = host_path(mounts, init.log_dir);
+  if (plan.docker) plan.relay_socket = host_path(mounts, init.relay_socket);
+  if (!init.dockerd_socket.empty()) plan.dockerd_socket = init.dockerd_socket;
+  return plan;
+}
+
+}  // namespace fake_runsc
