@@ -1,0 +1,143 @@
+// The Agent facade: builds the modules and wires them in the one direction data flows:
+// intakes → supervisor (spec → runtime → probe → store) → events → intakes' replies.
+#include "sandbox_agent/agent.hpp"
+
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "durable_writer.hpp"
+#include "events.hpp"
+#include "log.hpp"
+#include "paths.hpp"
+#include "reactor.hpp"
+#include "socket_server.hpp"
+#include "spool.hpp"
+#include "supervisor.hpp"
+#include "watchers.hpp"
+
+namespace sandbox_agent {
+
+namespace {
+
+// Each sandbox in flight holds a few descriptors (pidfd, probe socket): use what we may.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  rlimit want = rl;
+  want.rlim_max = std::max<rlim_t>(rl.rlim_max, 1 << 20);
+  want.rlim_cur = want.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &want) != 0) {
+    want = rl;
+    want.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &want);
+  }
+}
+
+Status make_layout(const Config& c) {
+  struct Dir {
+    std::string path;
+    unsigned mode;
+  };
+  // sockets/ is traversable so that a socket_owner can reach its own sockets/ID/ (0700).
+  for (const auto& d : {Dir{c.root, 0755}, Dir{paths::join(c.root, "state"), 0700},
+                        Dir{paths::join(c.root, "bundles"), 0700}, Dir{paths::join(c.root, "sockets"), 0711},
+                        Dir{paths::join(c.root, "logs"), 0750}, Dir{paths::join(c.root, "runsc"), 0700}}) {
+    if (!paths::make_dirs(d.path, d.mode))
+      return make_error(ErrorCode::internal, "creating " + d.path + ": " + paths::errno_text());
+  }
+  ::chmod(paths::join(c.root, "sockets").c_str(), 0711);
+  return Ok{};
+}
+
+}  // namespace
+
+struct Agent::Impl {
+  Impl(asio::io_context& io, Config cfg, AgentOptions opts)
+      : ex(io.get_executor()), config(std::move(cfg)), options(opts), writer(ex), dirs(ex), pids(ex),
+        supervisor(ex, config, events, writer, dirs, pids),
+        socket(ex, config, supervisor, events),
+        spool(ex, config, supervisor, events, dirs, writer) {}
+
+  awaitable<void> start(std::function<void(const Status&)> done) {
+    auto fail = [&](const Status& s) { done(s); };
+    if (auto s = make_layout(config); !s) co_return fail(s);
+    if (auto s = writer.open(); !s) co_return fail(s);
+    if (auto s = dirs.open(); !s) co_return fail(s);
+    co_await supervisor.recover();
+    if (options.socket) {
+      if (auto s = socket.listen(options.inherited_socket); !s) co_return fail(s);
+      socket.start();
+    }
+    if (options.spool) {
+      if (auto s = spool.open(); !s) co_return fail(s);
+      spool.start();
+    }
+    done(Ok{});
+  }
+
+  awaitable<void> stop_all(std::function<void()> done) {
+    socket.close();
+    spool.close();
+    co_await supervisor.shutdown(config.stop_sandboxes_on_exit);
+    dirs.close();
+    done();
+  }
+
+  asio::any_io_executor ex;
+  Config config;
+  AgentOptions options;
+  EventBus events;
+  DurableWriter writer;
+  DirWatcher dirs;
+  PidWatcher pids;
+  Supervisor supervisor;
+  SocketServer socket;
+  SpoolIntake spool;
+};
+
+Agent::Agent(asio::io_context& io, Config config, AgentOptions options)
+    : impl_(std::make_unique<Impl>(io, std::move(config), options)) {
+  raise_fd_limit();
+}
+
+Agent::~Agent() = default;
+
+void Agent::start(std::function<void(const Status&)> done) {
+  asio::co_spawn(impl_->ex, impl_->start(std::move(done)), asio::detached);
+}
+
+void Agent::launch(LaunchRequest request, std::function<void(Result<std::string>)> done) {
+  asio::co_spawn(impl_->ex, [this, request = std::move(request), done = std::move(done)]() mutable -> awaitable<void> {
+    auto policy = impl_->config.request_policy();
+    if (auto s = validate_request(request); !s) co_return done(s.error());
+    if (auto s = apply_policy(request, policy); !s) co_return done(s.error());
+    done(co_await impl_->supervisor.launch(std::move(request), "api"));
+  }, asio::detached);
+}
+
+Result<SandboxState> Agent::stop(const std::string& id, unsigned timeout_ms) {
+  return impl_->supervisor.stop(id, timeout_ms);
+}
+
+std::optional<SandboxStatus> Agent::status(const std::string& id) const {
+  if (auto* sb = impl_->supervisor.find(id)) return sb->status();
+  return std::nullopt;
+}
+
+std::vector<SandboxStatus> Agent::list() const { return impl_->supervisor.list(); }
+Stats Agent::stats() const { return impl_->supervisor.stats(); }
+
+std::uint64_t Agent::subscribe(EventHandler handler) {
+  return impl_->events.subscribe([h = std::move(handler)](const StateEvent& e, const Sandbox& sb) { h(e, sb.status()); });
+}
+
+void Agent::unsubscribe(std::uint64_t token) { impl_->events.unsubscribe(token); }
+
+void Agent::shutdown(std::function<void()> done) {
+  asio::co_spawn(impl_->ex, impl_->stop_all(std::move(done)), asio::detached);
+}
+
+const Config& Agent::config() const { return impl_->config; }
+std::size_t Agent::connections() const { return impl_->socket.connections(); }
+
+}  // namespace sandbox_agent

@@ -1,0 +1,209 @@
+// Configuration: defaults < JSON file < command-line flags. Unknown keys are errors.
+#include "sandbox_agent/config.hpp"
+
+#include <climits>
+#include <cstdlib>
+#include <thread>
+
+#include "json_in.hpp"
+#include "paths.hpp"
+
+namespace sandbox_agent {
+
+using json::Ptr;
+using json::invalid;
+
+RequestPolicy Config::request_policy() const {
+  return {allowed_host_prefixes, allow_host_cgroup_bind, static_cast<std::size_t>(limits.max_request_bytes)};
+}
+
+unsigned Config::runsc_concurrency() const {
+  if (runsc.max_concurrent) return runsc.max_concurrent;
+  unsigned cores = std::thread::hardware_concurrency();
+  return 2 * (cores ? cores : 1);
+}
+
+namespace {
+
+Status parse_mode(json::value v, const Ptr& at, unsigned& out) {
+  std::string s;
+  if (auto st = json::read_string(v, at, s, 8); !st) return st;
+  char* end = nullptr;
+  unsigned long m = std::strtoul(s.c_str(), &end, 8);
+  if (s.empty() || *end || m > 0777) return invalid(at, "must be an octal mode string like \"0660\"");
+  out = static_cast<unsigned>(m);
+  return Ok{};
+}
+
+Status parse_id_list(json::value v, const Ptr& at, std::vector<std::uint32_t>& out) {
+  simdjson::ondemand::array arr;
+  if (auto e = v.get_array().get(arr)) return json::simdjson_error(e, at, "must be an array of ids");
+  out.clear();
+  for (auto item : arr) {
+    json::value iv;
+    Ptr here = at.child(out.size());
+    if (auto e = item.get(iv)) return json::simdjson_error(e, here, "must be an integer");
+    std::uint32_t id = 0;
+    if (auto s = json::read_u32(iv, here, id, 0, 0xfffffffeu); !s) return s;
+    out.push_back(id);
+  }
+  return Ok{};
+}
+
+Status parse_socket(json::value v, const Ptr& at, SocketConfig& c) {
+  return json::for_each_member(v, at, [&](std::string_view k, json::value m, const Ptr& p) -> Status {
+    if (k == "path") return json::read_string(m, p, c.path);
+    if (k == "mode") return parse_mode(m, p, c.mode);
+    if (k == "allowed_uids") return parse_id_list(m, p, c.allowed_uids);
+    if (k == "allowed_gids") return parse_id_list(m, p, c.allowed_gids);
+    return invalid(p, "unknown key");
+  });
+}
+
+Status parse_runsc(json::value v, const Ptr& at, RunscConfig& c) {
+  return json::for_each_member(v, at, [&](std::string_view k, json::value m, const Ptr& p) -> Status {
+    if (k == "path") return json::read_string(m, p, c.path);
+    if (k == "flags") return json::read_string_array(m, p, c.flags, 64);
+    if (k == "max_concurrent") return json::read_u32(m, p, c.max_concurrent, 1, 1024);
+    if (k == "timeout_ms") return json::read_u32(m, p, c.timeout_ms, 100, 3600000);
+    return invalid(p, "unknown key");
+  });
+}
+
+Status parse_probe(json::value v, const Ptr& at, ProbeConfig& c) {
+  return json::for_each_member(v, at, [&](std::string_view k, json::value m, const Ptr& p) -> Status {
+    if (k == "initial_ms") return json::read_u32(m, p, c.initial_ms, 1, 60000);
+    if (k == "factor") return json::read_double(m, p, c.factor, 1.0, 10.0);
+    if (k == "max_ms") return json::read_u32(m, p, c.max_ms, 1, 600000);
+    if (k == "jitter") return json::read_double(m, p, c.jitter, 0.0, 1.0);
+    if (k == "attempt_timeout_ms") return json::read_u32(m, p, c.attempt_timeout_ms, 1, 600000);
+    return invalid(p, "unknown key");
+  });
+}
+
+Status parse_docker(json::value v, const Ptr& at, DockerConfig& c) {
+  return json::for_each_member(v, at, [&](std::string_view k, json::value m, const Ptr& p) -> Status {
+    if (k == "ready_timeout_ms") return json::read_u32(m, p, c.ready_timeout_ms, 1, 3600000);
+    if (k == "dockerd_path") return json::read_string(m, p, c.dockerd_path);
+    return invalid(p, "unknown key");
+  });
+}
+
+Status parse_limits(json::value v, const Ptr& at, LimitsConfig& c) {
+  return json::for_each_member(v, at, [&](std::string_view k, json::value m, const Ptr& p) -> Status {
+    if (k == "max_sandboxes") return json::read_u32(m, p, c.max_sandboxes, 1, 1000000);
+    if (k == "max_connections") return json::read_u32(m, p, c.max_connections, 1, 1000000);
+    if (k == "max_request_bytes") return json::read_uint(m, p, c.max_request_bytes, 1024, 64u << 20);
+    if (k == "max_pending_launches") return json::read_u32(m, p, c.max_pending_launches, 1, 1000000);
+    if (k == "max_watchers") return json::read_u32(m, p, c.max_watchers, 0, 100000);
+    if (k == "max_output_bytes") return json::read_uint(m, p, c.max_output_bytes, 4096, 1u << 30);
+    return invalid(p, "unknown key");
+  });
+}
+
+bool is_log_level(std::string_view l) {
+  for (auto n : {"trace", "debug", "info", "warn", "error", "critical", "off"})
+    if (l == n) return true;
+  return false;
+}
+
+Status parse_top(json::value root, Config& c) {
+  return json::for_each_member(root, Ptr{}, [&](std::string_view k, json::value m, const Ptr& p) -> Status {
+    if (k == "root") return json::read_string(m, p, c.root);
+    if (k == "socket") return parse_socket(m, p, c.socket);
+    if (k == "spool") return json::read_string(m, p, c.spool);
+    if (k == "runsc") return parse_runsc(m, p, c.runsc);
+    if (k == "allowed_host_prefixes") return json::read_string_array(m, p, c.allowed_host_prefixes, 256);
+    if (k == "allow_host_cgroup_bind") return json::read_bool(m, p, c.allow_host_cgroup_bind);
+    if (k == "probe") return parse_probe(m, p, c.probe);
+    if (k == "docker") return parse_docker(m, p, c.docker);
+    if (k == "limits") return parse_limits(m, p, c.limits);
+    if (k == "stop_sandboxes_on_exit") return json::read_bool(m, p, c.stop_sandboxes_on_exit);
+    if (k == "clean_orphans") return json::read_bool(m, p, c.clean_orphans);
+    if (k == "log_level") return json::read_string(m, p, c.log_level, 16);
+    if (k == "sandbox_init") return json::read_string(m, p, c.sandbox_init);
+    return invalid(p, "unknown key");
+  });
+}
+
+std::string expand_root(const std::string& value, const std::string& root) {
+  // "ROOT/x" in the file means the configured root, as in the documented example.
+  if (value == "ROOT") return root;
+  if (value.starts_with("ROOT/")) return paths::join(root, value.substr(5));
+  return value;
+}
+
+// Derived defaults and checks that involve several keys.
+Status finish(Config& c) {
+  auto err = [&](std::string field, std::string msg) {
+    return make_error(ErrorCode::invalid_request, std::move(msg), std::move(field));
+  };
+  if (c.root.empty()) c.root = std::string(kDefaultRoot);
+  if (c.root[0] != '/') {
+    char cwd[PATH_MAX];
+    if (!::getcwd(cwd, sizeof cwd)) return err("/root", "cannot resolve a relative root");
+    c.root = paths::join(cwd, c.root);
+  }
+  while (c.root.size() > 1 && c.root.back() == '/') c.root.pop_back();
+  c.socket.path = c.socket.path.empty() ? paths::join(c.root, "agent.sock") : expand_root(c.socket.path, c.root);
+  c.spool = c.spool.empty() ? paths::join(c.root, "spool") : expand_root(c.spool, c.root);
+  if (c.allowed_host_prefixes.empty())
+    c.allowed_host_prefixes = {paths::join(c.root, "images"), "/srv/images"};
+  for (std::size_t i = 0; i < c.allowed_host_prefixes.size(); ++i) {
+    auto& p = c.allowed_host_prefixes[i];
+    p = expand_root(p, c.root);
+    if (!paths::is_normalized_absolute(p))
+      return err("/allowed_host_prefixes/" + std::to_string(i), "must be an absolute, normalised path");
+    if (p == "/") return err("/allowed_host_prefixes/" + std::to_string(i), "must not be / (it would allow every host path)");
+    char buf[PATH_MAX];  // compare against what requests resolve to
+    if (::realpath(p.c_str(), buf)) p = buf;
+  }
+  if (c.sandbox_init.empty()) {
+    auto beside = paths::join(paths::self_exe_dir(), "sandbox-init");
+    c.sandbox_init = ::access(beside.c_str(), X_OK) == 0 ? beside : "/usr/lib/sandbox-agent/sandbox-init";
+  }
+  if (c.socket.path.size() >= 108) return err("/socket/path", "is longer than a Unix socket path may be (107 bytes)");
+  if (!is_log_level(c.log_level))
+    return err("/log_level", "must be one of trace, debug, info, warn, error, critical, off");
+  if (c.probe.max_ms < c.probe.initial_ms) return err("/probe/max_ms", "must be at least probe.initial_ms");
+  return Ok{};
+}
+
+void apply_overrides(Config& c, const ConfigOverrides& o) {
+  if (!o.root.empty()) c.root = o.root;
+  if (!o.socket.empty()) c.socket.path = o.socket;
+  if (!o.spool.empty()) c.spool = o.spool;
+  if (!o.runsc.empty()) c.runsc.path = o.runsc;
+  if (!o.log_level.empty()) c.log_level = o.log_level;
+  if (o.stop_sandboxes_on_exit >= 0) c.stop_sandboxes_on_exit = o.stop_sandboxes_on_exit;
+}
+
+}  // namespace
+
+namespace {
+Result<Config> build(const std::string_view* text, const ConfigOverrides& o) {
+  Config c;
+  if (text) {
+    auto s = json::parse_object_document(json::thread_parser(), *text,
+                                         [&](json::value root) { return parse_top(root, c); });
+    if (!s) return s.error();
+  }
+  apply_overrides(c, o);
+  if (auto s = finish(c); !s) return s.error();
+  return c;
+}
+}  // namespace
+
+Result<Config> parse_config(std::string_view text, const ConfigOverrides& o) {
+  return build(&text, o);
+}
+
+Result<Config> load_config(const std::string& file, const ConfigOverrides& o) {
+  std::string text;
+  if (!file.empty() && !paths::read_file(file, text, 4 << 20))
+    return make_error(ErrorCode::invalid_request, "cannot read: " + paths::errno_text());
+  if (file.empty()) return build(nullptr, o);
+  return parse_config(text, o);
+}
+
+}  // namespace sandbox_agent

@@ -1,0 +1,236 @@
+#include "durable_writer.hpp"
+
+#include <liburing.h>
+
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "paths.hpp"
+
+namespace sandbox_agent {
+
+struct DurableWriter::Job {
+  std::string path, tmp;
+  std::vector<Done> done;
+  int fd = -1;
+};
+
+struct DurableWriter::DirSync {
+  std::string path;
+  int fd = -1;
+  bool in_flight = false;
+  std::vector<Done> batch;    // covered by the fsync in flight
+  std::vector<Done> waiting;  // need the next one
+};
+
+namespace {
+constexpr std::uintptr_t kDirTag = 1;  // low bit marks a DirSync in user_data
+
+int write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return 0;
+}
+
+std::string dir_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+}  // namespace
+
+DurableWriter::DurableWriter(asio::any_io_executor ex) : ex_(ex), event_(ex) {}
+
+DurableWriter::~DurableWriter() {
+  std::error_code ignored;
+  event_.close(ignored);
+  if (open_) ::io_uring_queue_exit(ring_.get());
+  for (auto& [p, slot] : paths_)
+    if (slot.running && slot.running->fd >= 0) ::close(slot.running->fd);
+  for (auto& [p, d] : dirs_)
+    if (d->fd >= 0) ::close(d->fd);
+}
+
+Status DurableWriter::open(unsigned entries) {
+  ring_ = std::make_unique<io_uring>();
+  if (int r = ::io_uring_queue_init(entries, ring_.get(), 0); r < 0)
+    return make_error(ErrorCode::internal, std::string("io_uring_queue_init: ") + std::strerror(-r));
+  open_ = true;
+  int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (efd < 0) return make_error(ErrorCode::internal, "eventfd: " + paths::errno_text());
+  if (int r = ::io_uring_register_eventfd(ring_.get(), efd); r < 0) {
+    ::close(efd);
+    return make_error(ErrorCode::internal, std::string("io_uring_register_eventfd: ") + std::strerror(-r));
+  }
+  event_.assign(efd);
+  asio::co_spawn(ex_, completion_loop(), asio::detached);
+  return Ok{};
+}
+
+void DurableWriter::write(const std::string& path, std::string content, Done done) {
+  auto& slot = paths_[path];
+  if (slot.running) {  // keep order: only the newest content waits behind the running write
+    slot.next = std::move(content);
+    if (done) slot.next_done.push_back(std::move(done));
+    return;
+  }
+  std::vector<Done> d;
+  if (done) d.push_back(std::move(done));
+  start(path, std::move(content), std::move(d));
+}
+
+awaitable<int> DurableWriter::write_async(std::string path, std::string content) {
+  // Shared with the callback, which may outlive this coroutine at shutdown.
+  struct Pending {
+    explicit Pending(asio::any_io_executor ex) : signal(ex, Clock::time_point::max()) {}
+    asio::steady_timer signal;
+    int result = -1;
+  };
+  auto p = std::make_shared<Pending>(ex_);
+  write(path, std::move(content), [p](int err) {
+    p->result = err;
+    p->signal.cancel();
+  });
+  if (p->result < 0) co_await p->signal.async_wait(use_nothrow);
+  co_return p->result;
+}
+
+void DurableWriter::start(const std::string& path, std::string content, std::vector<Done> done) {
+  auto job = std::make_unique<Job>();
+  job->path = path;
+  auto slash = path.rfind('/');
+  job->tmp = dir_of(path) + "/." + path.substr(slash + 1) + ".tmp";
+  job->done = std::move(done);
+  Job* j = job.get();
+  paths_[path].running = std::move(job);
+  // open + write land in the page cache; only the flush waits for the disk.
+  j->fd = ::open(j->tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (j->fd < 0) return finish(j, errno);
+  if (int e = write_all(j->fd, content)) return finish(j, e);
+  submit_fsync(j->fd, reinterpret_cast<std::uintptr_t>(j));
+}
+
+void DurableWriter::submit_fsync(int fd, std::uintptr_t tag) {
+  io_uring_sqe* sqe = ::io_uring_get_sqe(ring_.get());
+  if (!sqe) {
+    unsubmitted_.emplace_back(fd, tag);
+    return;
+  }
+  ::io_uring_prep_fsync(sqe, fd, 0);
+  ::io_uring_sqe_set_data(sqe, reinterpret_cast<void*>(tag));
+  ::io_uring_submit(ring_.get());
+}
+
+void DurableWriter::flush_submissions() {
+  while (!unsubmitted_.empty()) {
+    io_uring_sqe* sqe = ::io_uring_get_sqe(ring_.get());
+    if (!sqe) break;
+    auto [fd, tag] = unsubmitted_.front();
+    unsubmitted_.pop_front();
+    ::io_uring_prep_fsync(sqe, fd, 0);
+    ::io_uring_sqe_set_data(sqe, reinterpret_cast<void*>(tag));
+  }
+  ::io_uring_submit(ring_.get());
+}
+
+awaitable<void> DurableWriter::completion_loop() {
+  for (;;) {
+    auto [ec, n] = co_await event_.async_read_some(
+        asio::buffer(&event_buf_, sizeof event_buf_), use_nothrow);
+    if (ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) co_return;
+    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+      spdlog::error("durable writer: eventfd read failed: {}", ec.message());
+      co_return;
+    }
+    io_uring_cqe* cqe = nullptr;
+    while (::io_uring_peek_cqe(ring_.get(), &cqe) == 0) {
+      auto tag = reinterpret_cast<std::uintptr_t>(::io_uring_cqe_get_data(cqe));
+      int res = cqe->res;
+      ::io_uring_cqe_seen(ring_.get(), cqe);
+      if (tag & kDirTag) on_dir_synced(reinterpret_cast<DirSync*>(tag & ~kDirTag), res);
+      else on_file_synced(reinterpret_cast<Job*>(tag), res);
+    }
+    if (!unsubmitted_.empty()) flush_submissions();
+  }
+}
+
+void DurableWriter::on_file_synced(Job* job, int res) {
+  ::close(job->fd);
+  job->fd = -1;
+  if (res < 0) return finish(job, -res);
+  if (::rename(job->tmp.c_str(), job->path.c_str()) != 0) return finish(job, errno);
+  // The rename is durable once the directory is: share that fsync with other renames.
+  queue_dir_sync(dir_for(dir_of(job->path)), [this, job](int err) { finish(job, err); });
+}
+
+DurableWriter::DirSync& DurableWriter::dir_for(const std::string& dir) {
+  auto& d = dirs_[dir];
+  if (!d) {
+    d = std::make_unique<DirSync>();
+    d->path = dir;
+  }
+  if (d->fd < 0) d->fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  return *d;
+}
+
+void DurableWriter::sync_dir(const std::string& dir, Done done) {
+  queue_dir_sync(dir_for(dir), std::move(done));
+}
+
+void DurableWriter::queue_dir_sync(DirSync& d, Done done) {
+  if (d.fd < 0) {  // cannot open the directory: the rename stands, durability unknown
+    if (done) done(0);
+    return;
+  }
+  d.waiting.push_back(std::move(done));
+  if (d.in_flight) return;
+  d.in_flight = true;
+  d.batch.swap(d.waiting);
+  submit_fsync(d.fd, reinterpret_cast<std::uintptr_t>(&d) | kDirTag);
+}
+
+void DurableWriter::on_dir_synced(DirSync* d, int res) {
+  auto batch = std::move(d->batch);
+  d->batch.clear();
+  d->in_flight = false;
+  if (!d->waiting.empty()) {
+    d->in_flight = true;
+    d->batch.swap(d->waiting);
+    submit_fsync(d->fd, reinterpret_cast<std::uintptr_t>(d) | kDirTag);
+  }
+  for (auto& cb : batch)
+    if (cb) cb(res < 0 ? -res : 0);
+}
+
+void DurableWriter::finish(Job* j, int error) {
+  if (j->fd >= 0) ::close(j->fd);
+  if (error) ::unlink(j->tmp.c_str());
+  auto it = paths_.find(j->path);
+  auto job = std::move(it->second.running);  // keeps j alive through the callbacks
+  auto next = std::move(it->second.next);
+  auto next_done = std::move(it->second.next_done);
+  it->second.next.reset();
+  it->second.next_done.clear();
+  if (next) start(job->path, std::move(*next), std::move(next_done));
+  else paths_.erase(it);
+  for (auto& cb : job->done)
+    if (cb) cb(error);
+}
+
+awaitable<void> DurableWriter::drain() {
+  asio::steady_timer t(ex_);
+  while (!paths_.empty()) {
+    t.expires_after(Millis(2));
+    co_await t.async_wait(use_nothrow);
+  }
+}
+
+}  // namespace sandbox_agent

@@ -1,0 +1,72 @@
+// Durable file replacement without stalling the reactor: each write goes to a temporary
+// file, is fsync'ed through a small io_uring of its own (the kernel runs the flush in its
+// worker pool and signals an eventfd the reactor waits on), then renamed over the target;
+// the directory's fsync is shared by every rename in it that is waiting. Writes to the
+// same path are applied in order; a write superseded while queued is merged into the next.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <asio/posix/stream_descriptor.hpp>
+
+#include "reactor.hpp"
+#include "sandbox_agent/error.hpp"
+
+struct io_uring;
+
+namespace sandbox_agent {
+
+class DurableWriter {
+ public:
+  using Done = std::function<void(int error)>;  // 0, or an errno value
+
+  explicit DurableWriter(asio::any_io_executor ex);
+  ~DurableWriter();
+  Status open(unsigned entries = 256);
+
+  // Replaces `path` with `content`, durably. `done` runs on the reactor when it is on disk.
+  void write(const std::string& path, std::string content, Done done = {});
+  // The same, awaited: returns 0 or an errno value.
+  awaitable<int> write_async(std::string path, std::string content);
+  // Makes a rename or unlink already done in `dir` durable.
+  void sync_dir(const std::string& dir, Done done = {});
+
+  std::size_t pending() const { return paths_.size(); }
+  awaitable<void> drain();  // until nothing is pending (shutdown)
+
+ private:
+  struct Job;
+  struct DirSync;
+  struct PathSlot {
+    std::unique_ptr<Job> running;
+    std::optional<std::string> next;  // newest content queued behind `running`
+    std::vector<Done> next_done;
+  };
+  void start(const std::string& path, std::string content, std::vector<Done> done);
+  void submit_fsync(int fd, std::uintptr_t tag);
+  void flush_submissions();
+  awaitable<void> completion_loop();
+  void on_file_synced(Job* job, int res);
+  void on_dir_synced(DirSync* dir, int res);
+  void finish(Job* job, int error);
+  DirSync& dir_for(const std::string& dir);
+  void queue_dir_sync(DirSync& d, Done done);
+
+  asio::any_io_executor ex_;
+  std::unique_ptr<io_uring> ring_;
+  asio::posix::stream_descriptor event_;
+  std::uint64_t event_buf_ = 0;
+  std::unordered_map<std::string, PathSlot> paths_;
+  std::unordered_map<std::string, std::unique_ptr<DirSync>> dirs_;
+  std::deque<std::pair<int, std::uintptr_t>> unsubmitted_;  // when the SQ is full
+  bool open_ = false;
+};
+
+}  // namespace sandbox_agent

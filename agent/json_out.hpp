@@ -1,0 +1,57 @@
+// Writing JSON with cereal: exact field names through make_nvp, objects written by a type's
+// save(), maps as JSON objects, absent optionals skipped. Include only where JSON is written.
+#pragma once
+
+#include <cereal/archives/json.hpp>
+#include <cereal/types/string.hpp>
+#include <cereal/types/vector.hpp>
+
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sandbox_agent::json {
+
+using cereal::make_nvp;
+
+// A string-to-string map written as one JSON object, keys in the given order.
+struct StringMap {
+  const std::vector<std::pair<std::string, std::string>>& entries;
+  template <class Archive>
+  void save(Archive& ar) const {
+    for (const auto& [k, v] : entries) ar(make_nvp(k.c_str(), v));
+  }
+};
+
+// Writes `name` only when the optional holds a value.
+template <class Archive, class T>
+void save_optional(Archive& ar, const char* name, const T& opt) {
+  if (opt) ar(make_nvp(name, *opt));
+}
+
+// Replaces bytes that are not valid UTF-8 with '?', so text read from logs can be embedded.
+std::string utf8_sanitize(std::string_view text);
+
+// Serialises obj (a type with save()) as the root JSON object. Compact (one line) unless
+// pretty: NDJSON lines, status files and state records are one line; config.json is pretty.
+template <class T>
+std::string to_json(const T& obj, bool pretty = false) {
+  std::ostringstream os;
+  {
+    cereal::JSONOutputArchive ar(os, pretty ? cereal::JSONOutputArchive::Options::Default()
+                                            : cereal::JSONOutputArchive::Options::NoIndent());
+    obj.save(ar);
+  }
+  std::string out = std::move(os).str();
+  if (!pretty) {
+    // Raw newlines only occur between tokens: inside strings they are escaped.
+    std::erase(out, '\n');
+  } else {
+    out += '\n';
+  }
+  return out;
+}
+
+}  // namespace sandbox_agent::json

@@ -1,0 +1,162 @@
+#include "paths.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace sandbox_agent::paths {
+
+bool is_normalized_absolute(std::string_view p) {
+  if (p.empty() || p[0] != '/') return false;
+  if (p == "/") return true;
+  if (p.back() == '/') return false;
+  std::size_t i = 1;
+  while (i <= p.size()) {
+    auto end = p.find('/', i);
+    if (end == std::string_view::npos) end = p.size();
+    auto part = p.substr(i, end - i);
+    if (part.empty() || part == "." || part == "..") return false;
+    i = end + 1;
+  }
+  return true;
+}
+
+bool is_same_or_under(std::string_view p, std::string_view dir) {
+  if (dir == "/") return !p.empty() && p[0] == '/';
+  if (!p.starts_with(dir)) return false;
+  return p.size() == dir.size() || p[dir.size()] == '/';
+}
+
+std::string join(std::string_view a, std::string_view b) {
+  std::string r(a);
+  if (r.empty() || r.back() != '/') r += '/';
+  r += b;
+  return r;
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+bool make_dirs(const std::string& path, unsigned mode) {
+  if (path.empty()) return false;
+  std::string cur;
+  std::size_t i = 0;
+  while (i < path.size()) {
+    auto next = path.find('/', i + 1);
+    if (next == std::string::npos) next = path.size();
+    cur = path.substr(0, next);
+    if (!cur.empty() && cur != "/" && ::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) return false;
+    i = next;
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return false;
+  if (!S_ISDIR(st.st_mode)) {
+    errno = ENOTDIR;
+    return false;
+  }
+  return true;
+}
+
+bool remove_tree(const std::string& path) {
+  auto rm = [](const char* p, const struct stat*, int, struct FTW*) -> int {
+    ::remove(p);
+    return 0;
+  };
+  if (::access(path.c_str(), F_OK) != 0) return errno == ENOENT;
+  ::nftw(path.c_str(), rm, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+  return ::access(path.c_str(), F_OK) != 0;
+}
+
+bool read_file(const std::string& path, std::string& out, std::size_t max) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return false;
+  out.clear();
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      ::close(fd);
+      errno = e;
+      return false;
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<std::size_t>(n) > max) {
+      ::close(fd);
+      errno = EFBIG;
+      return false;
+    }
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return true;
+}
+
+namespace {
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+}  // namespace
+
+bool write_file_atomic(const std::string& path, std::string_view data, unsigned mode) {
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
+  std::string tmp = dir + "/." + path.substr(slash + 1) + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return false;
+  bool ok = write_all(fd, data) && ::fsync(fd) == 0;
+  int e = errno;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    if (ok) e = errno;
+    ::unlink(tmp.c_str());
+    errno = e;
+    return false;
+  }
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return true;
+}
+
+std::string tail_file(const std::string& path, std::size_t max) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return {};
+  struct stat st {};
+  std::string out;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    off_t size = st.st_size;
+    off_t start = size > static_cast<off_t>(max) ? size - static_cast<off_t>(max) : 0;
+    out.resize(static_cast<std::size_t>(size - start));
+    ssize_t n = ::pread(fd, out.data(), out.size(), start);
+    out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    if (start > 0) {  // drop the partial first line
+      auto nl = out.find('\n');
+      if (nl != std::string::npos && nl + 1 < out.size()) out.erase(0, nl + 1);
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+std::string self_exe_dir() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, static_cast<std::size_t>(n));
+  auto slash = p.rfind('/');
+  return slash == std::string::npos ? "." : p.substr(0, slash);
+}
+
+}  // namespace sandbox_agent::paths

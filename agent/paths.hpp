@@ -1,0 +1,37 @@
+// Small path and filesystem helpers shared across modules (no Asio, no JSON).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace sandbox_agent::paths {
+
+// "/a/b" — absolute, no empty, "." or ".." components, no trailing slash (except "/").
+bool is_normalized_absolute(std::string_view p);
+
+// True when `p` equals `dir` or lies beneath it (component-wise, not string prefix).
+bool is_same_or_under(std::string_view p, std::string_view dir);
+
+std::string join(std::string_view a, std::string_view b);
+std::string errno_text();  // strerror(errno)
+
+// mkdir -p with a mode for created directories; false (errno set) on failure.
+bool make_dirs(const std::string& path, unsigned mode = 0755);
+
+// rm -rf of a directory tree that contains no mount points; best effort, returns success.
+bool remove_tree(const std::string& path);
+
+// Reads a whole small file (up to max bytes); false on error or when larger.
+bool read_file(const std::string& path, std::string& out, std::size_t max);
+
+// Writes `data` to `path` atomically (tmp + fsync + rename + fsync dir). Blocking: for
+// start-up and tools, not for the reactor (see DurableWriter).
+bool write_file_atomic(const std::string& path, std::string_view data, unsigned mode = 0644);
+
+// The last `max` bytes of a file (from a line start where possible); empty on error.
+std::string tail_file(const std::string& path, std::size_t max);
+
+// Directory of the running executable (/proc/self/exe).
+std::string self_exe_dir();
+
+}  // namespace sandbox_agent::paths

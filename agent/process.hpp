@@ -1,0 +1,56 @@
+// Child processes without blocking the reactor: posix_spawn (vfork-fast, argv only, no
+// shell, inherited fds closed), waited for through a pidfd polled on the ring.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "reactor.hpp"
+#include "sandbox_agent/error.hpp"
+
+namespace sandbox_agent {
+
+struct SpawnSpec {
+  std::vector<std::string> argv;  // argv[0] is the program path (no PATH search)
+  int stdout_fd = -1;             // -1: /dev/null
+  int stderr_fd = -1;             // -1: /dev/null
+  bool new_session = true;        // keep terminal signals (Ctrl-C) away from the child
+};
+
+struct ExitStatus {
+  int code = -1;    // exit code when the child exited
+  int signal = 0;   // the signal that killed it, else 0
+  bool ok() const { return signal == 0 && code == 0; }
+  std::string describe() const;
+};
+
+// An owned child: its pid and pidfd. Destroying a Child that has not been waited for
+// kills (SIGKILL) and reaps it, so no zombie outlives its owner.
+class Child {
+ public:
+  Child() = default;
+  Child(pid_t pid, int pidfd) : pid_(pid), pidfd_(pidfd) {}
+  Child(Child&& o) noexcept;
+  Child& operator=(Child&& o) noexcept;
+  ~Child();
+
+  pid_t pid() const { return pid_; }
+  bool running() const { return pidfd_ >= 0; }
+  void kill(int sig);
+  // Waits (on the ring) until the child exits and reaps it.
+  awaitable<ExitStatus> wait();
+
+ private:
+  void reap_now();
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+};
+
+Result<Child> spawn(const SpawnSpec& spec);
+
+// Opens a pidfd for any process (not only children); -1 with errno on failure.
+int open_pidfd(pid_t pid);
+
+}  // namespace sandbox_agent

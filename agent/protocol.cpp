@@ -1,0 +1,233 @@
+#include "protocol.hpp"
+
+#include "json_in.hpp"
+#include "request_parse.hpp"
+#include "status_json.hpp"
+
+namespace sandbox_agent::protocol {
+
+using json::make_nvp;
+using json::Ptr;
+
+namespace {
+
+Status read_tag(json::value v, const Ptr& at, Tag& tag) {
+  simdjson::ondemand::json_type type;
+  if (auto e = v.type().get(type)) return json::simdjson_error(e, at, "must be a string or an integer");
+  if (type == simdjson::ondemand::json_type::string) {
+    std::string s;
+    auto st = json::read_string(v, at, s, 256);
+    if (st) tag = std::move(s);
+    return st;
+  }
+  std::int64_t n = 0;
+  auto st = json::read_int(v, at, n, INT64_MIN, INT64_MAX);
+  if (!st) return json::invalid(at, "must be a string or an integer");
+  tag = n;
+  return st;
+}
+
+Status read_op(json::value v, const Ptr& at, Op& op) {
+  std::string s;
+  if (auto st = json::read_string(v, at, s, 64); !st) return st;
+  static constexpr std::pair<std::string_view, Op> ops[] = {
+      {"launch", Op::launch}, {"status", Op::status}, {"list", Op::list}, {"stop", Op::stop},
+      {"watch", Op::watch},   {"stats", Op::stats},   {"version", Op::version}};
+  for (auto [name, o] : ops)
+    if (s == name) {
+      op = o;
+      return Ok{};
+    }
+  return make_error(ErrorCode::unknown_op,
+                    "unknown op \"" + s + "\" (one of launch, status, list, stop, watch, stats, version)",
+                    at.path);
+}
+
+// Finds the tag of a line that failed to parse, so the error can still carry it.
+Tag salvage_tag(std::string_view line) {
+  simdjson::dom::parser dom;
+  simdjson::padded_string padded(line);
+  simdjson::dom::element root;
+  if (dom.parse(padded).get(root)) return {};
+  simdjson::dom::element tag;
+  if (root.at_key("tag").get(tag)) return {};
+  std::string_view s;
+  if (!tag.get_string().get(s)) return std::string(s);
+  std::int64_t n = 0;
+  if (!tag.get_int64().get(n)) return n;
+  return {};
+}
+
+}  // namespace
+
+std::variant<Message, ParseError> parse_line(std::string_view line, const RequestPolicy& policy) {
+  Message m;
+  bool has_op = false, has_request = false, has_id = false, has_wait = false, has_timeout = false;
+  std::vector<std::string> seen;
+  auto s = json::parse_object_document(json::thread_parser(), line, [&](json::value root) {
+    return json::for_each_member(root, Ptr{}, [&](std::string_view k, json::value v, const Ptr& p) -> Status {
+      seen.emplace_back(k);
+      if (k == "op") { has_op = true; return read_op(v, p, m.op); }
+      if (k == "tag") return read_tag(v, p, m.tag);
+      if (k == "request") {
+        has_request = true;
+        auto st = parse_request_value(v, m.request);
+        if (!st) return st;
+        return apply_policy(m.request, policy);
+      }
+      if (k == "wait") {
+        has_wait = true;
+        std::string w;
+        if (auto st = json::read_string(v, p, w, 32); !st) return st;
+        if (w != "ready") return json::invalid(p, "must be \"ready\"");
+        m.wait_ready = true;
+        return Ok{};
+      }
+      if (k == "id") { has_id = true; return json::read_string(v, p, m.id, 256); }
+      if (k == "timeout_ms") { has_timeout = true; return json::read_u32(v, p, m.timeout_ms, 0, 3600000); }
+      return json::invalid(p, "unknown field");
+    });
+  });
+  auto err = [&](Error e) { return ParseError{std::move(e), m.tag.index() ? m.tag : salvage_tag(line)}; };
+  if (!s) return err(s.error());
+  if (!has_op) return err(json::invalid(Ptr{"/op"}, "is required"));
+  // Each op takes only its own arguments: a misplaced one is a mistake worth reporting.
+  auto only = [&](std::initializer_list<std::string_view> allowed) -> Status {
+    for (const auto& k : seen) {
+      if (k == "op" || k == "tag") continue;
+      bool ok = false;
+      for (auto a : allowed) ok = ok || k == a;
+      if (!ok) return json::invalid(Ptr{}.child(k), "is not an argument of this op");
+    }
+    return Ok{};
+  };
+  Status args = Ok{};
+  switch (m.op) {
+    case Op::launch:
+      args = only({"request", "wait"});
+      if (args && !has_request) args = json::invalid(Ptr{"/request"}, "is required");
+      break;
+    case Op::status:
+    case Op::stop:
+      args = m.op == Op::status ? only({"id"}) : only({"id", "timeout_ms"});
+      if (args && !has_id) args = json::invalid(Ptr{"/id"}, "is required");
+      else if (args && !is_valid_sandbox_id(m.id)) args = json::invalid(Ptr{"/id"}, "is not a valid sandbox id");
+      break;
+    default:
+      args = only({});
+  }
+  (void)has_wait;
+  (void)has_timeout;
+  if (!args) return err(args.error());
+  return m;
+}
+
+namespace {
+
+struct TagOut {
+  const Tag& tag;
+  template <class A> void save_into(A& ar) const {
+    if (auto* s = std::get_if<std::string>(&tag)) ar(make_nvp("tag", *s));
+    else if (auto* n = std::get_if<std::int64_t>(&tag)) ar(make_nvp("tag", *n));
+  }
+};
+
+struct ErrorOut {
+  const Error& e;
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("code", std::string(to_string(e.code))), make_nvp("message", json::utf8_sanitize(e.message)));
+    if (!e.field.empty()) ar(make_nvp("field", e.field));
+  }
+};
+
+// {"ok":…, <body>, "tag":…} — body writes the op's own fields.
+template <class Body>
+struct Reply {
+  bool ok;
+  const Tag& tag;
+  Body body;
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("ok", ok));
+    body(ar);
+    TagOut{tag}.save_into(ar);
+  }
+};
+
+template <class Body>
+std::string reply(bool ok, const Tag& tag, Body body) {
+  auto s = json::to_json(Reply<Body>{ok, tag, std::move(body)});
+  s += '\n';
+  return s;
+}
+
+struct StatusList {
+  const std::vector<SandboxStatus>& all;
+  template <class A> void save(A& ar) const {
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(all.size())));
+    for (const auto& s : all) ar(json::StatusOut{s});
+  }
+};
+
+struct TimeToReady {
+  const Stats& s;
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("samples", s.samples), make_nvp("p50", s.p50), make_nvp("p90", s.p90),
+       make_nvp("p99", s.p99), make_nvp("max", s.max));
+  }
+};
+
+struct StatsOut {
+  const Stats& s;
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("accepted", s.accepted), make_nvp("ready", s.ready), make_nvp("failed", s.failed),
+       make_nvp("stopped", s.stopped), make_nvp("in_flight", s.in_flight),
+       make_nvp("runsc_queued", s.runsc_queued), make_nvp("time_to_ready_ms", TimeToReady{s}));
+  }
+};
+
+}  // namespace
+
+std::string reply_error(const Error& e, const Tag& tag) {
+  return reply(false, tag, [&](auto& ar) { ar(make_nvp("error", ErrorOut{e})); });
+}
+
+std::string reply_launched(const std::string& id, SandboxState state, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) {
+    ar(make_nvp("id", id), make_nvp("state", std::string(to_string(state))));
+  });
+}
+
+std::string reply_launch_final(const SandboxStatus& s, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) {
+    ar(make_nvp("id", s.id), make_nvp("state", std::string(to_string(s.state))),
+       make_nvp("sandbox", json::StatusOut{s}));
+  });
+}
+
+std::string reply_status(const SandboxStatus& s, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) { ar(make_nvp("sandbox", json::StatusOut{s})); });
+}
+
+std::string reply_list(const std::vector<SandboxStatus>& all, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) { ar(make_nvp("sandboxes", StatusList{all})); });
+}
+
+std::string reply_stop(const std::string& id, SandboxState state, const Tag& tag) {
+  return reply_launched(id, state, tag);
+}
+
+std::string reply_ok(const Tag& tag) {
+  return reply(true, tag, [](auto&) {});
+}
+
+std::string reply_stats(const Stats& s, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) { ar(make_nvp("stats", StatsOut{s})); });
+}
+
+std::string reply_version(std::string_view version, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) { ar(make_nvp("version", std::string(version))); });
+}
+
+std::string event_line(const StateEvent& e) { return to_json(e) + "\n"; }
+
+}  // namespace sandbox_agent::protocol

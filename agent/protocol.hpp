@@ -1,0 +1,53 @@
+// The socket protocol: NDJSON lines in (parsed with simdjson), replies out (cereal).
+// No I/O here; the socket intake frames lines and calls these.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "sandbox_agent/error.hpp"
+#include "sandbox_agent/request.hpp"
+#include "sandbox_agent/status.hpp"
+
+namespace sandbox_agent::protocol {
+
+enum class Op { launch, status, list, stop, watch, stats, version };
+
+// A client's tag, echoed as given: a string or an integer.
+using Tag = std::variant<std::monostate, std::string, std::int64_t>;
+
+struct Message {
+  Op op = Op::version;
+  Tag tag;
+  LaunchRequest request;  // launch
+  bool wait_ready = false;  // launch
+  std::string id;           // status, stop
+  unsigned timeout_ms = 10000;  // stop
+};
+
+struct ParseError {
+  Error error;
+  Tag tag;  // when the line carried one
+};
+
+// Parses one line (without its newline). Launch requests get the full request validation
+// and policy. Errors come back with the tag, when there was one, to echo.
+std::variant<Message, ParseError> parse_line(std::string_view line, const RequestPolicy& policy);
+
+// Replies, one line each, newline included.
+std::string reply_error(const Error& e, const Tag& tag);
+std::string reply_launched(const std::string& id, SandboxState state, const Tag& tag);
+std::string reply_launch_final(const SandboxStatus& s, const Tag& tag);
+std::string reply_status(const SandboxStatus& s, const Tag& tag);
+std::string reply_list(const std::vector<SandboxStatus>& all, const Tag& tag);
+std::string reply_stop(const std::string& id, SandboxState state, const Tag& tag);
+std::string reply_ok(const Tag& tag);  // watch
+std::string reply_stats(const Stats& s, const Tag& tag);
+std::string reply_version(std::string_view version, const Tag& tag);
+std::string event_line(const StateEvent& e);
+
+}  // namespace sandbox_agent::protocol

@@ -1,0 +1,343 @@
+// Launch requests: simdjson parsing, the request's own rules, then the host path policy.
+#include "sandbox_agent/request.hpp"
+
+#include <climits>
+#include <cstdlib>
+#include <sys/stat.h>
+
+#include "json_in.hpp"
+#include "paths.hpp"
+#include "request_parse.hpp"
+
+namespace sandbox_agent {
+
+using json::Ptr;
+using json::invalid;
+
+std::string_view to_string(CgroupStrategy s) {
+  switch (s) {
+    case CgroupStrategy::auto_detect: return "auto";
+    case CgroupStrategy::sandbox: return "sandbox";
+    case CgroupStrategy::userns: return "userns";
+    case CgroupStrategy::host_bind: return "host-bind";
+    case CgroupStrategy::none: return "none";
+  }
+  return "auto";
+}
+
+std::string_view to_string(NetworkMode n) { return n == NetworkMode::host ? "host" : "none"; }
+
+bool is_valid_sandbox_id(std::string_view id) {
+  if (id.empty() || id.size() > 63) return false;
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  if (!alnum(id[0])) return false;
+  for (char c : id.substr(1))
+    if (!alnum(c) && c != '_' && c != '.' && c != '-') return false;
+  return true;
+}
+
+bool is_reserved_dockerd_flag(std::string_view arg) {
+  // Long flags the profile sets itself: the socket, its group, networking, state directories.
+  static constexpr std::string_view long_flags[] = {
+      "--host", "--group", "--iptables", "--ip6tables", "--bridge", "--bip",
+      "--data-root", "--exec-root", "--pidfile", "--graph", "--userns-remap"};
+  if (arg.starts_with("--")) {
+    auto name = arg.substr(0, arg.find('='));
+    for (auto f : long_flags)
+      if (name == f) return true;
+    return false;
+  }
+  // pflag shorthands, possibly combined ("-DH unix://…"): H host, G group, b bridge,
+  // p pidfile, g graph.
+  if (arg.size() < 2 || arg[0] != '-') return false;
+  for (char c : arg.substr(1)) {
+    if (c == 'H' || c == 'G' || c == 'b' || c == 'p' || c == 'g') return true;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) break;
+  }
+  return false;
+}
+
+namespace {
+
+constexpr std::size_t kMaxArgs = 4096;
+constexpr std::size_t kMaxMounts = 64;
+constexpr std::size_t kMaxLabels = 64;
+
+Status parse_owner(json::value v, const Ptr& at, Owner& out) {
+  bool has_uid = false, has_gid = false;
+  auto s = json::for_each_member(v, at, [&](std::string_view key, json::value m, const Ptr& p) -> Status {
+    if (key == "uid") { has_uid = true; return json::read_u32(m, p, out.uid, 0, 0xfffffffeu); }
+    if (key == "gid") { has_gid = true; return json::read_u32(m, p, out.gid, 0, 0xfffffffeu); }
+    return invalid(p, "unknown field");
+  });
+  if (!s) return s;
+  if (!has_uid) return invalid(at.child("uid"), "is required");
+  if (!has_gid) return invalid(at.child("gid"), "is required");
+  return Ok{};
+}
+
+Status parse_mount(json::value v, const Ptr& at, Mount& out) {
+  bool has_source = false, has_dest = false;
+  auto s = json::for_each_member(v, at, [&](std::string_view key, json::value m, const Ptr& p) -> Status {
+    if (key == "source") { has_source = true; return json::read_string(m, p, out.source); }
+    if (key == "destination") { has_dest = true; return json::read_string(m, p, out.destination); }
+    if (key == "readonly") return json::read_bool(m, p, out.readonly);
+    return invalid(p, "unknown field");
+  });
+  if (!s) return s;
+  if (!has_source) return invalid(at.child("source"), "is required");
+  if (!has_dest) return invalid(at.child("destination"), "is required");
+  return Ok{};
+}
+
+Status parse_mounts(json::value v, const Ptr& at, std::vector<Mount>& out) {
+  simdjson::ondemand::array arr;
+  if (auto e = v.get_array().get(arr)) return json::simdjson_error(e, at, "must be an array of mounts");
+  for (auto item : arr) {
+    Ptr here = at.child(out.size());
+    if (out.size() == kMaxMounts)
+      return invalid(at, "must have at most " + std::to_string(kMaxMounts) + " items");
+    json::value iv;
+    if (auto e = item.get(iv)) return json::simdjson_error(e, here, "must be an object");
+    Mount m;
+    if (auto s = parse_mount(iv, here, m); !s) return s;
+    out.push_back(std::move(m));
+  }
+  return Ok{};
+}
+
+Status parse_resources(json::value v, const Ptr& at, Resources& out) {
+  return json::for_each_member(v, at, [&](std::string_view key, json::value m, const Ptr& p) -> Status {
+    if (key == "cpus") {
+      double x = 0;
+      auto s = json::read_double(m, p, x, 0.01, 1024);
+      if (s) out.cpus = x;
+      return s;
+    }
+    if (key == "memory_mb") {
+      std::uint64_t x = 0;
+      auto s = json::read_uint(m, p, x, 16, 16ull << 20);
+      if (s) out.memory_mb = x;
+      return s;
+    }
+    if (key == "pids") {
+      std::int64_t x = 0;
+      auto s = json::read_int(m, p, x, 1, 4194304);
+      if (s) out.pids = x;
+      return s;
+    }
+    return invalid(p, "unknown field");
+  });
+}
+
+Status parse_cgroup(json::value v, const Ptr& at, CgroupStrategy& out) {
+  std::string s;
+  if (auto st = json::read_string(v, at, s, 64); !st) return st;
+  for (auto c : {CgroupStrategy::auto_detect, CgroupStrategy::sandbox, CgroupStrategy::userns,
+                 CgroupStrategy::host_bind, CgroupStrategy::none}) {
+    if (s == to_string(c)) {
+      out = c;
+      return Ok{};
+    }
+  }
+  return invalid(at, "must be one of auto, sandbox, userns, host-bind, none");
+}
+
+Status parse_docker(json::value v, const Ptr& at, DockerOptions& out) {
+  return json::for_each_member(v, at, [&](std::string_view key, json::value m, const Ptr& p) -> Status {
+    if (key == "enabled") return json::read_bool(m, p, out.enabled);
+    if (key == "cgroup") return parse_cgroup(m, p, out.cgroup);
+    if (key == "dockerd_args") return json::read_string_array(m, p, out.dockerd_args, 256);
+    if (key == "ready_timeout_ms") {
+      std::uint32_t x = 0;
+      auto s = json::read_u32(m, p, x, 1, 3600000);
+      if (s) out.ready_timeout_ms = x;
+      return s;
+    }
+    return invalid(p, "unknown field");
+  });
+}
+
+bool is_label_key(std::string_view k) {
+  if (k.empty() || k.size() > 128) return false;
+  for (char c : k) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-' || c == '/';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+Status parse_labels(json::value v, const Ptr& at,
+                    std::vector<std::pair<std::string, std::string>>& out) {
+  return json::for_each_member(v, at, [&](std::string_view key, json::value m, const Ptr& p) -> Status {
+    if (out.size() == kMaxLabels)
+      return invalid(at, "must have at most " + std::to_string(kMaxLabels) + " labels");
+    if (!is_label_key(key))
+      return invalid(p, "label keys are 1-128 characters of A-Z a-z 0-9 . _ - /");
+    std::string value;
+    if (auto s = json::read_string(m, p, value, 1024); !s) return s;
+    out.emplace_back(std::string(key), std::move(value));
+    return Ok{};
+  });
+}
+
+Status parse_network(json::value v, const Ptr& at, NetworkMode& out) {
+  std::string s;
+  if (auto st = json::read_string(v, at, s, 64); !st) return st;
+  if (s == "none") out = NetworkMode::none;
+  else if (s == "host") out = NetworkMode::host;
+  else return invalid(at, "must be one of none, host");
+  return Ok{};
+}
+
+Status parse_fields(json::value root, LaunchRequest& r) {
+  bool has_rootfs = false;
+  Ptr top{};
+  auto s = json::for_each_member(root, top, [&](std::string_view key, json::value m, const Ptr& p) -> Status {
+    if (key == "id") return json::read_string(m, p, r.id, 256);
+    if (key == "rootfs") { has_rootfs = true; return json::read_string(m, p, r.rootfs); }
+    if (key == "args") return json::read_string_array(m, p, r.args, kMaxArgs, 65536);
+    if (key == "env") return json::read_string_array(m, p, r.env, kMaxArgs, 65536);
+    if (key == "cwd") return json::read_string(m, p, r.cwd);
+    if (key == "user") return parse_owner(m, p, r.user);
+    if (key == "hostname") return json::read_string(m, p, r.hostname, 256);
+    if (key == "mounts") return parse_mounts(m, p, r.mounts);
+    if (key == "resources") return parse_resources(m, p, r.resources);
+    if (key == "network") return parse_network(m, p, r.network);
+    if (key == "docker") return parse_docker(m, p, r.docker);
+    if (key == "labels") return parse_labels(m, p, r.labels);
+    if (key == "socket_owner") {
+      Owner o;
+      auto st = parse_owner(m, p, o);
+      if (st) r.socket_owner = o;
+      return st;
+    }
+    return invalid(p, "unknown field");
+  });
+  if (!s) return s;
+  if (!has_rootfs) return invalid(top.child("rootfs"), "is required");
+  return Ok{};
+}
+
+bool is_hostname(std::string_view h) {
+  if (h.empty() || h.size() > 63) return false;
+  for (char c : h) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return h.front() != '-' && h.front() != '.';
+}
+
+// Destinations the profile owns: a request may not mount over or under them.
+bool is_reserved_destination(std::string_view d) {
+  for (std::string_view r : {"/proc", "/sys", "/dev", "/.sandbox-agent"})
+    if (paths::is_same_or_under(d, r)) return true;
+  return false;
+}
+
+}  // namespace
+
+Status validate_request(const LaunchRequest& r) {
+  Ptr top{};
+  if (!r.id.empty() && !is_valid_sandbox_id(r.id))
+    return invalid(top.child("id"), "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$");
+  if (!paths::is_normalized_absolute(r.rootfs))
+    return invalid(top.child("rootfs"), "must be an absolute path without . or .. components");
+  if (!r.args.empty() && r.args[0].empty()) return invalid(Ptr{"/args/0"}, "must not be empty");
+  for (std::size_t i = 0; i < r.env.size(); ++i) {
+    auto eq = r.env[i].find('=');
+    if (eq == std::string::npos || eq == 0)
+      return invalid(top.child("env").child(i), "must be NAME=VALUE");
+  }
+  if (!paths::is_normalized_absolute(r.cwd))
+    return invalid(top.child("cwd"), "must be an absolute path without . or .. components");
+  if (!r.hostname.empty() && !is_hostname(r.hostname))
+    return invalid(top.child("hostname"),
+                   "must be 1-63 characters of A-Z a-z 0-9 - . not starting with - or .");
+  for (std::size_t i = 0; i < r.mounts.size(); ++i) {
+    auto at = top.child("mounts").child(i);
+    const auto& m = r.mounts[i];
+    if (!paths::is_normalized_absolute(m.source))
+      return invalid(at.child("source"), "must be an absolute path without . or .. components");
+    if (!paths::is_normalized_absolute(m.destination) || m.destination == "/")
+      return invalid(at.child("destination"),
+                     "must be an absolute path other than / without . or .. components");
+    if (is_reserved_destination(m.destination))
+      return invalid(at.child("destination"),
+                     "must not be /proc, /sys, /dev, /.sandbox-agent or under them");
+    for (std::size_t j = 0; j < i; ++j)
+      if (r.mounts[j].destination == m.destination)
+        return invalid(at.child("destination"), "is already used by /mounts/" + std::to_string(j));
+  }
+  for (std::size_t i = 0; i < r.docker.dockerd_args.size(); ++i)
+    if (is_reserved_dockerd_flag(r.docker.dockerd_args[i]))
+      return invalid(top.child("docker").child("dockerd_args").child(i),
+                     "sets a flag the Docker profile depends on (-H/--host, -G/--group, "
+                     "--iptables, --ip6tables, -b/--bridge, --bip, --data-root, --exec-root, "
+                     "-p/--pidfile, -g/--graph, --userns-remap)");
+  if (!r.docker.enabled && r.socket_owner)
+    return invalid(top.child("socket_owner"), "needs docker.enabled: the socket is Docker's");
+  return Ok{};
+}
+
+namespace {
+
+// Resolves `path` (symlinks included) and checks it is a directory under an allowed prefix.
+Status resolve_host_dir(std::string& path, const Ptr& at, const RequestPolicy& policy) {
+  char buf[PATH_MAX];
+  if (!::realpath(path.c_str(), buf))
+    return invalid(at, "cannot be resolved: " + path + ": " + paths::errno_text());
+  std::string resolved(buf);
+  struct stat st {};
+  if (::stat(resolved.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return invalid(at, "must be a directory: " + resolved);
+  for (const auto& prefix : policy.allowed_host_prefixes) {
+    if (paths::is_same_or_under(resolved, prefix)) {
+      path = std::move(resolved);
+      return Ok{};
+    }
+  }
+  std::string allowed;
+  for (const auto& prefix : policy.allowed_host_prefixes) allowed += (allowed.empty() ? "" : ", ") + prefix;
+  return invalid(at, (resolved == path ? path : path + " (" + resolved + ")") +
+                         " is not under an allowed host prefix (" +
+                         (allowed.empty() ? std::string("none configured") : allowed) + ")");
+}
+
+}  // namespace
+
+Status apply_policy(LaunchRequest& r, const RequestPolicy& policy) {
+  Ptr top{};
+  if (auto s = resolve_host_dir(r.rootfs, top.child("rootfs"), policy); !s) return s;
+  for (std::size_t i = 0; i < r.mounts.size(); ++i)
+    if (auto s = resolve_host_dir(r.mounts[i].source, top.child("mounts").child(i).child("source"), policy); !s)
+      return s;
+  if (r.docker.enabled && r.docker.cgroup == CgroupStrategy::host_bind && !policy.allow_host_cgroup_bind)
+    return invalid(top.child("docker").child("cgroup"),
+                   "host-bind is refused by this agent's configuration (allow_host_cgroup_bind)");
+  return Ok{};
+}
+
+Result<LaunchRequest> parse_launch_request(std::string_view text, const RequestPolicy& policy) {
+  if (text.size() > policy.max_request_bytes)
+    return make_error(ErrorCode::too_large,
+                      "request is larger than " + std::to_string(policy.max_request_bytes) + " bytes");
+  LaunchRequest r;
+  auto s = json::parse_object_document(json::thread_parser(), text,
+                                       [&](json::value root) { return parse_fields(root, r); });
+  if (!s) return s.error();
+  if (s = validate_request(r); !s) return s.error();
+  if (s = apply_policy(r, policy); !s) return s.error();
+  return r;
+}
+
+Status parse_request_value(json::value v, LaunchRequest& out) {
+  if (auto s = parse_fields(v, out); !s) return s;
+  return validate_request(out);
+}
+
+}  // namespace sandbox_agent

@@ -1,0 +1,158 @@
+#include "runsc.hpp"
+
+#include <asio/posix/stream_descriptor.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+
+#include "paths.hpp"
+#include "sandbox_agent/status.hpp"
+
+namespace sandbox_agent {
+
+namespace {
+
+constexpr off_t kRotateBytes = 4 << 20;
+constexpr std::size_t kExcerptBytes = 4096;
+constexpr std::size_t kMaxStdout = 64 << 20;  // `list` of many sandboxes
+
+// Opens runsc.log for appending, rotating it first when it has grown too large.
+int open_log(const std::string& path) {
+  if (path.empty()) return -1;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && st.st_size > kRotateBytes)
+    ::rename(path.c_str(), (path + ".1").c_str());
+  return ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
+
+std::string read_from(int fd, off_t from) {
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0 || st.st_size <= from) return {};
+  off_t start = std::max<off_t>(from, st.st_size - static_cast<off_t>(kExcerptBytes));
+  std::string out(static_cast<std::size_t>(st.st_size - start), '\0');
+  ssize_t n = ::pread(fd, out.data(), out.size(), start);
+  out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+}  // namespace
+
+std::string RunscResult::describe() const {
+  std::string s;
+  if (!spawn_error.empty()) s = spawn_error;
+  else if (timed_out) s = "timed out and was killed";
+  else s = status.describe();
+  if (!log_excerpt.empty()) s += ": " + log_excerpt;
+  return s;
+}
+
+Runsc::Runsc(asio::any_io_executor ex, const RunscConfig& config, std::string state_root,
+             unsigned max_concurrent)
+    : ex_(ex), config_(config), state_root_(std::move(state_root)), slots_(ex, max_concurrent) {}
+
+std::vector<std::string> Runsc::base_argv(bool host_network) const {
+  std::vector<std::string> argv{config_.path, "--root", state_root_};
+  for (const auto& f : config_.flags) {
+    if (host_network && f.starts_with("--network")) continue;
+    argv.push_back(f);
+  }
+  if (host_network) argv.push_back("--network=host");
+  return argv;
+}
+
+awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string log_path,
+                                     bool capture_stdout, bool host_network) {
+  co_await slots_.acquire();
+  struct Slot {
+    AsyncSemaphore& s;
+    ~Slot() { s.release(); }
+  } slot{slots_};
+
+  RunscResult result;
+  auto argv = base_argv(host_network);
+  argv.insert(argv.end(), args.begin(), args.end());
+
+  int log_fd = open_log(log_path);
+  off_t log_start = 0;
+  if (log_fd >= 0) {
+    std::string header = format_time(now_unix_us()) + " runsc";
+    for (std::size_t i = 1; i < argv.size(); ++i) header += " " + argv[i];
+    header += "\n";
+    if (::write(log_fd, header.data(), header.size()) < 0) { /* logging is best effort */ }
+    struct stat st {};
+    if (::fstat(log_fd, &st) == 0) log_start = st.st_size;
+  }
+  struct CloseFd {
+    int fd;
+    ~CloseFd() { if (fd >= 0) ::close(fd); }
+  } close_log{log_fd};
+
+  int pipe_fds[2] = {-1, -1};
+  if (capture_stdout && ::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    result.spawn_error = "pipe: " + paths::errno_text();
+    co_return result;
+  }
+  SpawnSpec spec{argv, capture_stdout ? pipe_fds[1] : log_fd, log_fd};
+  auto child = spawn(spec);
+  if (pipe_fds[1] >= 0) ::close(pipe_fds[1]);
+  if (!child) {
+    if (pipe_fds[0] >= 0) ::close(pipe_fds[0]);
+    result.spawn_error = child.error().message;
+    co_return result;
+  }
+
+  // The deadline kills the child; the handler owns what it touches, so it is safe to run
+  // after this coroutine is gone.
+  auto proc = std::make_shared<Child>(std::move(child.value()));
+  auto timed_out = std::make_shared<bool>(false);
+  asio::steady_timer deadline(ex_, Millis(config_.timeout_ms));
+  deadline.async_wait([proc, timed_out](std::error_code ec) {
+    if (!ec) {
+      *timed_out = true;
+      proc->kill(SIGKILL);
+    }
+  });
+
+  if (capture_stdout) {
+    asio::posix::stream_descriptor out(ex_, pipe_fds[0]);
+    char buf[16384];
+    for (;;) {
+      auto [ec, n] = co_await out.async_read_some(asio::buffer(buf), use_nothrow);
+      if (ec) break;  // EOF once runsc (and anything holding the pipe) is gone
+      if (result.output.size() + n <= kMaxStdout) result.output.append(buf, n);
+    }
+  }
+  result.status = co_await proc->wait();
+  deadline.cancel();
+  result.timed_out = *timed_out;
+  result.log_excerpt = read_from(log_fd, log_start);
+  co_return result;
+}
+
+awaitable<RunscResult> Runsc::create(const std::string& id, const std::string& bundle,
+                                     const std::string& pid_file, const std::string& log_path,
+                                     bool host_network) {
+  return invoke({"create", "--bundle", bundle, "--pid-file", pid_file, id}, log_path, false, host_network);
+}
+
+awaitable<RunscResult> Runsc::start(const std::string& id, const std::string& log_path) {
+  return invoke({"start", id}, log_path, false);
+}
+
+awaitable<RunscResult> Runsc::kill(const std::string& id, const char* signal, const std::string& log_path) {
+  return invoke({"kill", id, signal}, log_path, false);
+}
+
+awaitable<RunscResult> Runsc::remove(const std::string& id, const std::string& log_path) {
+  return invoke({"delete", "--force", id}, log_path, false);
+}
+
+awaitable<RunscResult> Runsc::state(const std::string& id) { return invoke({"state", id}, "", true); }
+
+awaitable<RunscResult> Runsc::list() { return invoke({"list", "--format=json"}, "", true); }
+
+}  // namespace sandbox_agent

@@ -1,0 +1,65 @@
+// One sandbox as the supervisor tracks it. Only the supervisor changes `state`; watchers and
+// requests set the flags below and wake the sandbox's lifecycle coroutine.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "reactor.hpp"
+#include "sandbox_agent/request.hpp"
+#include "sandbox_agent/status.hpp"
+
+namespace sandbox_agent {
+
+struct Sandbox {
+  explicit Sandbox(asio::any_io_executor ex) : wake(std::move(ex)) {}
+
+  std::string id;
+  std::string runsc_id;  // fixed length: never a prefix of another (runsc matches by prefix)
+  LaunchRequest request;
+  std::string origin;  // "socket", "spool:NAME", "api"
+
+  SandboxState state = SandboxState::accepted;
+  std::string reason;
+  std::optional<int> exit_code;
+  std::int64_t created_at_us = 0;
+  std::optional<std::int64_t> ready_at_us;
+  Clock::time_point accepted_at;
+  Timings timings;
+  std::string log_tail;
+  std::string docker_socket;
+  pid_t pid = -1;  // the sandbox process (runsc's state pid)
+
+  // What the lifecycle reacts to.
+  bool stop_requested = false;
+  unsigned stop_timeout_ms = 10000;
+  bool socket_seen = false;
+  bool init_exited = false;
+  std::optional<int> init_exit_code;
+  bool dockerd_exited = false;
+  bool process_gone = false;
+  bool runsc_created = false;  // runsc may hold state for it: delete before forgetting
+  bool finished = false;       // torn down; the id may be reused
+  bool pending = false;        // counted in the pending launches (before probing/ready)
+  bool socket_prepared = false;
+  bool adopted = false;        // found running at start-up
+
+  int watch_wd = -1;
+  std::uint64_t pid_token = 0;
+  Wake wake;
+
+  bool ended() const { return init_exited || dockerd_exited || process_gone; }
+  SandboxStatus status() const {
+    return {id, state, reason, exit_code, request.labels, created_at_us, ready_at_us,
+            docker_socket, timings, log_tail};
+  }
+};
+
+using SandboxPtr = std::shared_ptr<Sandbox>;
+
+}  // namespace sandbox_agent

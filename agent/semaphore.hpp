@@ -1,0 +1,50 @@
+// A FIFO counting semaphore for coroutines on one thread: bounds runsc invocations.
+#pragma once
+
+#include <algorithm>
+#include <deque>
+
+#include "reactor.hpp"
+
+namespace sandbox_agent {
+
+class AsyncSemaphore {
+ public:
+  AsyncSemaphore(asio::any_io_executor ex, unsigned count) : ex_(std::move(ex)), free_(count) {}
+
+  awaitable<void> acquire() {
+    if (free_ > 0 && waiters_.empty()) {
+      --free_;
+      co_return;
+    }
+    asio::steady_timer turn(ex_, Clock::time_point::max());
+    waiters_.push_back(&turn);
+    struct Leave {  // if the waiting coroutine is destroyed, give up its place
+      std::deque<asio::steady_timer*>& q;
+      asio::steady_timer* t;
+      ~Leave() {
+        if (auto it = std::find(q.begin(), q.end(), t); it != q.end()) q.erase(it);
+      }
+    } leave{waiters_, &turn};
+    co_await turn.async_wait(use_nothrow);  // release() cancels it: the slot is ours
+  }
+
+  void release() {
+    if (waiters_.empty()) {
+      ++free_;
+      return;
+    }
+    auto* next = waiters_.front();  // hand the slot over directly: FIFO, no barging
+    waiters_.pop_front();
+    next->cancel();
+  }
+
+  unsigned waiting() const { return static_cast<unsigned>(waiters_.size()); }
+
+ private:
+  asio::any_io_executor ex_;
+  unsigned free_;
+  std::deque<asio::steady_timer*> waiters_;
+};
+
+}  // namespace sandbox_agent

@@ -1,0 +1,291 @@
+#include "socket_server.hpp"
+
+#include <asio/write.hpp>
+
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "log.hpp"
+#include "paths.hpp"
+#include "protocol.hpp"
+
+namespace sandbox_agent {
+
+using asio::local::stream_protocol;
+
+struct SocketServer::Connection {
+  explicit Connection(stream_protocol::socket s) : socket(std::move(s)), wake(socket.get_executor()) {}
+  stream_protocol::socket socket;
+  std::deque<std::string> out;
+  std::size_t queued = 0;
+  Wake wake;  // the writer waits here for output
+  bool closing = false;
+  std::uint64_t watch_token = 0;
+  std::vector<std::uint64_t> waits;  // held launch replies
+  std::string peer;
+};
+
+SocketServer::SocketServer(asio::any_io_executor ex, const Config& config, Supervisor& supervisor,
+                           EventBus& events)
+    : ex_(ex), config_(config), supervisor_(supervisor), events_(events), acceptor_(ex) {}
+
+SocketServer::~SocketServer() { close(); }
+
+Status SocketServer::listen(int inherited_fd) {
+  std::error_code ec;
+  if (inherited_fd >= 0) {
+    acceptor_.assign(stream_protocol(), inherited_fd, ec);
+    if (ec) return make_error(ErrorCode::internal, "adopting the inherited socket: " + ec.message());
+    spdlog::info("listening on the socket systemd passed (fd {})", inherited_fd);
+    return Ok{};
+  }
+  const auto& path = config_.socket.path;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      return make_error(ErrorCode::internal, path + " exists and is not a socket; refusing to replace it");
+    stream_protocol::socket probe(ex_);
+    probe.connect(stream_protocol::endpoint(path), ec);
+    if (!ec) return make_error(ErrorCode::internal, "another agent is already listening on " + path);
+    ::unlink(path.c_str());  // stale, from an agent that did not exit cleanly
+  }
+  auto dir = path.substr(0, path.rfind('/'));
+  if (!dir.empty() && !paths::make_dirs(dir, 0755))
+    return make_error(ErrorCode::internal, "creating " + dir + ": " + paths::errno_text());
+  acceptor_.open(stream_protocol(), ec);
+  if (!ec) acceptor_.bind(stream_protocol::endpoint(path), ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return make_error(ErrorCode::internal, "listening on " + path + ": " + ec.message());
+  owns_path_ = true;
+  gid_t group = config_.socket.allowed_gids.empty() ? 0 : config_.socket.allowed_gids.front();
+  if (::chmod(path.c_str(), config_.socket.mode) != 0 || ::chown(path.c_str(), 0, group) != 0)
+    spdlog::warn("cannot set the mode/owner of {}: {}", path, paths::errno_text());
+  spdlog::info("listening on {} (mode {:04o})", path, config_.socket.mode);
+  return Ok{};
+}
+
+void SocketServer::start() { asio::co_spawn(ex_, accept_loop(), asio::detached); }
+
+void SocketServer::close() {
+  std::error_code ignored;
+  if (acceptor_.is_open()) acceptor_.close(ignored);
+  if (owns_path_) ::unlink(config_.socket.path.c_str());
+  owns_path_ = false;
+  auto all = connections_;
+  for (auto& c : all) drop(c, {});
+}
+
+bool SocketServer::peer_allowed(int fd, std::string& who) const {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    who = "unknown peer";
+    return false;
+  }
+  who = "uid " + std::to_string(cred.uid) + " gid " + std::to_string(cred.gid) + " pid " + std::to_string(cred.pid);
+  const auto& uids = config_.socket.allowed_uids;
+  const auto& gids = config_.socket.allowed_gids;
+  if (std::find(uids.begin(), uids.end(), cred.uid) != uids.end()) return true;
+  if (gids.empty()) return false;
+  if (std::find(gids.begin(), gids.end(), cred.gid) != gids.end()) return true;
+  gid_t groups[256];  // supplementary groups of the peer
+  len = sizeof groups;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
+    for (std::size_t i = 0; i < len / sizeof(gid_t); ++i)
+      if (std::find(gids.begin(), gids.end(), groups[i]) != gids.end()) return true;
+  return false;
+}
+
+awaitable<void> SocketServer::accept_loop() {
+  for (;;) {
+    auto [ec, socket] = co_await acceptor_.async_accept(use_nothrow);
+    if (ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) co_return;
+    if (ec) {  // EMFILE and friends: back off briefly instead of spinning
+      spdlog::warn("accept failed: {}", ec.message());
+      asio::steady_timer t(ex_, Millis(50));
+      co_await t.async_wait(use_nothrow);
+      continue;
+    }
+    auto c = std::make_shared<Connection>(std::move(socket));
+    connections_.insert(c);
+    asio::co_spawn(ex_, serve(c), asio::detached);
+  }
+}
+
+awaitable<void> SocketServer::serve(ConnectionPtr c) {
+  asio::co_spawn(ex_, write_loop(c), asio::detached);
+  bool allowed = peer_allowed(c->socket.native_handle(), c->peer);
+  if (!allowed) {
+    spdlog::warn("refused a client: {} is not allowed (socket.allowed_uids/allowed_gids)", c->peer);
+    send(c, protocol::reply_error(make_error(ErrorCode::forbidden, "this user may not use the agent (" + c->peer + ")"), {}));
+    c->closing = true;
+    c->wake.notify();
+    co_return;
+  }
+  if (connections_.size() > config_.limits.max_connections) {
+    spdlog::warn("refused a client ({}): {} connections already", c->peer, config_.limits.max_connections);
+    send(c, protocol::reply_error(make_error(ErrorCode::overloaded, "too many connections"), {}));
+    c->closing = true;
+    c->wake.notify();
+    co_return;
+  }
+  const std::size_t max_line = config_.limits.max_request_bytes + 64 * 1024;  // request + envelope
+  std::string buffer;
+  std::size_t scanned = 0;
+  char chunk[65536];
+  while (!c->closing) {
+    auto [ec, n] = co_await c->socket.async_read_some(asio::buffer(chunk), use_nothrow);
+    if (ec) break;
+    buffer.append(chunk, n);
+    std::size_t start = 0;
+    for (;;) {
+      auto nl = buffer.find('\n', std::max(start, scanned));
+      if (nl == std::string::npos) break;
+      std::string_view line(buffer.data() + start, nl - start);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (line.size() > max_line) {
+        send(c, protocol::reply_error(make_error(ErrorCode::too_large, "line longer than " + std::to_string(max_line) + " bytes"), {}));
+        c->closing = true;
+        break;
+      }
+      if (line.find_first_not_of(" \t") != std::string_view::npos) co_await handle_line(c, line);
+      start = nl + 1;
+      if (c->closing) break;
+    }
+    buffer.erase(0, start);
+    scanned = buffer.size();
+    if (!c->closing && buffer.size() > max_line) {
+      send(c, protocol::reply_error(make_error(ErrorCode::too_large, "line longer than " + std::to_string(max_line) + " bytes"), {}));
+      c->closing = true;
+    }
+  }
+  c->closing = true;
+  c->wake.notify();
+}
+
+awaitable<void> SocketServer::write_loop(ConnectionPtr c) {
+  for (;;) {
+    while (!c->out.empty()) {
+      auto [ec, n] = co_await asio::async_write(c->socket, asio::buffer(c->out.front()), use_nothrow);
+      if (ec) {
+        c->out.clear();
+        c->closing = true;
+        break;
+      }
+      c->queued -= c->out.front().size();
+      c->out.pop_front();
+    }
+    if (c->closing) break;
+    co_await c->wake.wait();
+  }
+  drop(c, {});
+}
+
+void SocketServer::send(const ConnectionPtr& c, std::string line) {
+  if (c->queued + line.size() > config_.limits.max_output_bytes) {
+    drop(c, "it does not read its replies (" + std::to_string(c->queued) + " bytes queued)");
+    return;
+  }
+  c->queued += line.size();
+  c->out.push_back(std::move(line));
+  c->wake.notify();
+}
+
+void SocketServer::drop(const ConnectionPtr& c, std::string_view why) {
+  if (!connections_.count(c)) return;
+  if (!why.empty()) spdlog::warn("disconnecting a client ({}): {}", c->peer, why);
+  connections_.erase(c);
+  if (c->watch_token) {
+    events_.unsubscribe(c->watch_token);
+    --watchers_;
+    c->watch_token = 0;
+  }
+  for (auto t : c->waits) events_.unsubscribe(t);
+  c->waits.clear();
+  c->closing = true;
+  c->out.clear();
+  c->queued = 0;
+  std::error_code ignored;
+  c->socket.close(ignored);
+  c->wake.notify();
+}
+
+awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line) {
+  auto parsed = protocol::parse_line(line, config_.request_policy());
+  if (auto* e = std::get_if<protocol::ParseError>(&parsed)) {
+    send(c, protocol::reply_error(e->error, e->tag));
+    co_return;
+  }
+  auto& m = std::get<protocol::Message>(parsed);
+  using protocol::Op;
+  switch (m.op) {
+    case Op::launch: {
+      auto tag = m.tag;
+      bool wait = m.wait_ready;
+      auto launched = co_await supervisor_.launch(std::move(m.request), "socket");
+      if (!launched) {
+        send(c, protocol::reply_error(launched.error(), tag));
+        co_return;
+      }
+      auto id = *launched;
+      if (!wait) {
+        send(c, protocol::reply_launched(id, SandboxState::accepted, tag));
+        co_return;
+      }
+      // Hold the reply until the sandbox is ready, or will never be.
+      auto token = std::make_shared<std::uint64_t>(0);
+      *token = events_.subscribe([this, weak = std::weak_ptr<Connection>(c), id, tag, token](const StateEvent& e, const Sandbox& sb) {
+        if (e.id != id || (e.state != SandboxState::ready && !is_terminal(e.state))) return;
+        events_.unsubscribe(*token);
+        if (auto conn = weak.lock()) {
+          std::erase(conn->waits, *token);
+          send(conn, protocol::reply_launch_final(sb.status(), tag));
+        }
+      });
+      c->waits.push_back(*token);
+      co_return;
+    }
+    case Op::status: {
+      if (auto* sb = supervisor_.find(m.id)) send(c, protocol::reply_status(sb->status(), m.tag));
+      else send(c, protocol::reply_error(make_error(ErrorCode::not_found, "no sandbox " + m.id, "/id"), m.tag));
+      co_return;
+    }
+    case Op::list:
+      send(c, protocol::reply_list(supervisor_.list(), m.tag));
+      co_return;
+    case Op::stop: {
+      auto r = supervisor_.stop(m.id, m.timeout_ms);
+      if (r) send(c, protocol::reply_stop(m.id, *r, m.tag));
+      else send(c, protocol::reply_error(r.error(), m.tag));
+      co_return;
+    }
+    case Op::watch: {
+      if (c->watch_token) {
+        send(c, protocol::reply_ok(m.tag));
+        co_return;
+      }
+      if (watchers_ >= config_.limits.max_watchers) {
+        send(c, protocol::reply_error(make_error(ErrorCode::overloaded, "too many watchers (limits.max_watchers)"), m.tag));
+        co_return;
+      }
+      send(c, protocol::reply_ok(m.tag));
+      ++watchers_;
+      c->watch_token = events_.subscribe([this, weak = std::weak_ptr<Connection>(c)](const StateEvent& e, const Sandbox&) {
+        if (auto conn = weak.lock()) send(conn, protocol::event_line(e));
+      });
+      co_return;
+    }
+    case Op::stats:
+      send(c, protocol::reply_stats(supervisor_.stats(), m.tag));
+      co_return;
+    case Op::version:
+      send(c, protocol::reply_version(SANDBOX_AGENT_VERSION, m.tag));
+      co_return;
+  }
+}
+
+}  // namespace sandbox_agent

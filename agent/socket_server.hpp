@@ -1,0 +1,52 @@
+// The socket intake: NDJSON over a stream Unix socket, many clients at once, each checked
+// with SO_PEERCRED; requests go to the supervisor, replies and watched events come back.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+
+#include <asio/local/stream_protocol.hpp>
+
+#include "events.hpp"
+#include "reactor.hpp"
+#include "sandbox_agent/config.hpp"
+#include "supervisor.hpp"
+
+namespace sandbox_agent {
+
+class SocketServer {
+ public:
+  SocketServer(asio::any_io_executor ex, const Config& config, Supervisor& supervisor, EventBus& events);
+  ~SocketServer();
+
+  // Binds config.socket.path, or adopts an inherited listening socket (systemd) when
+  // inherited_fd >= 0.
+  Status listen(int inherited_fd = -1);
+  void start();
+  void close();  // stops accepting and drops every client
+  std::size_t connections() const { return connections_.size(); }
+
+ private:
+  struct Connection;
+  using ConnectionPtr = std::shared_ptr<Connection>;
+  awaitable<void> accept_loop();
+  awaitable<void> serve(ConnectionPtr c);
+  awaitable<void> write_loop(ConnectionPtr c);
+  awaitable<void> handle_line(ConnectionPtr c, std::string_view line);
+  void send(const ConnectionPtr& c, std::string line);
+  void drop(const ConnectionPtr& c, std::string_view why);
+  bool peer_allowed(int fd, std::string& who) const;
+
+  asio::any_io_executor ex_;
+  const Config& config_;
+  Supervisor& supervisor_;
+  EventBus& events_;
+  asio::local::stream_protocol::acceptor acceptor_;
+  std::set<ConnectionPtr> connections_;
+  std::size_t watchers_ = 0;
+  bool owns_path_ = false;
+};
+
+}  // namespace sandbox_agent

@@ -1,0 +1,234 @@
+#include "spool.hpp"
+
+#include <asio/random_access_file.hpp>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "log.hpp"
+#include "paths.hpp"
+#include "protocol.hpp"
+
+namespace sandbox_agent {
+
+namespace {
+
+constexpr std::string_view kOriginPrefix = "spool:";
+
+// Moves dir_from/name to dir_to/name without replacing anything there: a name already
+// taken gets a numbered suffix (NAME.1.json …), so no request file is ever overwritten.
+// Returns the name used, or empty (errno set) on failure.
+std::string move_noreplace(const std::string& from_dir, const std::string& to_dir, const std::string& name) {
+  auto from = paths::join(from_dir, name);
+  std::string stem = name.substr(0, name.size() - 5);  // without ".json"
+  for (int i = 0; i < 1000; ++i) {
+    std::string target = i == 0 ? name : stem + "." + std::to_string(i) + ".json";
+    auto to = paths::join(to_dir, target);
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return target;
+    if (errno != EEXIST) return {};
+  }
+  errno = EEXIST;
+  return {};
+}
+
+}  // namespace
+
+SpoolIntake::SpoolIntake(asio::any_io_executor ex, const Config& config, Supervisor& supervisor,
+                         EventBus& events, DirWatcher& dirs, DurableWriter& writer)
+    : ex_(ex), config_(config), supervisor_(supervisor), events_(events), dirs_(dirs), writer_(writer) {}
+
+SpoolIntake::~SpoolIntake() { close(); }
+
+std::string SpoolIntake::dir(std::string_view sub) const { return paths::join(config_.spool, sub); }
+
+bool SpoolIntake::is_request_name(std::string_view name) {
+  return name.size() > 5 && name[0] != '.' && name.ends_with(".json") && name.find('/') == std::string_view::npos;
+}
+
+Status SpoolIntake::open() {
+  for (auto sub : {"tmp", "new", "cur", "done", "status", "rejected"}) {
+    auto d = dir(sub);
+    if (!paths::make_dirs(d, 0755))
+      return make_error(ErrorCode::internal, "creating " + d + ": " + paths::errno_text());
+  }
+  return Ok{};
+}
+
+void SpoolIntake::start() {
+  event_token_ = events_.subscribe([this](const StateEvent& e, const Sandbox& sb) { on_event(e, sb); });
+  auto wd = dirs_.watch(dir("new"), IN_MOVED_TO | IN_CLOSE_WRITE,
+                        [this](std::string_view name, std::uint32_t mask) { on_new_entry(name, mask); });
+  if (!wd) spdlog::error("cannot watch {}: {}", dir("new"), wd.error().message);
+  else watch_wd_ = *wd;
+
+  // Claimed before a restart: finish what the supervisor does not know about.
+  if (DIR* d = ::opendir(dir("cur").c_str())) {
+    std::vector<std::string> names;
+    while (auto* e = ::readdir(d))
+      if (is_request_name(e->d_name)) names.emplace_back(e->d_name);
+    ::closedir(d);
+    for (auto& name : names) {
+      bool known = false;
+      for (const auto& id : supervisor_.ids_with_origin(std::string(kOriginPrefix) + name)) {
+        known = true;
+        auto* sb = supervisor_.find(id);
+        if (sb && sb->finished) finish(name);
+      }
+      if (!known) {
+        in_progress_.insert(name);
+        asio::co_spawn(ex_, process(name), asio::detached);
+      }
+    }
+  }
+  rescan_new();
+  spdlog::info("watching the spool {}", config_.spool);
+}
+
+void SpoolIntake::close() {
+  if (watch_wd_ >= 0) dirs_.unwatch(watch_wd_);
+  watch_wd_ = -1;
+  if (event_token_) events_.unsubscribe(event_token_);
+  event_token_ = 0;
+}
+
+void SpoolIntake::rescan_new() {
+  DIR* d = ::opendir(dir("new").c_str());
+  if (!d) {
+    spdlog::error("cannot read {}: {}", dir("new"), paths::errno_text());
+    return;
+  }
+  std::vector<std::string> names;
+  while (auto* e = ::readdir(d))
+    if (is_request_name(e->d_name)) names.emplace_back(e->d_name);
+  ::closedir(d);
+  for (auto& n : names) on_new_entry(n, IN_MOVED_TO);
+}
+
+void SpoolIntake::on_new_entry(std::string_view name, std::uint32_t mask) {
+  if (mask & IN_Q_OVERFLOW) return rescan_new();
+  if (!is_request_name(name)) return;
+  std::string n(name);
+  if (!in_progress_.insert(n).second) return;  // already being claimed
+  asio::co_spawn(ex_, claim(std::move(n)), asio::detached);
+}
+
+awaitable<void> SpoolIntake::claim(std::string name) {
+  // Claiming is the rename: whoever renames first owns the file (another agent, or us
+  // after a restart, finds it gone). Never replaces a file already in cur/.
+  auto from = paths::join(dir("new"), name);
+  auto to = paths::join(dir("cur"), name);
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0) {
+    int err = errno;
+    in_progress_.erase(name);
+    if (err == ENOENT) co_return;  // claimed by someone else, or gone
+    if (err == EEXIST) {
+      auto moved = move_noreplace(dir("new"), dir("rejected"), name);
+      if (!moved.empty()) {
+        reject(moved, make_error(ErrorCode::exists, "a request file named " + name + " is already being processed (spool/cur/" + name + ")"));
+      }
+      co_return;
+    }
+    spdlog::error("spool: cannot claim {}: {}", from, std::strerror(err));
+    co_return;
+  }
+  co_await process(std::move(name));
+}
+
+awaitable<void> SpoolIntake::process(std::string name) {
+  auto path = paths::join(dir("cur"), name);
+  const auto limit = config_.limits.max_request_bytes;
+  std::string text;
+  Error error;
+  bool readable = false;
+  // O_NONBLOCK: a FIFO must not block us; O_NOFOLLOW: a symlink is not a request.
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  struct stat st {};
+  if (fd < 0) {
+    error = make_error(ErrorCode::invalid_request,
+                       errno == ELOOP ? "is a symbolic link, not a request file"
+                                      : "cannot be read: " + paths::errno_text());
+  } else if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    error = make_error(ErrorCode::invalid_request,
+                       S_ISDIR(st.st_mode) ? "is a directory, not a request file" : "is not a regular file");
+  } else if (static_cast<std::uint64_t>(st.st_size) > limit) {
+    error = make_error(ErrorCode::too_large, "is " + std::to_string(st.st_size) + " bytes; the limit is " +
+                                                 std::to_string(limit));
+  } else {
+    // Through the ring: the reactor never waits for the disk.
+    asio::random_access_file file(ex_);
+    file.assign(fd);
+    fd = -1;
+    text.resize(static_cast<std::size_t>(st.st_size) + 1);  // +1 notices a file that grew
+    std::size_t got = 0;
+    for (;;) {
+      auto [ec, n] = co_await file.async_read_some_at(got, asio::buffer(text.data() + got, text.size() - got), use_nothrow);
+      got += n;
+      if (ec || n == 0 || got == text.size()) {
+        if (ec && ec != asio::error::eof)
+          error = make_error(ErrorCode::invalid_request, "cannot be read: " + ec.message());
+        else
+          readable = true;
+        break;
+      }
+    }
+    text.resize(got);
+    if (readable && got > limit) {
+      readable = false;
+      error = make_error(ErrorCode::too_large, "is larger than " + std::to_string(limit) + " bytes");
+    }
+  }
+  if (fd >= 0) ::close(fd);
+
+  if (readable) {
+    auto request = parse_launch_request(text, config_.request_policy());
+    if (!request) {
+      error = request.error();
+      readable = false;
+    } else {
+      auto launched = co_await supervisor_.launch(std::move(request.value()), std::string(kOriginPrefix) + name);
+      if (launched) {
+        in_progress_.erase(name);
+        co_return;
+      }
+      error = launched.error();
+    }
+  }
+  in_progress_.erase(name);
+  auto moved = move_noreplace(dir("cur"), dir("rejected"), name);
+  if (moved.empty()) {
+    spdlog::error("spool: cannot move {} to rejected/: {}", path, paths::errno_text());
+    co_return;
+  }
+  reject(moved, error);
+}
+
+void SpoolIntake::reject(const std::string& name, const Error& error) {
+  spdlog::warn("spool: rejected {}: {}", name, error.describe());
+  auto error_file = paths::join(dir("rejected"), name.substr(0, name.size() - 5) + ".error.json");
+  writer_.write(error_file, protocol::reply_error(error, {}));
+}
+
+void SpoolIntake::on_event(const StateEvent& e, const Sandbox& sb) {
+  if (!sb.origin.starts_with(kOriginPrefix)) return;
+  auto name = sb.origin.substr(kOriginPrefix.size());
+  auto status_file = paths::join(dir("status"), name);
+  bool terminal = is_terminal(e.state);
+  // The status says so before the file moves to done/.
+  writer_.write(status_file, to_json(sb.status()) + "\n", [this, name, terminal](int err) {
+    if (err) spdlog::error("spool: cannot write the status of {}: {}", name, std::strerror(err));
+    if (terminal) finish(name);
+  });
+}
+
+void SpoolIntake::finish(const std::string& name) {
+  if (::access(paths::join(dir("cur"), name).c_str(), F_OK) != 0) return;
+  if (move_noreplace(dir("cur"), dir("done"), name).empty())
+    spdlog::error("spool: cannot move {} to done/: {}", name, paths::errno_text());
+}
+
+}  // namespace sandbox_agent

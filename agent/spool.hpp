@@ -1,0 +1,53 @@
+// The spool intake: batch systems drop request files (maildir style: write in tmp/, rename
+// into new/); the agent claims each (new/ → cur/), launches it through the same supervisor
+// path as the socket, keeps status/NAME.json current, and moves the file to done/ when the
+// sandbox ends — or to rejected/ with NAME.error.json when it is not a valid request.
+#pragma once
+
+#include <string>
+#include <unordered_set>
+
+#include "durable_writer.hpp"
+#include "events.hpp"
+#include "reactor.hpp"
+#include "sandbox_agent/config.hpp"
+#include "supervisor.hpp"
+#include "watchers.hpp"
+
+namespace sandbox_agent {
+
+class SpoolIntake {
+ public:
+  SpoolIntake(asio::any_io_executor ex, const Config& config, Supervisor& supervisor,
+              EventBus& events, DirWatcher& dirs, DurableWriter& writer);
+  ~SpoolIntake();
+
+  Status open();  // creates the directories
+  // Resumes claimed files (cur/), claims what is waiting in new/, then follows new/.
+  void start();
+  void close();
+
+  static bool is_request_name(std::string_view name);
+
+ private:
+  void on_new_entry(std::string_view name, std::uint32_t mask);
+  void rescan_new();
+  awaitable<void> claim(std::string name);
+  awaitable<void> process(std::string name);  // a file already in cur/
+  void reject(const std::string& name, const Error& error);
+  void on_event(const StateEvent& e, const Sandbox& sb);
+  void finish(const std::string& name);
+  std::string dir(std::string_view sub) const;
+
+  asio::any_io_executor ex_;
+  const Config& config_;
+  Supervisor& supervisor_;
+  EventBus& events_;
+  DirWatcher& dirs_;
+  DurableWriter& writer_;
+  std::unordered_set<std::string> in_progress_;  // names being claimed or processed
+  std::uint64_t event_token_ = 0;
+  int watch_wd_ = -1;
+};
+
+}  // namespace sandbox_agent

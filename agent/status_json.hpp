@@ -1,0 +1,44 @@
+// cereal writers for statuses and events, for the modules that embed them in replies.
+#pragma once
+
+#include "json_out.hpp"
+#include "sandbox_agent/status.hpp"
+
+namespace sandbox_agent::json {
+
+struct TimingsOut {
+  const Timings& t;
+  template <class A> void save(A& ar) const {
+    save_optional(ar, "create_ms", t.create_ms);
+    save_optional(ar, "start_ms", t.start_ms);
+    save_optional(ar, "ready_ms", t.ready_ms);
+  }
+};
+
+struct StatusOut {
+  const SandboxStatus& s;
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("id", s.id), make_nvp("state", std::string(to_string(s.state))));
+    if (!s.reason.empty()) ar(make_nvp("reason", s.reason));
+    save_optional(ar, "exit_code", s.exit_code);
+    ar(make_nvp("labels", json::StringMap{s.labels}),
+       make_nvp("created_at", format_time(s.created_at_us)));
+    if (s.ready_at_us) ar(make_nvp("ready_at", format_time(*s.ready_at_us)));
+    if (!s.docker_socket.empty()) ar(make_nvp("docker_socket", s.docker_socket));
+    ar(make_nvp("timings", TimingsOut{s.timings}));
+    if (!s.log_tail.empty()) ar(make_nvp("log_tail", json::utf8_sanitize(s.log_tail)));
+  }
+};
+
+struct EventOut {
+  const StateEvent& e;
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("event", std::string("state")), make_nvp("id", e.id),
+       make_nvp("state", std::string(to_string(e.state))), make_nvp("reason", e.reason),
+       make_nvp("ts", format_time(e.ts_us)));
+    save_optional(ar, "exit_code", e.exit_code);
+  }
+};
+
+
+}  // namespace sandbox_agent::json

@@ -1,0 +1,537 @@
+#include "supervisor.hpp"
+
+#include <fcntl.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "json_in.hpp"
+#include "log.hpp"
+#include "paths.hpp"
+#include "ping.hpp"
+#include "sandbox_agent/spec.hpp"
+#include "store.hpp"
+
+namespace sandbox_agent {
+
+namespace {
+
+constexpr std::size_t kLogTailBytes = 2048;
+constexpr std::string_view kInitExitMarker = "init.exit";
+constexpr std::string_view kDockerdExitMarker = "dockerd.exit";
+
+// Reads {"exit_code":N} from a marker sandbox-init wrote; nullopt when absent or garbled.
+std::optional<int> read_exit_marker(const std::string& path) {
+  std::string text;
+  if (!paths::read_file(path, text, 4096)) return std::nullopt;
+  std::optional<int> code;
+  auto s = json::parse_object_document(json::thread_parser(), text, [&](json::value root) {
+    return json::for_each_member(root, json::Ptr{}, [&](std::string_view k, json::value v, const json::Ptr& p) -> Status {
+      if (k != "exit_code") return Ok{};
+      std::int64_t x = 0;
+      auto st = json::read_int(v, p, x, -1, 65535);
+      if (st) code = static_cast<int>(x);
+      return st;
+    });
+  });
+  return s ? code : std::nullopt;
+}
+
+std::string last_lines(const std::string& path) { return paths::tail_file(path, kLogTailBytes); }
+
+}  // namespace
+
+Supervisor::Supervisor(asio::any_io_executor ex, const Config& config, EventBus& events,
+                       DurableWriter& writer, DirWatcher& dirs, PidWatcher& pids)
+    : ex_(ex), config_(config), layout_{config.root}, events_(events), writer_(writer),
+      dirs_(dirs), pids_(pids),
+      runsc_(ex, config.runsc, layout_.runsc_root(), config.runsc_concurrency()),
+      rng_(std::random_device{}()) {}
+
+// ---------------------------------------------------------------------------------------
+// Requests from the intakes
+
+awaitable<Result<std::string>> Supervisor::launch(LaunchRequest request, std::string origin) {
+  if (shutting_down_) co_return make_error(ErrorCode::overloaded, "the agent is shutting down");
+  if (request.id.empty()) request.id = new_sandbox_id();
+  if (auto it = sandboxes_.find(request.id); it != sandboxes_.end()) {
+    const auto& old = *it->second;
+    if (!old.finished)
+      co_return make_error(ErrorCode::exists,
+                           "sandbox " + request.id + " exists (state " + std::string(to_string(old.state)) + ")",
+                           "/id");
+    sandboxes_.erase(it);  // a finished sandbox's id may be reused; its logs are kept
+    std::erase(finished_order_, request.id);
+  }
+  if (pending_launches_ >= config_.limits.max_pending_launches)
+    co_return make_error(ErrorCode::overloaded, "too many launches in progress (limits.max_pending_launches = " +
+                                                    std::to_string(config_.limits.max_pending_launches) + ")");
+  if (sandboxes_.size() >= config_.limits.max_sandboxes && !evict_one_finished())
+    co_return make_error(ErrorCode::overloaded, "too many sandboxes (limits.max_sandboxes = " +
+                                                    std::to_string(config_.limits.max_sandboxes) + ")");
+
+  auto sb = std::make_shared<Sandbox>(ex_);
+  sb->id = request.id;
+  sb->runsc_id = new_runsc_id();
+  sb->request = std::move(request);
+  sb->origin = std::move(origin);
+  sb->created_at_us = now_unix_us();
+  sb->accepted_at = Clock::now();
+  sandboxes_[sb->id] = sb;
+  sb->pending = true;
+  ++pending_launches_;
+  ++counters_.accepted;
+
+  // Intent first: the record exists before anyone is told the sandbox was accepted.
+  if (!co_await persist_now(sb)) {
+    sandboxes_.erase(sb->id);
+    sb->pending = false;
+    --pending_launches_;
+    --counters_.accepted;
+    co_return make_error(ErrorCode::internal, "cannot record the sandbox in " + layout_.state_dir() +
+                                                  ": " + sb->log_tail);
+  }
+  spdlog::info("{} accepted from {} ({})", sb->id, sb->origin,
+               sb->request.docker.enabled ? "docker, cgroup " + std::string(to_string(sb->request.docker.cgroup))
+                                          : std::string("plain"));
+  events_.publish({sb->id, SandboxState::accepted, {}, now_unix_us(), {}}, *sb);
+  asio::co_spawn(ex_, lifecycle(sb), asio::detached);
+  co_return sb->id;
+}
+
+Result<SandboxState> Supervisor::stop(const std::string& id, unsigned timeout_ms) {
+  auto it = sandboxes_.find(id);
+  if (it == sandboxes_.end()) return make_error(ErrorCode::not_found, "no sandbox " + id, "/id");
+  auto& sb = *it->second;
+  if (is_terminal(sb.state) || sb.stop_requested) return sb.state;  // idempotent
+  sb.stop_requested = true;
+  sb.stop_timeout_ms = timeout_ms;
+  sb.wake.notify();
+  spdlog::info("{} stop requested (timeout {} ms)", id, timeout_ms);
+  return SandboxState::stopping;
+}
+
+const Sandbox* Supervisor::find(const std::string& id) const {
+  auto it = sandboxes_.find(id);
+  return it == sandboxes_.end() ? nullptr : it->second.get();
+}
+
+std::vector<std::string> Supervisor::ids_with_origin(const std::string& origin) const {
+  std::vector<std::string> ids;
+  for (const auto& [id, sb] : sandboxes_)
+    if (sb->origin == origin) ids.push_back(id);
+  return ids;
+}
+
+std::vector<SandboxStatus> Supervisor::list() const {
+  std::vector<SandboxStatus> out;
+  out.reserve(sandboxes_.size());
+  for (const auto& [id, sb] : sandboxes_) out.push_back(sb->status());
+  return out;
+}
+
+std::size_t Supervisor::active() const {
+  std::size_t n = 0;
+  for (const auto& [id, sb] : sandboxes_) n += !sb->finished;
+  return n;
+}
+
+Stats Supervisor::stats() const {
+  Stats s = counters_;
+  s.in_flight = 0;
+  for (const auto& [id, sb] : sandboxes_) s.in_flight += !is_terminal(sb->state);
+  s.runsc_queued = runsc_.queued();
+  std::vector<double> v(ready_samples_);
+  s.samples = v.size();
+  if (!v.empty()) {
+    std::sort(v.begin(), v.end());
+    auto at = [&](double q) { return v[std::min(v.size() - 1, static_cast<std::size_t>(q * v.size()))]; };
+    s.p50 = at(0.50);
+    s.p90 = at(0.90);
+    s.p99 = at(0.99);
+    s.max = v.back();
+  }
+  return s;
+}
+
+void Supervisor::note_ready_time(std::int64_t ms) {
+  constexpr std::size_t kSamples = 10000;
+  if (ready_samples_.size() < kSamples) ready_samples_.push_back(static_cast<double>(ms));
+  else ready_samples_[ready_next_++ % kSamples] = static_cast<double>(ms);
+}
+
+// ---------------------------------------------------------------------------------------
+// The lifecycle: one coroutine per sandbox, top to bottom.
+
+awaitable<void> Supervisor::lifecycle(SandboxPtr sb) {
+  try {
+    co_await bring_up(sb);
+    if (!is_terminal(sb->state)) co_await supervise(sb);
+    co_await tear_down(sb);
+  } catch (const std::exception& e) {
+    if (!is_terminal(sb->state)) fail(*sb, reason::host_error, std::string("internal error: ") + e.what());
+  }
+  sb->finished = true;
+  finished_order_.push_back(sb->id);
+  persist(*sb);
+}
+
+awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
+  if (sb->stop_requested) co_return;
+  if (auto s = prepare_host_dirs(*sb); !s) {
+    fail(*sb, reason::host_error, s.error().message);
+    co_return;
+  }
+  watch_sandbox(sb);
+
+  transition(*sb, SandboxState::creating);
+  // Never a runsc sandbox without a record that says so.
+  sb->runsc_created = true;
+  if (!co_await persist_now(sb)) {
+    sb->runsc_created = false;
+    fail(*sb, reason::host_error, "cannot record the sandbox: " + sb->log_tail);
+    co_return;
+  }
+  auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
+  auto pid_file = paths::join(layout_.bundle_dir(sb->id), "sandbox.pid");
+  auto t0 = Clock::now();
+  auto created = co_await runsc_.create(sb->runsc_id, layout_.bundle_dir(sb->id), pid_file, logs,
+                                        sb->request.network == NetworkMode::host);
+  sb->timings.create_ms = ms_between(t0, Clock::now());
+  if (!created.ok()) {
+    fail(*sb, created.timed_out ? reason::runsc_timeout : reason::runsc_create_failed,
+         "runsc create: " + created.describe());
+    co_return;
+  }
+  std::string pid_text;
+  if (paths::read_file(pid_file, pid_text, 64)) sb->pid = std::atoi(pid_text.c_str());
+  if (sb->pid > 0)
+    sb->pid_token = pids_.watch(sb->pid, [this, weak = std::weak_ptr<Sandbox>(sb)] {
+      if (auto s = weak.lock()) {
+        s->pid_token = 0;
+        read_markers(*s);  // an exit marker explains the end better than the pid alone
+        s->process_gone = true;
+        s->wake.notify();
+      }
+    });
+  if (sb->stop_requested || sb->ended()) co_return;
+
+  transition(*sb, SandboxState::starting);
+  t0 = Clock::now();
+  auto started = co_await runsc_.start(sb->runsc_id, logs);
+  sb->timings.start_ms = ms_between(t0, Clock::now());
+  if (!started.ok()) {
+    fail(*sb, started.timed_out ? reason::runsc_timeout : reason::runsc_start_failed,
+         "runsc start: " + started.describe());
+    co_return;
+  }
+  if (sb->stop_requested || sb->ended()) co_return;
+
+  if (!sb->request.docker.enabled) {
+    transition(*sb, SandboxState::ready);
+    co_return;
+  }
+  transition(*sb, SandboxState::probing);
+  co_await probe_docker(sb);
+}
+
+// Asks dockerd through the host-visible socket until it answers, the deadline passes, or
+// the sandbox ends. Woken at once when the socket appears (inotify) or something dies.
+awaitable<void> Supervisor::probe_docker(SandboxPtr sb) {
+  const auto& pc = config_.probe;
+  auto timeout = Millis(sb->request.docker.ready_timeout_ms.value_or(config_.docker.ready_timeout_ms));
+  auto deadline = Clock::now() + timeout;
+  auto socket_path = paths::join(layout_.sockets_dir(sb->id), std::string(kDockerSocketName));
+  double delay = pc.initial_ms;
+  std::string last_error = "the socket never appeared";
+  std::uniform_real_distribution<double> jitter(1.0 - pc.jitter, 1.0 + pc.jitter);
+  unsigned attempts = 0;
+
+  for (;;) {
+    if (sb->stop_requested || sb->ended()) co_return;
+    if (!sb->socket_seen) sb->socket_seen = ::access(socket_path.c_str(), F_OK) == 0;
+    if (sb->socket_seen) {
+      prepare_docker_socket(*sb);
+      auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now());
+      auto attempt = std::min(Millis(pc.attempt_timeout_ms), std::max(left, Millis(1)));
+      ++attempts;
+      auto ping = co_await ping_docker(socket_path, attempt);
+      if (ping.ok) {
+        sb->docker_socket = socket_path;
+        spdlog::debug("{} dockerd answered after {} attempt(s)", sb->id, attempts);
+        transition(*sb, SandboxState::ready);
+        co_return;
+      }
+      last_error = ping.error;
+      if (sb->stop_requested || sb->ended()) co_return;
+    }
+    auto now = Clock::now();
+    if (now >= deadline) {
+      fail(*sb, reason::ready_timeout,
+           "dockerd did not answer within " + std::to_string(timeout.count()) + " ms (" +
+               std::to_string(attempts) + " attempts; last: " + last_error + ")");
+      co_return;
+    }
+    auto wait = std::chrono::duration_cast<Clock::duration>(
+        std::chrono::duration<double, std::milli>(delay * jitter(rng_)));
+    delay = std::min(delay * pc.factor, static_cast<double>(pc.max_ms));
+    co_await sb->wake.wait_until(std::min(now + wait, deadline));
+  }
+}
+
+awaitable<void> Supervisor::supervise(SandboxPtr sb) {
+  while (!sb->stop_requested && !sb->ended()) co_await sb->wake.wait();
+  if (sb->stop_requested) {
+    co_await stop_flow(sb);
+    co_return;
+  }
+  resolve_end(*sb);
+}
+
+// The sandbox ended on its own: say why, from the markers sandbox-init left.
+void Supervisor::resolve_end(Sandbox& sb) {
+  read_markers(sb);
+  auto logs = layout_.logs_dir(sb.id);
+  if (sb.dockerd_exited && sb.request.docker.enabled && !sb.init_exited) {
+    fail(sb, reason::dockerd_exited, last_lines(paths::join(logs, "dockerd.log")));
+    return;
+  }
+  sb.exit_code = sb.init_exit_code;
+  std::string detail = sb.init_exit_code ? "exit code " + std::to_string(*sb.init_exit_code)
+                                         : "the sandbox process ended without an exit status";
+  auto tail = last_lines(paths::join(logs, "runsc.log"));
+  fail(sb, reason::exited, tail.empty() ? detail : detail + "\n" + tail);
+}
+
+awaitable<void> Supervisor::stop_flow(SandboxPtr sb) {
+  transition(*sb, SandboxState::stopping, reason::stop_requested);
+  co_await persist_now(sb);
+  auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
+  if (sb->runsc_created && !sb->ended()) {
+    auto term = co_await runsc_.kill(sb->runsc_id, "TERM", logs);
+    if (term.ok()) {
+      auto deadline = Clock::now() + Millis(sb->stop_timeout_ms);
+      while (!sb->ended() && Clock::now() < deadline) co_await sb->wake.wait_until(deadline);
+    }
+    if (!sb->ended()) {
+      spdlog::info("{} did not stop within {} ms: killing", sb->id, sb->stop_timeout_ms);
+      co_await runsc_.kill(sb->runsc_id, "KILL", logs);
+    }
+  }
+  co_await tear_down(sb);
+  read_markers(*sb);
+  sb->exit_code = sb->init_exit_code;
+  transition(*sb, SandboxState::stopped, reason::stop_requested);
+}
+
+// Removes everything but the logs. Idempotent.
+awaitable<void> Supervisor::tear_down(SandboxPtr sb) {
+  unwatch_sandbox(*sb);
+  if (sb->runsc_created) {
+    auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
+    auto removed = co_await runsc_.remove(sb->runsc_id, logs);
+    // "does not exist": it never got that far, or is gone already.
+    if (removed.ok() || removed.log_excerpt.find("does not exist") != std::string::npos)
+      sb->runsc_created = false;
+    else
+      spdlog::warn("{} runsc delete failed: {}", sb->id, removed.describe());
+  }
+  if (!sb->runsc_created) {
+    paths::remove_tree(layout_.bundle_dir(sb->id));
+    paths::remove_tree(layout_.sockets_dir(sb->id));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// State changes
+
+void Supervisor::transition(Sandbox& sb, SandboxState to, std::string_view why) {
+  auto from = sb.state;
+  sb.state = to;
+  if (!why.empty()) sb.reason = why;
+  auto elapsed = ms_between(sb.accepted_at, Clock::now());
+  if (sb.pending && (to == SandboxState::probing || to == SandboxState::ready || is_terminal(to))) {
+    sb.pending = false;
+    --pending_launches_;
+  }
+  if (to == SandboxState::ready) {
+    sb.ready_at_us = now_unix_us();
+    sb.timings.ready_ms = elapsed;
+    ++counters_.ready;
+    note_ready_time(elapsed);
+  } else if (to == SandboxState::failed) {
+    ++counters_.failed;
+  } else if (to == SandboxState::stopped) {
+    ++counters_.stopped;
+  }
+  auto level = to == SandboxState::failed ? spdlog::level::warn : spdlog::level::info;
+  spdlog::log(level, "{} {} -> {}{}{} after {} ms", sb.id, to_string(from), to_string(to),
+              why.empty() ? "" : " reason=", why, elapsed);
+  events_.publish({sb.id, to, sb.reason, now_unix_us(), sb.exit_code}, sb);
+  persist(sb);
+}
+
+void Supervisor::fail(Sandbox& sb, std::string_view why, std::string detail) {
+  if (is_terminal(sb.state)) return;
+  if (detail.size() > kLogTailBytes) detail.erase(0, detail.size() - kLogTailBytes);
+  sb.log_tail = std::move(detail);
+  auto first_line = sb.log_tail.substr(0, sb.log_tail.find('\n'));
+  spdlog::warn("{} failing ({}): {}", sb.id, why, first_line);
+  transition(sb, SandboxState::failed, why);
+}
+
+void Supervisor::persist(Sandbox& sb) {
+  writer_.write(layout_.state_file(sb.id), record_to_json(sb), [id = sb.id](int err) {
+    if (err) spdlog::error("{} cannot write its state record: {}", id, std::strerror(err));
+  });
+}
+
+awaitable<bool> Supervisor::persist_now(SandboxPtr sb) {
+  int err = co_await writer_.write_async(layout_.state_file(sb->id), record_to_json(*sb));
+  if (err) {
+    sb->log_tail = "writing " + layout_.state_file(sb->id) + ": " + std::strerror(err);
+    spdlog::error("{} {}", sb->id, sb->log_tail);
+  }
+  co_return err == 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// Host side of a sandbox
+
+Status Supervisor::prepare_host_dirs(Sandbox& sb) {
+  auto bundle = layout_.bundle_dir(sb.id);
+  auto sockets = layout_.sockets_dir(sb.id);
+  auto logs = layout_.logs_dir(sb.id);
+  // Leftovers of an earlier sandbox with this id would be mistaken for this one's.
+  paths::remove_tree(bundle);
+  paths::remove_tree(sockets);
+  auto fail = [](const std::string& what) {
+    return make_error(ErrorCode::internal, what + ": " + paths::errno_text());
+  };
+  if (!paths::make_dirs(bundle, 0700)) return fail("creating " + bundle);
+  if (!paths::make_dirs(logs, 0750)) return fail("creating " + logs);
+  if (!paths::make_dirs(sockets, 0700)) return fail("creating " + sockets);
+  if (auto& o = sb.request.socket_owner; o && ::chown(sockets.c_str(), o->uid, o->gid) != 0)
+    return fail("chown " + sockets);
+  SpecContext ctx{config_.sandbox_init, sockets, logs, config_.docker.dockerd_path};
+  auto spec = render_spec(sb.request, ctx);
+  auto config_json = paths::join(bundle, "config.json");
+  // Not fsync'ed: a crash before runsc create is recovered by launching again.
+  int fd = ::open(config_json.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return fail("creating " + config_json);
+  bool ok = ::write(fd, spec.data(), spec.size()) == static_cast<ssize_t>(spec.size());
+  int err = errno;
+  ::close(fd);
+  if (!ok) {
+    errno = err ? err : ENOSPC;
+    return fail("writing " + config_json);
+  }
+  return Ok{};
+}
+
+void Supervisor::watch_sandbox(SandboxPtr sb) {
+  auto wd = dirs_.watch(layout_.sockets_dir(sb->id), IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE,
+                        [this, weak = std::weak_ptr<Sandbox>(sb)](std::string_view name, std::uint32_t) {
+                          auto s = weak.lock();
+                          if (!s) return;
+                          if (name.empty()) {  // overflow: look at everything again
+                            read_markers(*s);
+                            s->socket_seen = false;
+                          } else if (name == kDockerSocketName) {
+                            s->socket_seen = true;
+                          } else if (name == kInitExitMarker || name == kDockerdExitMarker) {
+                            read_markers(*s);
+                          } else {
+                            return;
+                          }
+                          s->wake.notify();
+                        });
+  if (wd) sb->watch_wd = *wd;
+  else spdlog::warn("{} cannot watch its socket directory ({}): falling back to polling", sb->id, wd.error().message);
+}
+
+void Supervisor::unwatch_sandbox(Sandbox& sb) {
+  if (sb.watch_wd >= 0) dirs_.unwatch(sb.watch_wd);
+  sb.watch_wd = -1;
+  if (sb.pid_token) pids_.cancel(sb.pid_token);
+  sb.pid_token = 0;
+}
+
+void Supervisor::read_markers(Sandbox& sb) {
+  auto dir = layout_.sockets_dir(sb.id);
+  if (!sb.init_exited) {
+    if (auto code = read_exit_marker(paths::join(dir, std::string(kInitExitMarker)))) {
+      sb.init_exited = true;
+      sb.init_exit_code = code;
+    }
+  }
+  if (!sb.dockerd_exited && ::access(paths::join(dir, std::string(kDockerdExitMarker)).c_str(), F_OK) == 0)
+    sb.dockerd_exited = true;
+}
+
+void Supervisor::prepare_docker_socket(Sandbox& sb) {
+  if (!sb.docker_socket.empty() || sb.socket_prepared) return;
+  sb.socket_prepared = true;
+  // sandbox-init cannot chmod/chown a socket in a host-bound directory (EPERM inside
+  // gVisor): the host side gives it its owner.
+  auto path = paths::join(layout_.sockets_dir(sb.id), std::string(kDockerSocketName));
+  auto owner = sb.request.socket_owner.value_or(Owner{0, 0});
+  if (::chown(path.c_str(), owner.uid, owner.gid) != 0 || ::chmod(path.c_str(), 0660) != 0)
+    spdlog::warn("{} cannot set the owner of {}: {}", sb.id, path, paths::errno_text());
+}
+
+std::string Supervisor::new_runsc_id() {
+  for (;;) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "sa%016llx", static_cast<unsigned long long>(rng_()));
+    bool used = false;
+    for (const auto& [id, sb] : sandboxes_) used = used || sb->runsc_id == buf;
+    if (!used) return buf;
+  }
+}
+
+std::string Supervisor::new_sandbox_id() {
+  for (;;) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "sb-%012llx", static_cast<unsigned long long>(rng_() & 0xffffffffffffull));
+    if (!sandboxes_.count(buf)) return buf;
+  }
+}
+
+bool Supervisor::evict_one_finished() {
+  while (!finished_order_.empty()) {
+    auto id = finished_order_.front();
+    finished_order_.pop_front();
+    auto it = sandboxes_.find(id);
+    if (it == sandboxes_.end() || !it->second->finished) continue;
+    sandboxes_.erase(it);
+    ::unlink(layout_.state_file(id).c_str());
+    return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------
+// Start-up and shutdown
+
+awaitable<void> Supervisor::recover() { co_return; }
+
+awaitable<void> Supervisor::shutdown(bool stop_all) {
+  shutting_down_ = true;
+  if (stop_all) {
+    for (auto& [id, sb] : sandboxes_)
+      if (!sb->finished) stop(id, 10000);
+    asio::steady_timer t(ex_);
+    while (active() > 0) {
+      t.expires_after(Millis(10));
+      co_await t.async_wait(use_nothrow);
+    }
+  }
+  co_await writer_.drain();
+}
+
+}  // namespace sandbox_agent

@@ -1,0 +1,90 @@
+// The supervisor: the only owner of sandbox state. It takes validated launch requests from the
+// intakes, drives each sandbox through spec → runtime → probe → store on its own coroutine,
+// and publishes every state change on the event bus.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "durable_writer.hpp"
+#include "events.hpp"
+#include "layout.hpp"
+#include "reactor.hpp"
+#include "runsc.hpp"
+#include "sandbox.hpp"
+#include "sandbox_agent/config.hpp"
+#include "watchers.hpp"
+
+namespace sandbox_agent {
+
+class Supervisor {
+ public:
+  Supervisor(asio::any_io_executor ex, const Config& config, EventBus& events,
+             DurableWriter& writer, DirWatcher& dirs, PidWatcher& pids);
+
+  // Takes a validated request (policy applied). Assigns the id when absent, records the
+  // sandbox durably, answers, then runs its lifecycle. Errors: exists, overloaded, internal.
+  awaitable<Result<std::string>> launch(LaunchRequest request, std::string origin);
+  Result<SandboxState> stop(const std::string& id, unsigned timeout_ms);
+  const Sandbox* find(const std::string& id) const;
+  std::vector<std::string> ids_with_origin(const std::string& origin) const;
+  std::vector<SandboxStatus> list() const;
+  Stats stats() const;
+  std::size_t active() const;  // sandboxes not yet torn down
+
+  // Start-up: adopts what state/ and runsc say is still there (see docs/durability.md).
+  awaitable<void> recover();
+  // Shutdown: by default leaves sandboxes running (adopted on restart); with stop_all stops
+  // every one and waits for them.
+  awaitable<void> shutdown(bool stop_all);
+
+ private:
+  awaitable<void> lifecycle(SandboxPtr sb);
+  awaitable<void> bring_up(SandboxPtr sb);
+  awaitable<void> probe_docker(SandboxPtr sb);
+  awaitable<void> supervise(SandboxPtr sb);
+  awaitable<void> stop_flow(SandboxPtr sb);
+  awaitable<void> tear_down(SandboxPtr sb);
+
+  // The one place state changes: updates, logs, publishes, and records (durably; awaited
+  // only by callers that must not act before the record is on disk).
+  void transition(Sandbox& sb, SandboxState to, std::string_view reason = {});
+  void fail(Sandbox& sb, std::string_view reason, std::string detail);
+  void persist(Sandbox& sb);
+  awaitable<bool> persist_now(SandboxPtr sb);
+
+  Status prepare_host_dirs(Sandbox& sb);
+  void watch_sandbox(SandboxPtr sb);
+  void unwatch_sandbox(Sandbox& sb);
+  void read_markers(Sandbox& sb);
+  void on_exit_marker(Sandbox& sb, std::string_view name);
+  void prepare_docker_socket(Sandbox& sb);
+  void resolve_end(Sandbox& sb);
+  std::string new_runsc_id();
+  std::string new_sandbox_id();
+  bool evict_one_finished();
+  void note_ready_time(std::int64_t ms);
+
+  asio::any_io_executor ex_;
+  const Config& config_;
+  Layout layout_;
+  EventBus& events_;
+  DurableWriter& writer_;
+  DirWatcher& dirs_;
+  PidWatcher& pids_;
+  Runsc runsc_;
+  std::map<std::string, SandboxPtr> sandboxes_;
+  std::deque<std::string> finished_order_;  // oldest finished first, for eviction
+  std::mt19937_64 rng_;
+  Stats counters_;
+  std::vector<double> ready_samples_;  // ring buffer
+  std::size_t ready_next_ = 0;
+  std::uint64_t pending_launches_ = 0;
+  bool shutting_down_ = false;
+};
+
+}  // namespace sandbox_agent

@@ -1,0 +1,85 @@
+// The agent's configuration: defaults, overridden by the JSON file, overridden by flags.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sandbox_agent/error.hpp"
+#include "sandbox_agent/request.hpp"
+
+namespace sandbox_agent {
+
+struct SocketConfig {
+  std::string path;  // default ROOT/agent.sock
+  unsigned mode = 0660;
+  std::vector<std::uint32_t> allowed_uids{0};
+  std::vector<std::uint32_t> allowed_gids;
+};
+
+struct RunscConfig {
+  std::string path = "/usr/bin/runsc";
+  std::vector<std::string> flags{"--platform=ptrace", "--network=none", "--host-uds=create"};
+  unsigned max_concurrent = 0;  // 0: two per core
+  unsigned timeout_ms = 60000;
+};
+
+struct ProbeConfig {
+  unsigned initial_ms = 5;
+  double factor = 2.0;
+  unsigned max_ms = 250;
+  double jitter = 0.2;
+  unsigned attempt_timeout_ms = 1000;
+};
+
+struct DockerConfig {
+  unsigned ready_timeout_ms = 30000;
+  std::string dockerd_path = "/usr/bin/dockerd";  // inside the sandbox's image
+};
+
+struct LimitsConfig {
+  unsigned max_sandboxes = 10000;        // records held (any state but removed)
+  unsigned max_connections = 1024;       // socket clients at once
+  std::uint64_t max_request_bytes = 1 << 20;  // a request, a socket line, a spool file
+  unsigned max_pending_launches = 10000;  // launches not yet through runsc start
+  unsigned max_watchers = 256;           // `watch` subscribers
+  std::uint64_t max_output_bytes = 4 << 20;  // per-connection queued replies
+};
+
+struct Config {
+  std::string root;  // everything lives under it unless overridden
+  SocketConfig socket;
+  std::string spool;  // default ROOT/spool
+  RunscConfig runsc;
+  std::vector<std::string> allowed_host_prefixes;  // default ROOT/images and /srv/images
+  bool allow_host_cgroup_bind = false;
+  ProbeConfig probe;
+  DockerConfig docker;
+  LimitsConfig limits;
+  bool stop_sandboxes_on_exit = false;
+  bool clean_orphans = true;  // remove runsc sandboxes under ROOT/runsc that have no record
+  std::string log_level = "info";
+  std::string sandbox_init;  // host path of sandbox-init; default: next to the agent binary
+
+  RequestPolicy request_policy() const;
+  unsigned runsc_concurrency() const;
+};
+
+// Settings given on the command line; each set field overrides the file.
+struct ConfigOverrides {
+  std::string root, socket, spool, runsc, log_level;
+  int stop_sandboxes_on_exit = -1;  // -1: not given
+};
+
+inline constexpr std::string_view kDefaultRoot = "/var/lib/sandbox-agent";
+
+// Builds the configuration: defaults, then `file` (if non-empty), then overrides, then the
+// paths derived from the root. Errors name the field (JSON pointer) and the reason; callers
+// add the file name.
+Result<Config> load_config(const std::string& file, const ConfigOverrides& overrides);
+
+// Same, from JSON text already read.
+Result<Config> parse_config(std::string_view json, const ConfigOverrides& overrides);
+
+}  // namespace sandbox_agent

@@ -1,0 +1,32 @@
+// Rendering a launch request into the OCI runtime spec (config.json) that runsc gets.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "sandbox_agent/request.hpp"
+
+namespace sandbox_agent {
+
+// Where the in-sandbox helpers live, seen from inside the sandbox.
+inline constexpr std::string_view kInitPath = "/.sandbox-agent/init";
+inline constexpr std::string_view kSocketsMount = "/.sandbox-agent/sockets";
+inline constexpr std::string_view kLogsMount = "/.sandbox-agent/logs";
+inline constexpr std::string_view kDockerdInnerSocket = "/run/docker.sock";
+inline constexpr std::string_view kDockerSocketName = "docker.sock";
+
+// Annotation carrying the request id, so `runsc list` entries can be traced to records.
+inline constexpr std::string_view kIdAnnotation = "dev.sandbox-agent.id";
+
+// Host-side facts the spec needs besides the request.
+struct SpecContext {
+  std::string sandbox_init;  // host path of the sandbox-init binary
+  std::string sockets_dir;   // host ROOT/sockets/ID
+  std::string logs_dir;      // host ROOT/logs/ID
+  std::string dockerd_path;  // dockerd inside the image
+};
+
+// The spec as pretty-printed JSON. `request` must have passed parsing, validation and policy.
+std::string render_spec(const LaunchRequest& request, const SpecContext& context);
+
+}  // namespace sandbox_agent

@@ -1,0 +1,79 @@
+// Sandbox states, the status record callers see, and state-change events.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sandbox_agent {
+
+enum class SandboxState { accepted, creating, starting, probing, ready, stopping, stopped, failed };
+
+std::string_view to_string(SandboxState s);
+std::optional<SandboxState> parse_state(std::string_view s);
+inline bool is_terminal(SandboxState s) {
+  return s == SandboxState::stopped || s == SandboxState::failed;
+}
+
+// Failure and stop reasons (the `reason` field). Fixed strings callers may match on.
+namespace reason {
+inline constexpr std::string_view runsc_create_failed = "runsc_create_failed";
+inline constexpr std::string_view runsc_start_failed = "runsc_start_failed";
+inline constexpr std::string_view runsc_timeout = "runsc_timeout";
+inline constexpr std::string_view ready_timeout = "ready_timeout";
+inline constexpr std::string_view dockerd_exited = "dockerd_exited";
+inline constexpr std::string_view exited = "exited";
+inline constexpr std::string_view stop_requested = "stop_requested";
+inline constexpr std::string_view agent_restart = "agent_restart";
+inline constexpr std::string_view agent_shutdown = "agent_shutdown";
+inline constexpr std::string_view host_error = "host_error";  // disk, permissions, fds
+}  // namespace reason
+
+struct Timings {
+  std::optional<std::int64_t> create_ms;  // runsc create took
+  std::optional<std::int64_t> start_ms;   // runsc start took
+  std::optional<std::int64_t> ready_ms;   // accepted → ready
+};
+
+struct SandboxStatus {
+  std::string id;
+  SandboxState state = SandboxState::accepted;
+  std::string reason;
+  std::optional<int> exit_code;
+  std::vector<std::pair<std::string, std::string>> labels;
+  std::int64_t created_at_us = 0;  // Unix time, microseconds
+  std::optional<std::int64_t> ready_at_us;
+  std::string docker_socket;  // host path, set once ready
+  Timings timings;
+  std::string log_tail;  // why it failed, from runsc.log / dockerd.log
+};
+
+struct StateEvent {
+  std::string id;
+  SandboxState state = SandboxState::accepted;
+  std::string reason;
+  std::int64_t ts_us = 0;
+  std::optional<int> exit_code;
+};
+
+struct Stats {
+  std::uint64_t accepted = 0, ready = 0, failed = 0, stopped = 0;
+  std::uint64_t in_flight = 0;  // accepted and not yet stopped or failed
+  std::uint64_t runsc_queued = 0;  // launches waiting for a runsc slot
+  // Time to ready (accepted → ready) in ms, over the last 10,000 sandboxes that got there.
+  std::uint64_t samples = 0;
+  double p50 = 0, p90 = 0, p99 = 0, max = 0;
+};
+
+// RFC 3339 UTC with microseconds: 2026-11-29T08:47:49.123456Z
+std::string format_time(std::int64_t unix_us);
+std::int64_t now_unix_us();
+
+// One-line JSON, as in the socket protocol and the spool status files.
+std::string to_json(const SandboxStatus& status);
+std::string to_json(const StateEvent& event);
+
+}  // namespace sandbox_agent
