@@ -258,6 +258,12 @@ class FakeRunscTest(unittest.TestCase):
         self.assertEqual(self.state("c1")["status"], "stopped")
         self.assertEqual(self.state("c1")["pid"], -1)
         self.assertFalse(os.path.exists(os.path.join(b["status"], ".init.exit.tmp")))
+        with open(os.path.join(b["status"], "init.exit")) as f:
+            self.assertEqual(f.read(), '{"exit_code":7}\n')
+        with open(os.path.join(b["logs"], "init.log")) as f:
+            last = f.read().splitlines()[-1]
+        self.assertTrue(last.startswith("sandbox-init: 20"), last)
+        self.assertTrue(last.endswith("Z exiting with status 7"), last)
 
     def test_docker_socket_and_ping(self):
         b = self.bundle("c1", "dockerd_delay_ms=300")
@@ -339,11 +345,13 @@ class FakeRunscTest(unittest.TestCase):
         self.assertEqual(self.state("c1")["status"], "running")
 
     def test_kill_term_writes_143(self):
-        b = self.bundle("c1")
+        b = self.bundle("c1", "dockerd_delay_ms=0")
         self.create("c1", b)
         self.runsc("start", "c1", check=0)
+        self.assertTrue(wait_for(lambda: os.path.exists(b["socket"]), 2))
         self.runsc("kill", "c1", check=0)  # default TERM
         self.assertEqual(self.marker(b, "init.exit"), {"exit_code": 143})
+        self.assertFalse(os.path.exists(b["socket"]))  # gone before init.exit, like sandbox-init
         self.assertEqual(self.state("c1")["status"], "stopped")
         self.assertEqual(self.runsc("kill", "c1", "KILL").returncode, 128)  # like runsc
 

@@ -8,16 +8,15 @@ namespace {
 
 // Every runsc subcommand: an argument equal to one of these ends a bare global flag.
 constexpr std::array<std::string_view, 30> kCommands = {
-    "boot",  "checkpoint", "create",  "debug",   "delete",  "do",      "events",
-    "exec",  "flags",      "gofer",   "help",    "install", "kill",    "list",
-    "pause", "port-forward", "ps",    "restore", "resume",  "run",     "spec",
-    "start", "state",      "statefile", "symbolize", "syscalls", "tar", "uninstall",
-    "usage", "wait"};
+    "boot",      "checkpoint", "create", "debug",     "delete", "do",    "events", "exec",
+    "flags",     "gofer",      "help",   "install",   "kill",   "list",  "pause",  "port-forward",
+    "ps",        "restore",    "resume", "run",       "spec",   "start", "state",  "statefile",
+    "symbolize", "syscalls",   "tar",    "uninstall", "usage",  "wait"};
 
 // Global flags of runsc that never take a value.
 constexpr std::array<std::string_view, 12> kBoolGlobals = {
-    "debug", "strace", "rootless", "log-packets", "alsologtostderr", "overlay",
-    "systemd-cgroup", "net-raw", "gso", "software-gso", "ignore-cgroups", "version"};
+    "debug",          "strace",  "rootless", "log-packets",  "alsologtostderr", "overlay",
+    "systemd-cgroup", "net-raw", "gso",      "software-gso", "ignore-cgroups",  "version"};
 
 template <size_t N>
 bool contains(const std::array<std::string_view, N>& set, std::string_view s) {

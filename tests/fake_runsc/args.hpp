@@ -11,11 +11,11 @@ namespace fake_runsc {
 
 // The global part of a runsc command line: flags before the subcommand.
 struct GlobalArgs {
-  std::string root;           // --root DIR / --root=DIR
-  bool version = false;       // --version
-  std::string command;        // first non-flag argument
+  std::string root;                    // --root DIR / --root=DIR
+  bool version = false;                // --version
+  std::string command;                 // first non-flag argument
   std::vector<std::string_view> rest;  // arguments after the command
-  std::string error;          // non-empty when the command line is malformed
+  std::string error;                   // non-empty when the command line is malformed
 };
 
 GlobalArgs parse_globals(std::span<const std::string_view> args);

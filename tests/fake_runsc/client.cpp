@@ -1,18 +1,19 @@
 #include "client.hpp"
 
-#include <cerrno>
-#include <climits>
 #include <fcntl.h>
-#include <string>
-#include <string_view>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "args.hpp"
-#include "layout.hpp"
 #include "files.hpp"
+#include "layout.hpp"
 #include "runtime.hpp"
 #include "spawn.hpp"
 #include "wire.hpp"
@@ -91,7 +92,8 @@ int run_cli(int argc, char** argv) {
     return 0;
   }
   if (!g.error.empty()) return print_reply(Reply::fail(2, g.error));
-  if (g.command.empty()) return print_reply(Reply::fail(2, "usage: runsc <flags> <subcommand> <subcommand args>"));
+  if (g.command.empty())
+    return print_reply(Reply::fail(2, "usage: runsc <flags> <subcommand> <subcommand args>"));
   if (g.root.empty()) return fail("--root is required");
 
   char cwd_buf[PATH_MAX];

@@ -14,16 +14,19 @@ enum class Status : uint8_t { created, running, stopped };
 
 inline const char* status_name(Status s) {
   switch (s) {
-    case Status::created: return "created";
-    case Status::running: return "running";
-    default: return "stopped";
+    case Status::created:
+      return "created";
+    case Status::running:
+      return "running";
+    default:
+      return "stopped";
   }
 }
 
 struct Container {
   std::string id;
   std::string bundle;
-  uint64_t serial = 0;          // unique for the daemon's life; timers refer to it
+  uint64_t serial = 0;  // unique for the daemon's life; timers refer to it
   int64_t created_unix_ns = 0;
   Status status = Status::created;
   Plan plan;

@@ -1,16 +1,17 @@
 // fake-runsc-daemon ROOT: serves every fake sandbox of ROOT until idle. Started by the
 // CLI (spawn.cpp) with its listening socket as fd 3.
-#include <cerrno>
-#include <csignal>
-#include <cstring>
 #include <fcntl.h>
-#include <memory>
 #include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <memory>
 #include <unordered_map>
 
 #include "event_loop.hpp"
@@ -50,8 +51,10 @@ class ClientConn final : public IoHandler {
 class Daemon final : public IoHandler {
  public:
   Daemon(std::string root, int listen_fd)
-      : root_(std::move(root)), listen_fd_(listen_fd), runtime_(root_, &loop_, getpid(), &load_plan) {
-    struct stat st{};
+      : root_(std::move(root)),
+        listen_fd_(listen_fd),
+        runtime_(root_, &loop_, getpid(), &load_plan) {
+    struct stat st {};
     if (::stat(join_path(root_, kSocketName).c_str(), &st) == 0) socket_ino_ = st.st_ino;
     listen_token_ = loop_.watch(listen_fd_, EPOLLIN, this);
   }
@@ -95,13 +98,14 @@ class Daemon final : public IoHandler {
   // queued on the socket sees it closed without a reply and retries (starting a new
   // daemon); nothing of its request has run.
   bool retire() {
-    const int lock = ::open(join_path(root_, kLockName).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    const int lock =
+        ::open(join_path(root_, kLockName).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lock < 0 || ::flock(lock, LOCK_EX) != 0) {
       if (lock >= 0) ::close(lock);
       return false;
     }
     const std::string sock = join_path(root_, kSocketName);
-    struct stat st{};
+    struct stat st {};
     if (::stat(sock.c_str(), &st) == 0 && st.st_ino == socket_ino_) ::unlink(sock.c_str());
     ::unlink(join_path(root_, kPidName).c_str());
     loop_.unwatch(listen_token_, listen_fd_);

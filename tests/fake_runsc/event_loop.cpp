@@ -1,12 +1,13 @@
 #include "event_loop.hpp"
 
+#include <sys/epoll.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <ctime>
-#include <sys/epoll.h>
-#include <unistd.h>
 
 namespace fake_runsc {
 namespace {

@@ -1,10 +1,11 @@
 #include "fake_dockerd.hpp"
 
-#include <cerrno>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include "files.hpp"
 
@@ -40,16 +41,19 @@ std::string answer(PingMode mode, std::string_view head) {
   const std::string_view line = head.substr(0, head.find("\r\n"));
   const auto sp1 = line.find(' ');
   const std::string_view method = line.substr(0, sp1);
-  const std::string_view target =
-      sp1 == std::string_view::npos ? std::string_view{}
-                                    : line.substr(sp1 + 1, line.find(' ', sp1 + 1) - sp1 - 1);
+  const std::string_view target = sp1 == std::string_view::npos
+                                      ? std::string_view{}
+                                      : line.substr(sp1 + 1, line.find(' ', sp1 + 1) - sp1 - 1);
   const bool with_body = method != "HEAD";
   if ((method != "GET" && method != "HEAD") || !is_ping(target))
     return http_response("404 Not Found", "{\"message\":\"page not found\"}\n", with_body);
   switch (mode) {
-    case PingMode::error: return http_response("500 Internal Server Error", "error", with_body);
-    case PingMode::garbage: return "garbage\r\n";
-    default: return http_response("200 OK", "OK", with_body);
+    case PingMode::error:
+      return http_response("500 Internal Server Error", "error", with_body);
+    case PingMode::garbage:
+      return "garbage\r\n";
+    default:
+      return http_response("200 OK", "OK", with_body);
   }
 }
 

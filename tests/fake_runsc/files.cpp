@@ -1,13 +1,14 @@
 #include "files.hpp"
 
-#include <cerrno>
-#include <cstddef>
-#include <cstring>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
 
 namespace fake_runsc {
 namespace {
@@ -111,7 +112,8 @@ int unix_listen(const std::string& path, int backlog, std::string* err) {
   const auto slash = path.rfind('/');
   std::string tmp_name = ".";
   tmp_name.append(slash == std::string::npos ? path : path.substr(slash + 1)).append(".tmp");
-  const std::string tmp = slash == std::string::npos ? tmp_name : join_path(path.substr(0, slash + 1), tmp_name);
+  const std::string tmp =
+      slash == std::string::npos ? tmp_name : join_path(path.substr(0, slash + 1), tmp_name);
   sockaddr_un addr;
   socklen_t len = 0;
   int dir_fd = -1;

@@ -20,9 +20,9 @@ void append_line(const std::string& path, std::string_view line);
 // Writes all of `data` to a blocking fd, retrying on EINTR.
 bool write_all(int fd, std::string_view data);
 
-// A non-blocking, close-on-exec listening AF_UNIX stream socket at `path` (an old file
-// there is replaced; the file appears only once the socket listens). Paths longer than sun_path go through /proc/self/fd/N of the parent.
-// Returns -1 and sets *err on failure.
+// A non-blocking, close-on-exec listening AF_UNIX stream socket at `path`: an old file
+// there is replaced, and the file appears only once the socket listens. Paths longer
+// than sun_path go through /proc/self/fd/N of the parent. Returns -1 and sets *err.
 int unix_listen(const std::string& path, int backlog, std::string* err);
 // A blocking, close-on-exec connected socket, or -1 with errno set.
 int unix_connect(const std::string& path);

@@ -3,10 +3,10 @@
 
 namespace fake_runsc {
 
-inline constexpr const char* kSocketName = "fake-runsc.sock";  // the daemon listens here
-inline constexpr const char* kLockName = "fake-runsc.lock";    // flock: start/retire
-inline constexpr const char* kPidName = "fake-runsc.pid";      // the daemon's pid
-inline constexpr const char* kStartsLog = "fake-starts.log";   // "ID UNIX_US" per start
+inline constexpr const char* kSocketName = "fake-runsc.sock";       // the daemon listens here
+inline constexpr const char* kLockName = "fake-runsc.lock";         // flock: start/retire
+inline constexpr const char* kPidName = "fake-runsc.pid";           // the daemon's pid
+inline constexpr const char* kStartsLog = "fake-starts.log";        // "ID UNIX_US" per start
 inline constexpr const char* kReadyLog = "fake-dockerd-ready.log";  // dockerd answers
 inline constexpr int kIdleExitSeconds = 3;  // with no container and no CLI connected
 

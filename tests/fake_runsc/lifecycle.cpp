@@ -1,8 +1,10 @@
 // The life of a started fake sandbox: what sandbox-init and dockerd would do, driven by
 // timers on the daemon's one heap. Timers name their container by serial, so a timer of
 // a container that was stopped or deleted meanwhile finds nothing to do.
-#include <csignal>
 #include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
 
 #include "files.hpp"
 #include "layout.hpp"
@@ -18,8 +20,8 @@ std::string exit_json(int code) { return "{\"exit_code\":" + std::to_string(code
 
 // A dockerd (logrus) text line.
 std::string logrus(std::string_view level, std::string_view msg) {
-  return "time=\"" + rfc3339_nano(unix_now_ns()) + "\" level=" + std::string(level) +
-         " msg=\"" + std::string(msg) + "\"";
+  return "time=\"" + rfc3339_nano(unix_now_ns()) + "\" level=" + std::string(level) + " msg=\"" +
+         std::string(msg) + "\"";
 }
 
 }  // namespace
@@ -29,10 +31,16 @@ Container* Runtime::by_serial(uint64_t serial) {
   return it == by_serial_.end() ? nullptr : it->second;
 }
 
+// A line as sandbox-init logs it: "sandbox-init: 2026-11-29T09:11:20.123Z message".
 void Runtime::init_log(const Container& c, std::string_view message) {
-  if (!c.plan.log_dir.empty())
-    append_line(join_path(c.plan.log_dir, "init.log"),
-                rfc3339_nano(unix_now_ns()) + " sandbox-init: " + std::string(message));
+  if (c.plan.log_dir.empty()) return;
+  const int64_t ms = unix_now_ns() / 1'000'000;
+  std::string stamp = rfc3339_nano(ms / 1000 * 1'000'000'000);
+  char frac[8];
+  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms % 1000));
+  stamp.replace(stamp.size() - 1, 1, frac);
+  append_line(join_path(c.plan.log_dir, "init.log"),
+              "sandbox-init: " + stamp + " " + std::string(message));
 }
 
 void Runtime::dockerd_log(const Container& c, std::string_view message) {
@@ -45,7 +53,7 @@ void Runtime::begin_running(Container& c) {
   const Directives& d = c.plan.d;
   const uint64_t serial = c.serial;
   if (c.plan.docker) {
-    init_log(c, "starting dockerd");
+    init_log(c, "starting dockerd " + c.plan.dockerd_socket);
     dockerd_log(c, logrus("info", "Starting up"));
     if (!d.dockerd_never) {
       loop_->after_ms(d.dockerd_delay_ms, [this, serial] { on_dockerd_listen(serial); });
@@ -66,6 +74,7 @@ void Runtime::send_signal(Container& c, int sig) {
   if (c.status == Status::created || sig == SIGKILL) return stop(c);  // no marker
   const bool terminates = sig == SIGINT || (sig == SIGTERM && !c.plan.d.ignore_term);
   if (!terminates) return;
+  init_log(c, std::string("shutdown requested by ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
   const uint64_t serial = c.serial;
   const int code = 128 + sig;
   loop_->after_ms(kTermDelayMs, [this, serial, code] { on_main_exit(serial, code); });
@@ -83,12 +92,18 @@ void Runtime::forget(Container& c) {
   table_.erase(it);  // destroys `c`
 }
 
+// sandbox-init ends: its relay socket goes before init.exit appears, as in the real one.
 void Runtime::on_main_exit(uint64_t serial, int code) {
   Container* c = by_serial(serial);
   if (!c || c->status != Status::running) return;
-  init_log(*c, "exiting with code " + std::to_string(code));
-  write_marker(c->plan.status_dir, "init.exit", exit_json(code));
   stop(*c);
+  if (c->socket_created) {
+    ::unlink(c->plan.relay_socket.c_str());
+    c->socket_created = false;
+    init_log(*c, "relay: removed " + c->plan.relay_socket);
+  }
+  init_log(*c, "exiting with status " + std::to_string(code));
+  write_marker(c->plan.status_dir, "init.exit", exit_json(code));
 }
 
 void Runtime::on_dockerd_listen(uint64_t serial) {
@@ -114,8 +129,7 @@ void Runtime::on_dockerd_answer(uint64_t serial) {
   if (!c || !c->dockerd) return;
   c->dockerd->start_answering();
   dockerd_log(*c, logrus("info", "API listen on " + c->plan.dockerd_socket));
-  append_line(join_path(root_, kReadyLog),
-              c->id + " " + std::to_string(unix_now_us()));
+  append_line(join_path(root_, kReadyLog), c->id + " " + std::to_string(unix_now_us()));
 }
 
 void Runtime::on_dockerd_exit(uint64_t serial) {
@@ -129,7 +143,7 @@ void Runtime::on_dockerd_exit(uint64_t serial) {
   }
   dockerd_log(*c, "failed to start daemon: Devices cgroup isn't mounted");
   write_marker(c->plan.status_dir, "dockerd.exit", exit_json(1));
-  init_log(*c, "dockerd exited with code 1");
+  init_log(*c, "dockerd exited on its own (exit_code 1); the main child keeps running");
 }
 
 }  // namespace fake_runsc

@@ -12,9 +12,9 @@
 namespace fake_runsc {
 namespace {
 
-constexpr int kExitFailure = 1;     // what the directives and duplicate ids give
-constexpr int kExitUsage = 2;       // runsc's subcommands.ExitUsageError
-constexpr int kExitFatal = 128;     // runsc's util.Fatalf
+constexpr int kExitFailure = 1;  // what the directives and duplicate ids give
+constexpr int kExitUsage = 2;    // runsc's subcommands.ExitUsageError
+constexpr int kExitFatal = 128;  // runsc's util.Fatalf
 constexpr std::string_view kNotExist = "file does not exist";
 
 bool valid_id(std::string_view id) {
@@ -29,9 +29,9 @@ bool valid_id(std::string_view id) {
 // "TERM", "SIGTERM", "sigterm" or "15". Returns -1 when invalid.
 int parse_signal(std::string_view s) {
   static constexpr std::array<std::string_view, 32> kNames = {
-      "",     "HUP",  "INT",  "QUIT", "ILL",  "TRAP", "ABRT",   "BUS",   "FPE",  "KILL", "USR1",
-      "SEGV", "USR2", "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT",  "STOP", "TSTP", "TTIN",
-      "TTOU", "URG",  "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO",   "PWR",  "SYS"};
+      "",     "HUP",  "INT",  "QUIT", "ILL",    "TRAP",   "ABRT",  "BUS",  "FPE",  "KILL", "USR1",
+      "SEGV", "USR2", "PIPE", "ALRM", "TERM",   "STKFLT", "CHLD",  "CONT", "STOP", "TSTP", "TTIN",
+      "TTOU", "URG",  "XCPU", "XFSZ", "VTALRM", "PROF",   "WINCH", "IO",   "PWR",  "SYS"};
   int n = -1;
   if (auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
       ec == std::errc{} && end == s.data() + s.size())
@@ -45,7 +45,9 @@ int parse_signal(std::string_view s) {
   return -1;
 }
 
-Reply usage(std::string_view text) { return Reply::fail(kExitUsage, "usage: " + std::string(text)); }
+Reply usage(std::string_view text) {
+  return Reply::fail(kExitUsage, "usage: " + std::string(text));
+}
 
 }  // namespace
 
@@ -98,7 +100,8 @@ Reply Runtime::create(const Request& req, Args raw) {
   if (!a.error.empty()) return Reply::fail(kExitUsage, a.error);
   if (a.positional.size() != 1) return usage("create [flags] <container id>");
   const std::string_view id = a.positional[0];
-  if (!valid_id(id)) return Reply::fail(kExitFatal, "creating container: invalid container ID: " + std::string(id));
+  if (!valid_id(id))
+    return Reply::fail(kExitFatal, "creating container: invalid container ID: " + std::string(id));
   if (table_.contains(id))
     return Reply::fail(kExitFailure, "container with id " + std::string(id) + " already exists");
   if (!loop_ || !load_plan_) return Reply::fail(kExitFatal, "fake-runsc: create needs the daemon");
@@ -134,8 +137,8 @@ Reply Runtime::start(Args raw) {
   Container* c = find(a.positional[0], "loading container: ", r);
   if (!c) return r;
   if (c->status != Status::created)
-    return Reply::fail(kExitFatal, "starting container: cannot start container " + json_quote(c->id) +
-                                       " in state " + status_name(c->status));
+    return Reply::fail(kExitFatal, "starting container: cannot start container " +
+                                       json_quote(c->id) + " in state " + status_name(c->status));
   if (c->plan.d.start_hang) return Reply::hang_forever();
   if (c->plan.d.start_fail) {
     stop(*c);
@@ -153,7 +156,8 @@ Reply Runtime::state(Args raw) {
   if (!c) return r;
   if (c->plan.d.state_fail)
     return Reply::fail(kExitFailure, "getting state: fake-runsc: state=fail directive");
-  r.out = state_json_pretty({c->id, status_name(c->status), pid_of(*c), c->bundle, c->created_unix_ns});
+  r.out =
+      state_json_pretty({c->id, status_name(c->status), pid_of(*c), c->bundle, c->created_unix_ns});
   return r;
 }
 
@@ -167,7 +171,8 @@ Reply Runtime::kill(Args raw) {
   if (!c) return r;
   const std::string_view name = a.positional.size() == 2 ? a.positional[1] : "TERM";
   const int sig = parse_signal(name);
-  if (sig < 0) return Reply::fail(kExitFatal, "parsing signal \"" + std::string(name) + "\": invalid signal");
+  if (sig < 0)
+    return Reply::fail(kExitFatal, "parsing signal \"" + std::string(name) + "\": invalid signal");
   if (c->status == Status::stopped) return Reply::fail(kExitFatal, "sandbox is not running");
   send_signal(*c, sig);
   return {};
@@ -183,7 +188,9 @@ Reply Runtime::remove(Args raw) {
     if (!c) return r;
     if (c->plan.d.delete_hang) return Reply::hang_forever();
     if (c->status == Status::running && !force)
-      return Reply::fail(kExitFatal, "deleting container: cannot delete container that is not stopped without --force flag");
+      return Reply::fail(
+          kExitFatal,
+          "deleting container: cannot delete container that is not stopped without --force flag");
     if (c->status != Status::stopped) stop(*c);
     forget(*c);
   }

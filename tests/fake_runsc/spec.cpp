@@ -1,7 +1,8 @@
 #include "spec.hpp"
 
-#include <charconv>
 #include <simdjson.h>
+
+#include <charconv>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -18,73 +19,95 @@ bool parse_int(std::string_view s, int64_t& out) {
   return ec == std::errc{} && end == s.data() + s.size();
 }
 
+// Directives that are a fixed key=value pair.
+struct Switch {
+  std::string_view key, value;
+  void (*apply)(Directives&);
+};
+constexpr Switch kSwitches[] = {
+    {"create", "fail", [](Directives& d) { d.create_fail = true; }},
+    {"create", "hang", [](Directives& d) { d.create_hang = true; }},
+    {"start", "fail", [](Directives& d) { d.start_fail = true; }},
+    {"start", "hang", [](Directives& d) { d.start_hang = true; }},
+    {"delete", "hang", [](Directives& d) { d.delete_hang = true; }},
+    {"state", "fail", [](Directives& d) { d.state_fail = true; }},
+    {"kill", "ignore-term", [](Directives& d) { d.ignore_term = true; }},
+    {"dockerd", "never", [](Directives& d) { d.dockerd_never = true; }},
+    {"ping", "ok", [](Directives& d) { d.ping = PingMode::ok; }},
+    {"ping", "error", [](Directives& d) { d.ping = PingMode::error; }},
+    {"ping", "garbage", [](Directives& d) { d.ping = PingMode::garbage; }},
+    {"ping", "hang", [](Directives& d) { d.ping = PingMode::hang; }},
+};
+
+// Directives that take a number of milliseconds.
+struct Delay {
+  std::string_view key;
+  int64_t Directives::*field;
+};
+constexpr Delay kDelays[] = {
+    {"exit_after_ms", &Directives::exit_after_ms},
+    {"dockerd_delay_ms", &Directives::dockerd_delay_ms},
+    {"answer_delay_ms", &Directives::answer_delay_ms},
+    {"dockerd_exit_after_ms", &Directives::dockerd_exit_after_ms},
+};
+
 std::string apply_directive(std::string_view key, std::string_view value, Directives& d) {
+  for (const auto& s : kSwitches) {
+    if (s.key == key && s.value == value) {
+      s.apply(d);
+      return {};
+    }
+  }
   int64_t n = 0;
-  const bool numeric = parse_int(value, n) && n >= 0;
-  auto number = [&](int64_t& field) -> std::string {
-    if (!numeric) return "directive " + std::string(key) + " needs a number >= 0";
-    field = n;
+  for (const auto& delay : kDelays) {
+    if (delay.key != key) continue;
+    if (!parse_int(value, n) || n < 0)
+      return "directive " + std::string(key) + " needs a number >= 0";
+    d.*delay.field = n;
     return {};
-  };
-  if (key == "create" && value == "fail") d.create_fail = true;
-  else if (key == "create" && value == "hang") d.create_hang = true;
-  else if (key == "start" && value == "fail") d.start_fail = true;
-  else if (key == "start" && value == "hang") d.start_hang = true;
-  else if (key == "delete" && value == "hang") d.delete_hang = true;
-  else if (key == "state" && value == "fail") d.state_fail = true;
-  else if (key == "kill" && value == "ignore-term") d.ignore_term = true;
-  else if (key == "dockerd" && value == "never") d.dockerd_never = true;
-  else if (key == "ping" && value == "ok") d.ping = PingMode::ok;
-  else if (key == "ping" && value == "error") d.ping = PingMode::error;
-  else if (key == "ping" && value == "garbage") d.ping = PingMode::garbage;
-  else if (key == "ping" && value == "hang") d.ping = PingMode::hang;
-  else if (key == "exit_after_ms") return number(d.exit_after_ms);
-  else if (key == "dockerd_delay_ms") return number(d.dockerd_delay_ms);
-  else if (key == "answer_delay_ms") return number(d.answer_delay_ms);
-  else if (key == "dockerd_exit_after_ms") return number(d.dockerd_exit_after_ms);
-  else if (key == "exit_code") {
+  }
+  if (key == "exit_code") {
     if (!parse_int(value, n) || n < 0 || n > 255) return "directive exit_code needs 0..255";
     d.exit_code = static_cast<int>(n);
-  } else {
-    return "unknown directive \"" + std::string(key) + "=" + std::string(value) + "\"";
+    return {};
   }
-  return {};
+  return "unknown directive \"" + std::string(key) + "=" + std::string(value) + "\"";
 }
 
-// sandbox-init's options before "--": "--name value" or "--name=value".
+// sandbox-init's options, parsed as it does: each takes a value ("--opt value" or
+// "--opt=value"); they end at "--" or at the first word that is not an option.
 struct InitOptions {
   bool docker = false;
-  std::string status_dir = "/.sandbox-agent/sockets";
+  std::string status_dir = "/.sandbox-agent/sockets";  // when absent (the agent passes both)
   std::string log_dir = "/.sandbox-agent/logs";
-  std::string relay_socket;
+  std::string relay_socket;  // absent: no relay, so no host-visible socket
   std::string dockerd_socket;
 };
 
 InitOptions parse_init_args(const std::vector<std::string_view>& args) {
-  static constexpr std::string_view kValued[] = {"status-dir", "log-dir", "dockerd", "cgroup",
-                                                 "dockerd-socket", "relay-socket", "dockerd-arg"};
   InitOptions o;
-  for (size_t i = 1; i < args.size() && args[i] != "--"; ++i) {
+  for (size_t i = 1; i < args.size(); ++i) {
     std::string_view a = args[i];
-    if (!a.starts_with("--")) continue;
-    a.remove_prefix(2);
+    if (a == "--" || !a.starts_with("-")) break;
+    a.remove_prefix(a.starts_with("--") ? 2 : 1);
     const auto eq = a.find('=');
     const std::string_view name = a.substr(0, eq);
     std::string_view value;
-    if (eq != std::string_view::npos) {
+    if (eq != std::string_view::npos)
       value = a.substr(eq + 1);
-    } else if (i + 1 < args.size() && args[i + 1] != "--") {
-      bool valued = !args[i + 1].starts_with("-");
-      for (auto v : kValued) valued = valued || v == name;
-      if (valued) value = args[++i];
-    }
-    if (name == "dockerd") o.docker = true;
-    else if (name == "status-dir") o.status_dir = value;
-    else if (name == "log-dir") o.log_dir = value;
-    else if (name == "relay-socket") o.relay_socket = value;
-    else if (name == "dockerd-socket") o.dockerd_socket = value;
+    else if (i + 1 < args.size())
+      value = args[++i];
+    if (name == "dockerd")
+      o.docker = true;
+    else if (name == "status-dir")
+      o.status_dir = value;
+    else if (name == "log-dir")
+      o.log_dir = value;
+    else if (name == "relay-socket")
+      o.relay_socket = value;
+    else if (name == "dockerd-socket")
+      o.dockerd_socket = value;
   }
-  if (o.relay_socket.empty()) o.relay_socket = join_path(o.status_dir, "docker.sock");
   return o;
 }
 
@@ -178,7 +201,8 @@ std::optional<Plan> load_plan(const std::string& bundle, std::string& err) {
   plan.docker = init.docker;
   plan.status_dir = host_path(mounts, init.status_dir);
   plan.log_dir = host_path(mounts, init.log_dir);
-  if (plan.docker) plan.relay_socket = host_path(mounts, init.relay_socket);
+  if (plan.docker && !init.relay_socket.empty())
+    plan.relay_socket = host_path(mounts, init.relay_socket);
   if (!init.dockerd_socket.empty()) plan.dockerd_socket = init.dockerd_socket;
   return plan;
 }

@@ -15,20 +15,20 @@ struct Directives {
   bool create_fail = false, create_hang = false;
   bool start_fail = false, start_hang = false;
   bool delete_hang = false, state_fail = false;
-  bool ignore_term = false;                  // kill=ignore-term
-  bool dockerd_never = false;                // dockerd=never
-  PingMode ping = PingMode::ok;              // ping=ok|error|garbage|hang
-  int exit_code = 0;                         // exit_code=C
-  int64_t exit_after_ms = -1;                // exit_after_ms=N (-1: never)
-  int64_t dockerd_delay_ms = 20;             // dockerd_delay_ms=N
-  int64_t answer_delay_ms = 0;               // answer_delay_ms=N
-  int64_t dockerd_exit_after_ms = -1;        // dockerd_exit_after_ms=N (-1: never)
+  bool ignore_term = false;            // kill=ignore-term
+  bool dockerd_never = false;          // dockerd=never
+  PingMode ping = PingMode::ok;        // ping=ok|error|garbage|hang
+  int exit_code = 0;                   // exit_code=C
+  int64_t exit_after_ms = -1;          // exit_after_ms=N (-1: never)
+  int64_t dockerd_delay_ms = 20;       // dockerd_delay_ms=N
+  int64_t answer_delay_ms = 0;         // answer_delay_ms=N
+  int64_t dockerd_exit_after_ms = -1;  // dockerd_exit_after_ms=N (-1: never)
 };
 
 struct Plan {
   Directives d;
-  bool docker = false;        // "--dockerd" among sandbox-init's options
-  std::string status_dir;     // host paths; empty when not mounted from the host
+  bool docker = false;     // "--dockerd" among sandbox-init's options
+  std::string status_dir;  // host paths; empty when not mounted from the host
   std::string log_dir;
   std::string relay_socket;
   std::string dockerd_socket = "/run/docker.sock";  // in the sandbox, for log lines
