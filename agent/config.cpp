@@ -165,6 +165,9 @@ Status finish(Config& c) {
   if (c.socket.path.size() >= 108) return err("/socket/path", "is longer than a Unix socket path may be (107 bytes)");
   if (!is_log_level(c.log_level))
     return err("/log_level", "must be one of trace, debug, info, warn, error, critical, off");
+  if (c.docker.dockerd_path.empty() ||
+      (c.docker.dockerd_path[0] != '/' && c.docker.dockerd_path.find('/') != std::string::npos))
+    return err("/docker/dockerd_path", "must be an absolute path or a bare program name");
   if (c.probe.max_ms < c.probe.initial_ms) return err("/probe/max_ms", "must be at least probe.initial_ms");
   return Ok{};
 }

@@ -4,6 +4,14 @@
 
 namespace sandbox_agent::json {
 
+std::string minify(const std::string& json) {
+  std::string out(json.size(), '\0');
+  std::size_t len = 0;
+  if (simdjson::minify(json.data(), json.size(), out.data(), len) != simdjson::SUCCESS) return json;
+  out.resize(len);
+  return out;
+}
+
 std::string utf8_sanitize(std::string_view text) {
   if (simdjson::validate_utf8(text.data(), text.size())) return std::string(text);
   std::string out;

@@ -34,6 +34,9 @@ void save_optional(Archive& ar, const char* name, const T& opt) {
 // Replaces bytes that are not valid UTF-8 with '?', so text read from logs can be embedded.
 std::string utf8_sanitize(std::string_view text);
 
+// cereal always indents; one-line output is that, minified (simdjson, string-aware).
+std::string minify(const std::string& json);
+
 // Serialises obj (a type with save()) as the root JSON object. Compact (one line) unless
 // pretty: NDJSON lines, status files and state records are one line; config.json is pretty.
 template <class T>
@@ -45,13 +48,8 @@ std::string to_json(const T& obj, bool pretty = false) {
     obj.save(ar);
   }
   std::string out = std::move(os).str();
-  if (!pretty) {
-    // Raw newlines only occur between tokens: inside strings they are escaped.
-    std::erase(out, '\n');
-  } else {
-    out += '\n';
-  }
-  return out;
+  if (pretty) return out + '\n';
+  return minify(out);
 }
 
 }  // namespace sandbox_agent::json

@@ -1,5 +1,6 @@
 #include "supervisor.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -169,7 +170,8 @@ void Supervisor::note_ready_time(std::int64_t ms) {
 
 awaitable<void> Supervisor::lifecycle(SandboxPtr sb) {
   try {
-    co_await bring_up(sb);
+    if (!sb->adopted) co_await bring_up(sb);
+    else if (sb->state == SandboxState::probing) co_await probe_docker(sb);
     if (!is_terminal(sb->state)) co_await supervise(sb);
     co_await tear_down(sb);
   } catch (const std::exception& e) {
@@ -209,15 +211,7 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   }
   std::string pid_text;
   if (paths::read_file(pid_file, pid_text, 64)) sb->pid = std::atoi(pid_text.c_str());
-  if (sb->pid > 0)
-    sb->pid_token = pids_.watch(sb->pid, [this, weak = std::weak_ptr<Sandbox>(sb)] {
-      if (auto s = weak.lock()) {
-        s->pid_token = 0;
-        read_markers(*s);  // an exit marker explains the end better than the pid alone
-        s->process_gone = true;
-        s->wake.notify();
-      }
-    });
+  watch_pid(sb);
   if (sb->stop_requested || sb->ended()) co_return;
 
   transition(*sb, SandboxState::starting);
@@ -297,7 +291,10 @@ void Supervisor::resolve_end(Sandbox& sb) {
   read_markers(sb);
   auto logs = layout_.logs_dir(sb.id);
   if (sb.dockerd_exited && sb.request.docker.enabled && !sb.init_exited) {
-    fail(sb, reason::dockerd_exited, last_lines(paths::join(logs, "dockerd.log")));
+    // dockerd's own words; when it never got to say anything, sandbox-init's account.
+    auto tail = last_lines(paths::join(logs, "dockerd.log"));
+    if (tail.empty()) tail = last_lines(paths::join(logs, "init.log"));
+    fail(sb, reason::dockerd_exited, tail);
     return;
   }
   sb.exit_code = sb.init_exit_code;
@@ -343,6 +340,7 @@ awaitable<void> Supervisor::tear_down(SandboxPtr sb) {
   if (!sb->runsc_created) {
     paths::remove_tree(layout_.bundle_dir(sb->id));
     paths::remove_tree(layout_.sockets_dir(sb->id));
+    sb->docker_socket.clear();  // it is gone
   }
 }
 
@@ -454,6 +452,18 @@ void Supervisor::watch_sandbox(SandboxPtr sb) {
   else spdlog::warn("{} cannot watch its socket directory ({}): falling back to polling", sb->id, wd.error().message);
 }
 
+void Supervisor::watch_pid(SandboxPtr sb) {
+  if (sb->pid <= 0) return;
+  sb->pid_token = pids_.watch(sb->pid, [this, weak = std::weak_ptr<Sandbox>(sb)] {
+    if (auto s = weak.lock()) {
+      s->pid_token = 0;
+      read_markers(*s);  // an exit marker explains the end better than the pid alone
+      s->process_gone = true;
+      s->wake.notify();
+    }
+  });
+}
+
 void Supervisor::unwatch_sandbox(Sandbox& sb) {
   if (sb.watch_wd >= 0) dirs_.unwatch(sb.watch_wd);
   sb.watch_wd = -1;
@@ -518,7 +528,157 @@ bool Supervisor::evict_one_finished() {
 // ---------------------------------------------------------------------------------------
 // Start-up and shutdown
 
-awaitable<void> Supervisor::recover() { co_return; }
+namespace {
+
+struct RunscEntry {
+  std::string status;
+  pid_t pid = -1;
+};
+
+// `runsc list --format=json`: [{"id":…,"status":…,"pid":…,…},…] (null when empty).
+std::map<std::string, RunscEntry> parse_runsc_list(const std::string& text) {
+  std::map<std::string, RunscEntry> out;
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (parser.parse(text).get(root)) return out;
+  simdjson::dom::array arr;
+  if (root.get_array().get(arr)) return out;
+  for (auto item : arr) {
+    std::string_view id, status;
+    int64_t pid = -1;
+    if (item["id"].get_string().get(id)) continue;
+    if (item["status"].get_string().get(status)) status = "unknown";
+    if (item["pid"].get_int64().get(pid)) pid = -1;
+    out[std::string(id)] = {std::string(status), static_cast<pid_t>(pid)};
+  }
+  return out;
+}
+
+}  // namespace
+
+// Reconciles state/ with what runsc has (docs/durability.md):
+// - finished records are kept for status queries;
+// - a record that never reached runsc is launched again (it never ran: at-least-once is safe);
+// - a sandbox runsc still runs is adopted: watched again, re-probed if it was not ready;
+// - a record whose sandbox is gone, or was created but never started, ends failed
+//   (agent_restart): it may have run, so it is not run again (at-most-once);
+// - a runsc sandbox under our runsc root with no record is an orphan: killed and deleted.
+awaitable<void> Supervisor::recover() {
+  std::vector<Record> records;
+  if (DIR* d = ::opendir(layout_.state_dir().c_str())) {
+    while (auto* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name.starts_with(".") || !name.ends_with(".json")) continue;
+      auto path = paths::join(layout_.state_dir(), name);
+      std::string text;
+      auto rec = paths::read_file(path, text, 4 << 20) ? parse_record(text)
+                                                       : Result<Record>(make_error(ErrorCode::internal, paths::errno_text()));
+      if (!rec) {
+        spdlog::error("state record {} is unreadable ({}); moved aside to {}.bad", path, rec.error().message, path);
+        ::rename(path.c_str(), (path + ".bad").c_str());
+        continue;
+      }
+      records.push_back(std::move(rec.value()));
+    }
+    ::closedir(d);
+  }
+  auto listed = co_await runsc_.list();
+  auto in_runsc = parse_runsc_list(listed.output);
+  if (!listed.ok())
+    spdlog::warn("runsc list failed ({}): sandboxes it would show are treated as gone", listed.describe());
+  std::sort(records.begin(), records.end(),
+            [](const Record& a, const Record& b) { return a.created_at_us < b.created_at_us; });
+
+  std::size_t adopted = 0, relaunched = 0, lost = 0;
+  for (auto& rec : records) {
+    auto sb = std::make_shared<Sandbox>(ex_);
+    sb->id = rec.id;
+    sb->runsc_id = rec.runsc_id;
+    sb->request = std::move(rec.request);
+    sb->origin = rec.origin;
+    sb->state = rec.state;
+    sb->reason = rec.reason;
+    sb->exit_code = rec.exit_code;
+    sb->created_at_us = rec.created_at_us;
+    sb->ready_at_us = rec.ready_at_us;
+    sb->accepted_at = Clock::now() - std::chrono::microseconds(std::max<std::int64_t>(0, now_unix_us() - rec.created_at_us));
+    sb->timings = rec.timings;
+    sb->pid = rec.pid;
+    sb->docker_socket = rec.docker_socket;
+    sb->log_tail = rec.log_tail;
+    sb->stop_requested = rec.stop_requested;
+    sb->runsc_created = rec.runsc_created;
+    sandboxes_[sb->id] = sb;
+    auto found = in_runsc.find(sb->runsc_id);
+    bool known_to_runsc = found != in_runsc.end();
+    if (known_to_runsc) in_runsc.erase(found);
+
+    if (rec.finished || (is_terminal(sb->state) && !known_to_runsc)) {
+      sb->finished = true;
+      finished_order_.push_back(sb->id);
+      if (!rec.finished) {  // crashed between the end and the last record
+        sb->runsc_created = false;
+        clean_after_restart(*sb);
+      }
+      continue;
+    }
+    if (!sb->runsc_created) {  // never reached runsc: launch it again
+      ++relaunched;
+      sb->state = SandboxState::accepted;
+      sb->pending = true;
+      ++pending_launches_;
+      spdlog::info("{} recovered: never reached runsc, launching again", sb->id);
+      asio::co_spawn(ex_, lifecycle(sb), asio::detached);
+      continue;
+    }
+    sb->adopted = true;
+    if (known_to_runsc && found->second.status == "running" && !is_terminal(sb->state)) {
+      ++adopted;
+      if (found->second.pid > 0) sb->pid = found->second.pid;
+      watch_sandbox(sb);
+      watch_pid(sb);
+      read_markers(*sb);
+      if (sb->state == SandboxState::accepted || sb->state == SandboxState::creating ||
+          sb->state == SandboxState::starting)
+        transition(*sb, sb->request.docker.enabled ? SandboxState::probing : SandboxState::ready, reason::agent_restart);
+      spdlog::info("{} adopted after a restart ({}, sandbox pid {})", sb->id, to_string(sb->state), sb->pid);
+    } else if (!is_terminal(sb->state)) {
+      ++lost;
+      if (sb->stop_requested && !known_to_runsc) {
+        transition(*sb, SandboxState::stopped, reason::stop_requested);
+      } else {
+        fail(*sb, reason::agent_restart,
+             known_to_runsc ? "found " + found->second.status + " in runsc after the agent restarted"
+                            : "the sandbox was gone when the agent restarted");
+      }
+    }
+    asio::co_spawn(ex_, lifecycle(sb), asio::detached);
+  }
+
+  std::size_t orphans = 0;
+  for (const auto& [runsc_id, entry] : in_runsc) {
+    ++orphans;
+    if (!config_.clean_orphans) {
+      spdlog::warn("runsc sandbox {} ({}) has no record; leaving it (clean_orphans is off)", runsc_id, entry.status);
+      continue;
+    }
+    spdlog::warn("runsc sandbox {} ({}) has no record: removing it", runsc_id, entry.status);
+    asio::co_spawn(ex_, [this, runsc_id]() -> awaitable<void> {
+      co_await runsc_.kill(runsc_id, "KILL", "");
+      co_await runsc_.remove(runsc_id, "");
+    }, asio::detached);
+  }
+  if (!records.empty() || orphans)
+    spdlog::info("recovered {} records: {} adopted, {} launched again, {} lost, {} orphans", records.size(),
+                 adopted, relaunched, lost, orphans);
+}
+
+// Finishes the tear-down of a sandbox that ended (and left runsc) before the agent stopped.
+void Supervisor::clean_after_restart(Sandbox& sb) {
+  paths::remove_tree(layout_.bundle_dir(sb.id));
+  paths::remove_tree(layout_.sockets_dir(sb.id));
+  persist(sb);
+}
 
 awaitable<void> Supervisor::shutdown(bool stop_all) {
   shutting_down_ = true;

@@ -15,6 +15,7 @@
 #include "layout.hpp"
 #include "reactor.hpp"
 #include "runsc.hpp"
+#include "store.hpp"
 #include "sandbox.hpp"
 #include "sandbox_agent/config.hpp"
 #include "watchers.hpp"
@@ -44,6 +45,7 @@ class Supervisor {
 
  private:
   awaitable<void> lifecycle(SandboxPtr sb);
+  void clean_after_restart(Sandbox& sb);
   awaitable<void> bring_up(SandboxPtr sb);
   awaitable<void> probe_docker(SandboxPtr sb);
   awaitable<void> supervise(SandboxPtr sb);
@@ -59,6 +61,7 @@ class Supervisor {
 
   Status prepare_host_dirs(Sandbox& sb);
   void watch_sandbox(SandboxPtr sb);
+  void watch_pid(SandboxPtr sb);
   void unwatch_sandbox(Sandbox& sb);
   void read_markers(Sandbox& sb);
   void on_exit_marker(Sandbox& sb, std::string_view name);

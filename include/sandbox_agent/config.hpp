@@ -35,7 +35,9 @@ struct ProbeConfig {
 
 struct DockerConfig {
   unsigned ready_timeout_ms = 30000;
-  std::string dockerd_path = "/usr/bin/dockerd";  // inside the sandbox's image
+  // Inside the sandbox's image: an absolute path, or a name looked up in the sandbox's PATH
+  // (Debian installs /usr/sbin/dockerd, Docker's own packages /usr/bin/dockerd).
+  std::string dockerd_path = "dockerd";
 };
 
 struct LimitsConfig {

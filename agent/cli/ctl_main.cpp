@@ -1,0 +1,369 @@
+// sandboxctl: the agent's command-line client. One connection per command, blocking I/O,
+// human tables by default, the agent's JSON with --json.
+// Exit codes: 0 success, 1 the agent answered an error (or the sandbox failed), 2 usage or
+// connection errors.
+#include <simdjson.h>
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <iostream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "paths.hpp"
+#include "sandbox_agent/config.hpp"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: sandboxctl [--socket PATH | --root DIR] [--json] COMMAND
+
+commands:
+  launch FILE|- [--wait]     submit a launch request (JSON); --wait holds until it is ready
+                             (or failed) and exits 1 unless ready
+  status ID                  one sandbox's status
+  ps                         every sandbox
+  stop ID [--timeout MS] [--wait]
+                             stop a sandbox (TERM, then KILL after MS, default 10000);
+                             --wait holds until it is stopped
+  watch                      print state changes as they happen, until interrupted
+  stats                      counters and time-to-ready percentiles
+  version                    the agent's version
+
+The socket is --socket, else ROOT/agent.sock for --root, else $SANDBOX_AGENT_SOCKET, else
+/var/lib/sandbox-agent/agent.sock. Exit 0 on success, 1 when the agent answered an error,
+2 on usage or connection errors.
+)";
+
+int usage(const std::string& msg) {
+  std::fprintf(stderr, "sandboxctl: %s\n(see sandboxctl --help)\n", msg.c_str());
+  return 2;
+}
+
+class Client {
+ public:
+  bool connect(const std::string& path) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    if (fd_ < 0 || path.size() >= sizeof sa.sun_path) return false;
+    std::memcpy(sa.sun_path, path.data(), path.size());
+    return ::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+  }
+  bool send(const std::string& line) {
+    std::string_view data = line;
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+  // One reply line (without the newline); false when the agent hung up.
+  bool read_line(std::string& line) {
+    for (;;) {
+      auto nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return true;
+      }
+      char chunk[65536];
+      ssize_t n = ::read(fd_, chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      buf_.append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+  ~Client() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+ private:
+  int fd_ = -1;
+  std::string buf_;
+};
+
+std::string str(simdjson::dom::element e, const char* key) {
+  std::string_view s;
+  if (e[key].get_string().get(s)) return {};
+  return std::string(s);
+}
+
+std::string num(simdjson::dom::element e, const char* key) {
+  int64_t i = 0;
+  if (!e[key].get_int64().get(i)) return std::to_string(i);
+  double d = 0;
+  if (!e[key].get_double().get(d)) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f", d);
+    return buf;
+  }
+  return {};
+}
+
+// Prints the error the agent sent; returns 1.
+int print_error(simdjson::dom::element reply) {
+  auto err = reply["error"];
+  std::string field = str(err.value_unsafe(), "field");
+  std::fprintf(stderr, "%s%s%s: %s\n", str(err.value_unsafe(), "code").c_str(), field.empty() ? "" : " ",
+               field.c_str(), str(err.value_unsafe(), "message").c_str());
+  return 1;
+}
+
+void print_status(simdjson::dom::element s) {
+  auto line = [](const char* k, const std::string& v) {
+    if (!v.empty()) std::printf("%-14s %s\n", k, v.c_str());
+  };
+  line("id", str(s, "id"));
+  line("state", str(s, "state"));
+  line("reason", str(s, "reason"));
+  line("exit code", num(s, "exit_code"));
+  line("created", str(s, "created_at"));
+  line("ready", str(s, "ready_at"));
+  line("docker socket", str(s, "docker_socket"));
+  simdjson::dom::object timings;
+  if (!s["timings"].get_object().get(timings)) {
+    std::string t;
+    for (auto [k, v] : timings) {
+      int64_t ms = 0;
+      if (!v.get_int64().get(ms)) t += (t.empty() ? "" : ", ") + std::string(k) + " " + std::to_string(ms);
+    }
+    line("timings (ms)", t);
+  }
+  simdjson::dom::object labels;
+  if (!s["labels"].get_object().get(labels)) {
+    std::string l;
+    for (auto [k, v] : labels) {
+      std::string_view sv;
+      if (!v.get_string().get(sv)) l += (l.empty() ? "" : ", ") + std::string(k) + "=" + std::string(sv);
+    }
+    line("labels", l);
+  }
+  auto tail = str(s, "log_tail");
+  if (!tail.empty()) std::printf("log tail:\n%s\n", tail.c_str());
+}
+
+struct Options {
+  std::string socket;
+  bool json = false;
+  std::vector<std::string> args;
+};
+
+int run(const Options& o) {
+  const auto& a = o.args;
+  const std::string& cmd = a[0];
+  auto want = [&](std::size_t n) { return a.size() >= n; };
+  std::string line;
+  bool wait = false;
+  std::string stop_id;
+
+  if (cmd == "launch") {
+    if (!want(2)) return usage("launch needs a request file (or -)");
+    for (std::size_t i = 2; i < a.size(); ++i) {
+      if (a[i] == "--wait") wait = true;
+      else return usage("unknown launch option " + a[i]);
+    }
+    std::string text;
+    if (a[1] == "-") text.assign(std::istreambuf_iterator<char>(std::cin), {});
+    else if (!sandbox_agent::paths::read_file(a[1], text, 64 << 20))
+      return usage("cannot read " + a[1] + ": " + sandbox_agent::paths::errno_text());
+    // One line on the wire: minify; a raw newline left means the file is not JSON.
+    std::string flat(text.size(), '\0');
+    std::size_t len = 0;
+    if (simdjson::minify(text.data(), text.size(), flat.data(), len) || flat.find('\n', 0) < len) {
+      std::fprintf(stderr, "invalid_json: %s is not a JSON document\n", a[1].c_str());
+      return 1;
+    }
+    flat.resize(len);
+    if (flat.empty()) flat = "null";
+    line = std::string("{\"op\":\"launch\"") + (wait ? ",\"wait\":\"ready\"" : "") + ",\"request\":" + flat + "}";
+  } else if (cmd == "status") {
+    if (a.size() != 2) return usage("status needs one sandbox id");
+    line = "{\"op\":\"status\",\"id\":\"" + a[1] + "\"}";
+  } else if (cmd == "ps" || cmd == "list") {
+    line = "{\"op\":\"list\"}";
+  } else if (cmd == "stop") {
+    if (!want(2)) return usage("stop needs a sandbox id");
+    stop_id = a[1];
+    std::string timeout;
+    for (std::size_t i = 2; i < a.size(); ++i) {
+      if (a[i] == "--wait") wait = true;
+      else if (a[i] == "--timeout" && i + 1 < a.size()) timeout = a[++i];
+      else if (a[i].starts_with("--timeout=")) timeout = a[i].substr(10);
+      else return usage("unknown stop option " + a[i]);
+    }
+    if (!timeout.empty() && timeout.find_first_not_of("0123456789") != std::string::npos)
+      return usage("--timeout takes milliseconds");
+    line = "{\"op\":\"stop\",\"id\":\"" + stop_id + "\"" + (timeout.empty() ? "" : ",\"timeout_ms\":" + timeout) + "}";
+  } else if (cmd == "watch") {
+    line = "{\"op\":\"watch\"}";
+  } else if (cmd == "stats") {
+    line = "{\"op\":\"stats\"}";
+  } else if (cmd == "version") {
+    line = "{\"op\":\"version\"}";
+  } else {
+    return usage("unknown command " + cmd);
+  }
+  // Ids go into the line as JSON strings: refuse anything that would need escaping.
+  for (char c : stop_id + (cmd == "status" ? a[1] : std::string()))
+    if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) return usage("not a sandbox id");
+
+  Client client;
+  if (!client.connect(o.socket)) {
+    std::fprintf(stderr, "sandboxctl: cannot connect to %s: %s\n", o.socket.c_str(), std::strerror(errno));
+    return 2;
+  }
+  // stop --wait watches first, so the final event cannot be missed.
+  if (cmd == "stop" && wait && !client.send("{\"op\":\"watch\"}\n")) return 2;
+  if (!client.send(line + "\n")) {
+    std::fprintf(stderr, "sandboxctl: cannot send to %s: %s\n", o.socket.c_str(), std::strerror(errno));
+    return 2;
+  }
+  simdjson::dom::parser parser;
+  auto read_reply = [&](simdjson::dom::element& out, std::string& raw) -> int {
+    if (!client.read_line(raw)) {
+      std::fprintf(stderr, "sandboxctl: the agent closed the connection\n");
+      return 2;
+    }
+    if (parser.parse(raw).get(out)) {
+      std::fprintf(stderr, "sandboxctl: unreadable reply: %s\n", raw.c_str());
+      return 2;
+    }
+    return 0;
+  };
+  std::string raw;
+  simdjson::dom::element reply;
+  if (cmd == "stop" && wait)
+    if (int rc = read_reply(reply, raw)) return rc;  // the watch's {"ok":true}
+  if (int rc = read_reply(reply, raw)) return rc;
+  bool ok = false;
+  if (reply["ok"].get_bool().get(ok)) ok = false;
+  if (!ok) {
+    if (o.json) std::puts(raw.c_str());
+    return print_error(reply);
+  }
+
+  if (cmd == "launch") {
+    if (o.json) std::puts(raw.c_str());
+    auto state = str(reply, "state");
+    if (!wait) {
+      if (!o.json) std::printf("%s %s\n", str(reply, "id").c_str(), state.c_str());
+      return 0;
+    }
+    if (!o.json) print_status(reply["sandbox"].value_unsafe());
+    return state == "ready" ? 0 : 1;
+  }
+  if (cmd == "status") {
+    if (o.json) std::puts(raw.c_str());
+    else print_status(reply["sandbox"].value_unsafe());
+    return 0;
+  }
+  if (cmd == "ps" || cmd == "list") {
+    if (o.json) {
+      std::puts(raw.c_str());
+      return 0;
+    }
+    std::printf("%-24s %-9s %-16s %8s  %s\n", "ID", "STATE", "REASON", "READY_MS", "DOCKER_SOCKET");
+    simdjson::dom::array all;
+    if (!reply["sandboxes"].get_array().get(all))
+      for (auto s : all) {
+        simdjson::dom::element timings = s["timings"].value_unsafe();
+        std::printf("%-24s %-9s %-16s %8s  %s\n", str(s, "id").c_str(), str(s, "state").c_str(),
+                    str(s, "reason").c_str(), num(timings, "ready_ms").c_str(), str(s, "docker_socket").c_str());
+      }
+    return 0;
+  }
+  if (cmd == "stop") {
+    if (!wait) {
+      if (o.json) std::puts(raw.c_str());
+      else std::printf("%s %s\n", stop_id.c_str(), str(reply, "state").c_str());
+      return 0;
+    }
+    auto state = str(reply, "state");
+    while (state != "stopped" && state != "failed") {
+      if (int rc = read_reply(reply, raw)) return rc;
+      if (str(reply, "id") == stop_id) state = str(reply, "state");
+    }
+    if (o.json) std::puts(raw.c_str());
+    else std::printf("%s %s\n", stop_id.c_str(), state.c_str());
+    return 0;
+  }
+  if (cmd == "watch") {
+    for (;;) {
+      if (int rc = read_reply(reply, raw)) return rc;
+      if (o.json) {
+        std::puts(raw.c_str());
+      } else {
+        auto reason = str(reply, "reason");
+        std::printf("%s %-24s %-9s %s\n", str(reply, "ts").c_str(), str(reply, "id").c_str(),
+                    str(reply, "state").c_str(), reason.c_str());
+      }
+      std::fflush(stdout);
+    }
+  }
+  if (cmd == "stats") {
+    if (o.json) {
+      std::puts(raw.c_str());
+      return 0;
+    }
+    auto s = reply["stats"].value_unsafe();
+    auto t = s["time_to_ready_ms"].value_unsafe();
+    std::printf("accepted %s  ready %s  failed %s  stopped %s  in flight %s  queued for runsc %s\n",
+                num(s, "accepted").c_str(), num(s, "ready").c_str(), num(s, "failed").c_str(),
+                num(s, "stopped").c_str(), num(s, "in_flight").c_str(), num(s, "runsc_queued").c_str());
+    std::printf("time to ready (ms, last %s): p50 %s  p90 %s  p99 %s  max %s\n", num(t, "samples").c_str(),
+                num(t, "p50").c_str(), num(t, "p90").c_str(), num(t, "p99").c_str(), num(t, "max").c_str());
+    return 0;
+  }
+  if (cmd == "version") {
+    if (o.json) std::puts(raw.c_str());
+    else std::printf("%s\n", str(reply, "version").c_str());
+    return 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  std::string root;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const auto& a = args[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (o.args.empty() && (a == "--socket" || a == "--root")) {
+      if (i + 1 >= args.size()) return usage(a + " needs a value");
+      (a == "--socket" ? o.socket : root) = args[++i];
+    } else if (o.args.empty() && a.starts_with("--socket=")) {
+      o.socket = a.substr(9);
+    } else if (o.args.empty() && a.starts_with("--root=")) {
+      root = a.substr(7);
+    } else if (a == "--json") {
+      o.json = true;
+    } else if (o.args.empty() && a.starts_with("--")) {
+      return usage("unknown option " + a);
+    } else {
+      o.args.push_back(a);
+    }
+  }
+  if (o.args.empty()) return usage("no command");
+  if (o.socket.empty() && !root.empty()) o.socket = sandbox_agent::paths::join(root, "agent.sock");
+  if (o.socket.empty()) {
+    const char* env = std::getenv("SANDBOX_AGENT_SOCKET");
+    o.socket = env && *env ? env : std::string(sandbox_agent::kDefaultRoot) + "/agent.sock";
+  }
+  return run(o);
+}
