@@ -97,8 +97,7 @@ int run_cli(int argc, char** argv) {
   if (g.root.empty()) return fail("--root is required");
 
   char cwd_buf[PATH_MAX];
-  if (!::getcwd(cwd_buf, sizeof cwd_buf)) return fail("getcwd failed");
-  const std::string cwd = cwd_buf;
+  const std::string cwd = ::getcwd(cwd_buf, sizeof cwd_buf) ? cwd_buf : "/";
   const std::string root = absolute_path(cwd, g.root);
   const std::string sock = join_path(root, kSocketName);
   const std::string request = encode_request(cwd, args);
