@@ -1,5 +1,5 @@
-// How dockerd gets past its "Devices cgroup isn't mounted" check (gVisor has no devices cgroup
-// on older runsc; see /work/shared/notes/gvisor-dind-facts.md):
+// How dockerd gets past its "Devices cgroup isn't mounted" check (Debian's runsc 20221219 has no
+// devices cgroup; dockerd skips the check when it runs in a user namespace):
 //   sandbox / host-bind / none: plain dockerd (the spec provides the mount, or nothing does);
 //   userns: dockerd in a nested user namespace, where it skips the check;
 //   auto:   plain when a cgroup v1 devices hierarchy is mounted, userns otherwise.

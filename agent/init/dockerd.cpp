@@ -21,6 +21,7 @@ bool Dockerd::start() {
   SpawnRequest req;
   req.argv = {opts_.dockerd_path, "--host=unix://" + opts_.dockerd_socket, "--group=root"};
   req.argv.insert(req.argv.end(), opts_.dockerd_args.begin(), opts_.dockerd_args.end());
+  req.new_session = true;
   req.new_userns = decision.userns;
   req.map_ids = write_root_id_maps;
 

@@ -25,6 +25,8 @@ Relay::~Relay() { shutdown(); }
 void Relay::remove_stale_socket() {
   if (::unlink(relay_path_.c_str()) == 0)
     log_msg("relay: removed stale socket %s", relay_path_.c_str());
+  else if (errno != ENOENT)
+    log_msg("relay: cannot remove stale %s: %s", relay_path_.c_str(), errno_str(errno).c_str());
 }
 
 void Relay::start_waiting() {
@@ -112,8 +114,13 @@ void Relay::note_connect_failure(int err) {
     ++suppressed_failures_;
     return;
   }
-  log_msg("relay: cannot connect to %s: %s; closing the client connection (%d similar before)",
-          inner_path_.c_str(), errno_str(err).c_str(), suppressed_failures_);
+  if (suppressed_failures_ > 0)
+    log_msg("relay: cannot connect to %s: %s; closing the client connection (and %d more "
+            "since the last such line)",
+            inner_path_.c_str(), errno_str(err).c_str(), suppressed_failures_);
+  else
+    log_msg("relay: cannot connect to %s: %s; closing the client connection",
+            inner_path_.c_str(), errno_str(err).c_str());
   last_failure_log_ms_ = now;
   suppressed_failures_ = 0;
 }
@@ -126,7 +133,10 @@ void Relay::shutdown() {
   if (listener_.valid()) {
     if (listener_registered_) loop_.remove(listener_.get());
     listener_.reset();
-    ::unlink(relay_path_.c_str());
+    if (::unlink(relay_path_.c_str()) == 0)
+      log_msg("relay: removed %s", relay_path_.c_str());
+    else
+      log_msg("relay: cannot remove %s: %s", relay_path_.c_str(), errno_str(errno).c_str());
   }
 }
 

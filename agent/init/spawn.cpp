@@ -18,7 +18,7 @@ namespace sinit {
 namespace {
 
 // What the child writes on the report pipe (8 bytes: a single atomic pipe write).
-enum Step : int32_t { kReady = 0, kStdio = 1, kUnshare = 2, kWaitMaps = 3, kExec = 4 };
+enum Step : int32_t { kReady = 0, kStdio = 1, kSetsid = 2, kUnshare = 3, kWaitMaps = 4, kExec = 5 };
 struct Report {
   int32_t step;
   int32_t err;
@@ -27,6 +27,7 @@ struct Report {
 const char* step_name(int32_t step) {
   switch (step) {
     case kStdio: return "dup2 of stdio";
+    case kSetsid: return "setsid";
     case kUnshare: return "unshare(CLONE_NEWUSER|CLONE_NEWNS)";
     case kWaitMaps: return "waiting for the id maps";
     case kExec: return "exec";
@@ -49,6 +50,7 @@ const char* step_name(int32_t step) {
     // dup2 clears close-on-exec on the target, which is what we want for stdio.
     if (wanted[target] >= 0 && ::dup2(wanted[target], target) < 0) fail(kStdio, kExitSetupFailed);
   }
+  if (req.new_session && ::setsid() < 0) fail(kSetsid, kExitSetupFailed);
   if (req.new_userns) {
     // Mount propagation is left as it is (what `unshare --propagation unchanged` does).
     if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) fail(kUnshare, kExitSetupFailed);

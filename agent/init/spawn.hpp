@@ -12,6 +12,9 @@ namespace sinit {
 struct SpawnRequest {
   std::vector<std::string> argv;  // argv[0] is looked up in PATH when it has no '/'
   int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;  // -1: inherit init's own
+  // setsid(): a daemon's own session, so signals meant for the main child's process group
+  // (`kill 0`, a terminal's ^C) do not reach it.
+  bool new_session = false;
   // Put the child in a new user + mount namespace (unshare(2)) before it execs; map_ids is then
   // called in init with the child's pid to write its uid/gid maps, which only a process in the
   // parent namespace may do with more than one id. The child execs after map_ids returns true.
