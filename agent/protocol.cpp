@@ -70,10 +70,18 @@ std::variant<Message, ParseError> parse_line(std::string_view line, const Reques
       if (k == "op") { has_op = true; return read_op(v, p, m.op); }
       if (k == "tag") return read_tag(v, p, m.tag);
       if (k == "request") {
+        // The request is parsed on its own, like a spool file: the same size limit, the same
+        // error pointers (relative to the request).
         has_request = true;
-        auto st = parse_request_value(v, m.request);
-        if (!st) return st;
-        return apply_policy(m.request, policy);
+        simdjson::ondemand::object obj;
+        std::string_view raw;
+        if (auto e = v.get_object().get(obj)) return json::simdjson_error(e, p, "must be an object");
+        if (auto e = obj.raw_json().get(raw)) return json::simdjson_error(e, p, "must be an object");
+        thread_local simdjson::ondemand::parser nested;
+        auto r = parse_launch_request_with(nested, raw, policy);
+        if (!r) return r.error();
+        m.request = std::move(r.value());
+        return Ok{};
       }
       if (k == "wait") {
         has_wait = true;

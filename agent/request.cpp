@@ -323,12 +323,16 @@ Status apply_policy(LaunchRequest& r, const RequestPolicy& policy) {
 }
 
 Result<LaunchRequest> parse_launch_request(std::string_view text, const RequestPolicy& policy) {
+  return parse_launch_request_with(json::thread_parser(), text, policy);
+}
+
+Result<LaunchRequest> parse_launch_request_with(simdjson::ondemand::parser& parser, std::string_view text,
+                                                const RequestPolicy& policy) {
   if (text.size() > policy.max_request_bytes)
     return make_error(ErrorCode::too_large,
                       "request is larger than " + std::to_string(policy.max_request_bytes) + " bytes");
   LaunchRequest r;
-  auto s = json::parse_object_document(json::thread_parser(), text,
-                                       [&](json::value root) { return parse_fields(root, r); });
+  auto s = json::parse_object_document(parser, text, [&](json::value root) { return parse_fields(root, r); });
   if (!s) return s.error();
   if (s = validate_request(r); !s) return s.error();
   if (s = apply_policy(r, policy); !s) return s.error();

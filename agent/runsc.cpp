@@ -25,7 +25,7 @@ int open_log(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && st.st_size > kRotateBytes)
     ::rename(path.c_str(), (path + ".1").c_str());
-  return ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  return ::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);  // read back: the excerpt
 }
 
 std::string read_from(int fd, off_t from) {

@@ -4,6 +4,9 @@
 
 #include <grp.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstring>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,6 +38,32 @@ SocketServer::SocketServer(asio::any_io_executor ex, const Config& config, Super
 
 SocketServer::~SocketServer() { close(); }
 
+namespace {
+
+// Whether a live agent serves `path`. A connect alone is not proof: the socket of an agent
+// killed a moment ago can still accept while the kernel tears its io_uring down. A live
+// agent answers `version`. Blocking, with a short timeout: this runs once, at start-up.
+bool agent_answers(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, path.data(), std::min(path.size(), sizeof sa.sun_path - 1));
+  timeval tv{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  bool answered = false;
+  static constexpr std::string_view ask = "{\"op\":\"version\"}\n";
+  char buf[256];
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
+      ::send(fd, ask.data(), ask.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(ask.size()))
+    answered = ::recv(fd, buf, sizeof buf, 0) > 0;
+  ::close(fd);
+  return answered;
+}
+
+}  // namespace
+
 Status SocketServer::listen(int inherited_fd) {
   std::error_code ec;
   if (inherited_fd >= 0) {
@@ -48,9 +77,7 @@ Status SocketServer::listen(int inherited_fd) {
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode))
       return make_error(ErrorCode::internal, path + " exists and is not a socket; refusing to replace it");
-    stream_protocol::socket probe(ex_);
-    probe.connect(stream_protocol::endpoint(path), ec);
-    if (!ec) return make_error(ErrorCode::internal, "another agent is already listening on " + path);
+    if (agent_answers(path)) return make_error(ErrorCode::internal, "another agent is already listening on " + path);
     ::unlink(path.c_str());  // stale, from an agent that did not exit cleanly
   }
   auto dir = path.substr(0, path.rfind('/'));
@@ -118,14 +145,11 @@ awaitable<void> SocketServer::accept_loop() {
 
 awaitable<void> SocketServer::serve(ConnectionPtr c) {
   asio::co_spawn(ex_, write_loop(c), asio::detached);
-  bool allowed = peer_allowed(c->socket.native_handle(), c->peer);
-  if (!allowed) {
+  // A denied peer gets `forbidden` for each line it sends (so a client that writes first
+  // still reads why), a few times at most, then the connection is closed.
+  int denied_lines = peer_allowed(c->socket.native_handle(), c->peer) ? -1 : 0;
+  if (denied_lines == 0)
     spdlog::warn("refused a client: {} is not allowed (socket.allowed_uids/allowed_gids)", c->peer);
-    send(c, protocol::reply_error(make_error(ErrorCode::forbidden, "this user may not use the agent (" + c->peer + ")"), {}));
-    c->closing = true;
-    c->wake.notify();
-    co_return;
-  }
   if (connections_.size() > config_.limits.max_connections) {
     spdlog::warn("refused a client ({}): {} connections already", c->peer, config_.limits.max_connections);
     send(c, protocol::reply_error(make_error(ErrorCode::overloaded, "too many connections"), {}));
@@ -152,7 +176,12 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
         c->closing = true;
         break;
       }
-      if (line.find_first_not_of(" \t") != std::string_view::npos) co_await handle_line(c, line);
+      if (denied_lines >= 0) {
+        send(c, protocol::reply_error(make_error(ErrorCode::forbidden, "this user may not use the agent (" + c->peer + ")"), {}));
+        c->closing = ++denied_lines >= 4;
+      } else if (line.find_first_not_of(" \t") != std::string_view::npos) {
+        co_await handle_line(c, line);
+      }
       start = nl + 1;
       if (c->closing) break;
     }

@@ -1,0 +1,267 @@
+"""Test harness: runs the real sandbox-agent binary in a temporary root and talks to it
+through its real socket and spool directory. Every wait is bounded; teardown kills what the
+test started (agent, fake-runsc daemon) even when the test failed.
+
+Binaries come from the environment (set by ctest): SANDBOX_AGENT, SANDBOXCTL, SANDBOX_INIT,
+FAKE_RUNSC.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+AGENT = os.environ.get("SANDBOX_AGENT", "build/sandbox-agent")
+SANDBOXCTL = os.environ.get("SANDBOXCTL", "build/sandboxctl")
+SANDBOX_INIT = os.environ.get("SANDBOX_INIT", "build/agent/init/sandbox-init")
+FAKE_RUNSC = os.environ.get("FAKE_RUNSC", "build/tests/fake_runsc/fake-runsc")
+
+
+def wait_for(predicate, timeout=10.0, interval=0.01, what="condition"):
+    """Polls predicate until it returns a truthy value; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Client:
+    """One NDJSON connection to the agent."""
+
+    def __init__(self, path, timeout=30.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def send_raw(self, data: bytes):
+        self.sock.sendall(data)
+
+    def send(self, obj):
+        self.send_raw(json.dumps(obj).encode() + b"\n")
+
+    def read(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("agent closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def call(self, obj):
+        self.send(obj)
+        return self.read()
+
+    def closed_by_peer(self, timeout=5.0):
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def process_children(pid):
+    """Direct children of pid, with their state letter."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat[stat.rfind(")") + 2:].split()
+        if int(rest[1]) == pid:
+            out.append((int(entry), rest[0]))
+    return out
+
+
+def pids_with_cmdline(fragment):
+    """Processes whose command line contains fragment."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if fragment in cmd:
+            found.append(int(entry))
+    return found
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class AgentProcess:
+    """A sandbox-agent with its own root, config and (by default) the fake runtime."""
+
+    def __init__(self, root, config=None, runsc=None, extra_args=(), env=None):
+        self.root = root
+        self.config_path = os.path.join(root, "config.json")
+        self.socket_path = os.path.join(root, "agent.sock")
+        self.log_path = os.path.join(root, "agent.log")
+        self.runsc = runsc or os.path.abspath(FAKE_RUNSC)
+        cfg = {"sandbox_init": os.path.abspath(SANDBOX_INIT), "log_level": "debug",
+               "allowed_host_prefixes": [os.path.join(root, "images")]}
+        cfg.update(config or {})
+        os.makedirs(os.path.join(root, "images", "rootfs"), exist_ok=True)
+        with open(self.config_path, "w") as f:
+            json.dump(cfg, f)
+        self.extra_args = list(extra_args)
+        self.env = env
+        self.proc = None
+
+    @property
+    def rootfs(self):
+        return os.path.join(self.root, "images", "rootfs")
+
+    def start(self, wait=True):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [os.path.abspath(AGENT), "--root", self.root, "--config", self.config_path,
+             "--runsc", self.runsc] + self.extra_args,
+            stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        log.close()
+        if wait:
+            wait_for(self.answers, timeout=20, what="the agent to answer on its socket")
+        return self
+
+    def answers(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            c = Client(self.socket_path, timeout=2)
+            reply = c.call({"op": "version"})
+            c.close()
+            return reply.get("ok")
+        except OSError:
+            return False
+
+    def client(self):
+        return Client(self.socket_path)
+
+    def call(self, obj):
+        c = self.client()
+        try:
+            return c.call(obj)
+        finally:
+            c.close()
+
+    def launch(self, request, wait=False):
+        msg = {"op": "launch", "request": request}
+        if wait:
+            msg["wait"] = "ready"
+        return self.call(msg)
+
+    def status(self, sid):
+        reply = self.call({"op": "status", "id": sid})
+        return reply["sandbox"] if reply.get("ok") else None
+
+    def wait_state(self, sid, states, timeout=20):
+        if isinstance(states, str):
+            states = (states,)
+        return wait_for(lambda: (s := self.status(sid)) and s["state"] in states and s,
+                        timeout=timeout, what=f"{sid} to reach {states}")
+
+    def request(self, sid=None, **kw):
+        r = {"rootfs": self.rootfs, "args": ["/bin/sleep", "infinity"]}
+        if sid:
+            r["id"] = sid
+        r.update(kw)
+        return r
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def fake_daemon_pid(self):
+        try:
+            with open(os.path.join(self.root, "runsc", "fake-runsc.pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def kill_fake_daemon(self):
+        # Every fake-runsc daemon serving this root, whatever its pid file says.
+        for pid in pids_with_cmdline(os.path.join(self.root, "runsc")):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def sandboxctl(agent, *args, input=None, timeout=60):
+    return subprocess.run([os.path.abspath(SANDBOXCTL), "--socket", agent.socket_path, *args],
+                          input=input, capture_output=True, text=True, timeout=timeout)
+
+
+class AgentTestCase(unittest.TestCase):
+    """Each test gets a fresh root; agents started through start_agent are torn down."""
+
+    config = {}
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="sa-test-")
+        self.agents = []
+
+    def tearDown(self):
+        for a in self.agents:
+            a.kill()
+            a.kill_fake_daemon()
+        if hasattr(self, "_outcome") and not self._passed():
+            for a in self.agents:
+                print(f"--- agent log ({a.root}) ---\n{a.log()[-20000:]}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _passed(self):
+        result = self._outcome.result
+        errors = getattr(result, "errors", []) + getattr(result, "failures", [])
+        return not any(test is self for test, _ in errors)
+
+    def start_agent(self, config=None, root=None, **kw):
+        cfg = dict(self.config)
+        cfg.update(config or {})
+        a = AgentProcess(root or os.path.join(self.tmp, f"root{len(self.agents)}"), cfg, **kw)
+        self.agents.append(a)
+        return a.start()

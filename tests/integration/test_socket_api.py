@@ -1,0 +1,343 @@
+"""The socket API against the real agent binary with the fake runtime: every op, every
+error code, concurrency, framing, slow clients, failing runtimes, and no leaks."""
+import json
+import os
+import socket
+import threading
+import time
+import unittest
+
+from harness import AgentTestCase, Client, fd_count, process_children, sandboxctl, wait_for
+
+
+class SocketApiTest(AgentTestCase):
+    config = {"runsc": {"timeout_ms": 1500}}
+
+    def test_ops_round_trip(self):
+        a = self.start_agent()
+        c = a.client()
+        self.assertEqual(c.call({"op": "version", "tag": "v"}), {"ok": True, "version": "0.1.0", "tag": "v"})
+        reply = c.call({"op": "launch", "tag": 7, "request": a.request("plain-1", labels={"job": "42"})})
+        self.assertEqual(reply, {"ok": True, "id": "plain-1", "state": "accepted", "tag": 7})
+        s = a.wait_state("plain-1", "ready")
+        self.assertEqual(s["labels"], {"job": "42"})
+        self.assertIn("create_ms", s["timings"])
+        self.assertIn("ready_ms", s["timings"])
+        self.assertRegex(s["created_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+        self.assertNotIn("docker_socket", s)
+
+        final = c.call({"op": "launch", "wait": "ready",
+                        "request": a.request("dock-1", docker={"enabled": True})})
+        self.assertTrue(final["ok"])
+        self.assertEqual(final["state"], "ready")
+        sock = final["sandbox"]["docker_socket"]
+        self.assertEqual(sock, os.path.join(a.root, "sockets", "dock-1", "docker.sock"))
+        self.assertEqual(os.stat(sock).st_mode & 0o777, 0o660)
+
+        listed = c.call({"op": "list"})
+        self.assertEqual(sorted(s["id"] for s in listed["sandboxes"]), ["dock-1", "plain-1"])
+        stats = c.call({"op": "stats"})["stats"]
+        self.assertEqual((stats["accepted"], stats["ready"], stats["in_flight"]), (2, 2, 2))
+        self.assertEqual(stats["time_to_ready_ms"]["samples"], 2)
+
+        self.assertEqual(c.call({"op": "stop", "id": "dock-1", "timeout_ms": 2000}),
+                         {"ok": True, "id": "dock-1", "state": "stopping"})
+        s = a.wait_state("dock-1", "stopped")
+        self.assertEqual(s["reason"], "stop_requested")
+        self.assertEqual(s["exit_code"], 143)
+        self.assertNotIn("docker_socket", s)
+        self.assertFalse(os.path.exists(os.path.join(a.root, "sockets", "dock-1")))
+        self.assertFalse(os.path.exists(os.path.join(a.root, "bundles", "dock-1")))
+        self.assertTrue(os.path.exists(os.path.join(a.root, "logs", "dock-1", "runsc.log")))
+        # stopping again is harmless and says where it is
+        self.assertEqual(c.call({"op": "stop", "id": "dock-1"})["state"], "stopped")
+
+    def test_watch_streams_every_transition(self):
+        a = self.start_agent()
+        w = a.client()
+        self.assertEqual(w.call({"op": "watch"}), {"ok": True})
+        a.launch(a.request("w1", docker={"enabled": True}))
+        states = []
+        while not states or states[-1] != "ready":
+            e = w.read()
+            self.assertEqual(e["event"], "state")
+            self.assertEqual(e["id"], "w1")
+            states.append(e["state"])
+        self.assertEqual(states, ["accepted", "creating", "starting", "probing", "ready"])
+        a.call({"op": "stop", "id": "w1"})
+        self.assertEqual([w.read()["state"] for _ in range(2)], ["stopping", "stopped"])
+
+    def test_every_error_code_and_the_connection_lives_on(self):
+        a = self.start_agent({"limits": {"max_pending_launches": 2}})
+        c = a.client()
+
+        def expect(line, code, field=None):
+            c.send_raw(line if isinstance(line, bytes) else json.dumps(line).encode() + b"\n")
+            reply = c.read()
+            self.assertFalse(reply["ok"], reply)
+            self.assertEqual(reply["error"]["code"], code, reply)
+            if field is not None:
+                self.assertEqual(reply["error"].get("field"), field, reply)
+            self.assertTrue(reply["error"]["message"])
+            # an error never closes the connection
+            self.assertTrue(c.call({"op": "version"})["ok"])
+            return reply
+
+        expect(b"{not json\n", "invalid_json")
+        expect(b"[1,2]\n", "invalid_request")
+        expect({"op": "launch", "request": a.request(docker={"cgroup": "bogus"})}, "invalid_request", "/docker/cgroup")
+        expect({"op": "launch", "request": a.request(color="red")}, "invalid_request", "/color")
+        expect({"op": "launch", "request": {"rootfs": "/etc"}}, "invalid_request", "/rootfs")
+        expect({"op": "launch"}, "invalid_request", "/request")
+        expect({"op": "status"}, "invalid_request", "/id")
+        expect({"op": "list", "id": "x"}, "invalid_request", "/id")
+        expect({"op": "frobnicate"}, "unknown_op", "/op")
+        expect({"op": "status", "id": "nope"}, "not_found")
+        expect({"op": "stop", "id": "nope"}, "not_found")
+        reply = expect({"tag": "t1", "op": "frobnicate"}, "unknown_op")
+        self.assertEqual(reply["tag"], "t1")
+        reply = expect({"op": "frobnicate", "tag": 5}, "unknown_op")
+        self.assertEqual(reply["tag"], 5)
+
+        self.assertTrue(c.call({"op": "launch", "request": a.request("dup", env=["FAKE_RUNSC=create=hang"])})["ok"])
+        expect({"op": "launch", "request": a.request("dup")}, "exists", "/id")
+        self.assertTrue(c.call({"op": "launch", "request": a.request("hang2", env=["FAKE_RUNSC=create=hang"])})["ok"])
+        expect({"op": "launch", "request": a.request("third")}, "overloaded")
+
+    def test_forbidden_peer(self):
+        os.chmod(self.tmp, 0o755)  # let the unprivileged client reach the socket file
+        a = self.start_agent({"socket": {"mode": "0666", "allowed_uids": [0]}})
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # an unprivileged client
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                c = Client(a.socket_path, timeout=10)
+                c.send({"op": "list"})
+                os.write(w, json.dumps(c.read()).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        data = os.read(r, 65536)
+        os.waitpid(pid, 0)
+        reply = json.loads(data)
+        self.assertEqual(reply["error"]["code"], "forbidden")
+        self.assertIn("uid 65534", a.log())
+        self.assertTrue(a.call({"op": "version"})["ok"])
+
+    def test_too_large_closes_only_that_connection(self):
+        a = self.start_agent({"limits": {"max_request_bytes": 4096}})
+        c = a.client()
+        c.send_raw(b'{"op":"launch","request":{"rootfs":"' + b"a" * (200 * 1024))
+        reply = c.read()
+        self.assertEqual(reply.get("error", {}).get("code"), "too_large", reply)
+        self.assertTrue(c.closed_by_peer())
+        self.assertTrue(a.call({"op": "version"})["ok"])
+        # a request over the limit inside a normal-sized line: too_large, connection kept
+        c2 = a.client()
+        reply = c2.call({"op": "launch", "request": a.request(env=["X=" + "y" * 5000])})
+        self.assertEqual(reply.get("error", {}).get("code"), "too_large", reply)
+        self.assertTrue(c2.call({"op": "version"})["ok"])
+
+    def test_partial_lines_and_pipelining(self):
+        a = self.start_agent()
+        c = a.client()
+        line = json.dumps({"op": "version", "tag": "slow"}).encode() + b"\n"
+        for b in line:
+            c.send_raw(bytes([b]))
+            time.sleep(0.001)
+        self.assertEqual(c.read()["tag"], "slow")
+        burst = b"".join(json.dumps({"op": "version", "tag": i}).encode() + b"\n" for i in range(50))
+        c.send_raw(b"\n  \n" + burst.replace(b"\n", b"\r\n", 3))
+        self.assertEqual([c.read()["tag"] for _ in range(50)], list(range(50)))
+
+    def test_concurrent_clients(self):
+        a = self.start_agent()
+        errors = []
+
+        def client(n):
+            try:
+                c = a.client()
+                for i in range(5):
+                    r = c.call({"op": "launch", "request": a.request(f"c{n}-{i}")})
+                    if not r["ok"]:
+                        errors.append(r)
+                c.close()
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        wait_for(lambda: a.call({"op": "stats"})["stats"]["ready"] == 200, timeout=60, what="200 ready")
+
+    def test_slow_watcher_is_dropped_not_waited_for(self):
+        a = self.start_agent({"limits": {"max_output_bytes": 4096}})
+        lazy = a.client()
+        self.assertTrue(lazy.call({"op": "watch"})["ok"])
+        lazy.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        for i in range(100):  # ~500 events, far more than the lazy client's socket + 4 KiB
+            a.launch(a.request(f"s{i}", labels={"pad": "x" * 200}))
+        wait_for(lambda: a.call({"op": "stats"})["stats"]["ready"] == 100, timeout=60, what="100 ready")
+        self.assertIn("does not read its replies", a.log())
+        self.assertTrue(lazy.closed_by_peer(timeout=10))
+
+    def test_failing_runtimes_end_failed_with_the_reason(self):
+        a = self.start_agent({"runsc": {"timeout_ms": 500}})
+        cases = {
+            "cfail": ({"env": ["FAKE_RUNSC=create=fail"]}, "runsc_create_failed"),
+            "chang": ({"env": ["FAKE_RUNSC=create=hang"]}, "runsc_timeout"),
+            "sfail": ({"env": ["FAKE_RUNSC=start=fail"]}, "runsc_start_failed"),
+            "shang": ({"env": ["FAKE_RUNSC=start=hang"]}, "runsc_timeout"),
+            "exit3": ({"env": ["FAKE_RUNSC=exit_after_ms=100,exit_code=3"]}, "exited"),
+            "never": ({"env": ["FAKE_RUNSC=dockerd=never"], "docker": {"enabled": True, "ready_timeout_ms": 300}},
+                      "ready_timeout"),
+            "perr": ({"env": ["FAKE_RUNSC=ping=error"], "docker": {"enabled": True, "ready_timeout_ms": 300}},
+                     "ready_timeout"),
+            "dexit": ({"env": ["FAKE_RUNSC=dockerd_exit_after_ms=100"], "docker": {"enabled": True}},
+                      "dockerd_exited"),
+        }
+        for sid, (kw, _) in cases.items():
+            self.assertTrue(a.launch(a.request(sid, **kw))["ok"])
+        for sid, (_, reason) in cases.items():
+            s = a.wait_state(sid, "failed")
+            self.assertEqual(s["reason"], reason, s)
+        self.assertIn("fake", a.status("cfail")["log_tail"])
+        self.assertEqual(a.status("exit3")["exit_code"], 3)
+        self.assertIn("HTTP 500", a.status("perr")["log_tail"])
+        self.assertIn("Devices cgroup isn't mounted", a.status("dexit")["log_tail"])
+        # every failed sandbox is torn down: nothing left in the runtime
+        wait_for(lambda: json.loads(runsc_list(a)) in ([], None), timeout=20, what="runsc list to empty")
+
+    def test_ready_then_dockerd_dies_fails_fast(self):
+        a = self.start_agent()
+        final = a.launch(a.request("dd", env=["FAKE_RUNSC=dockerd_exit_after_ms=400"], docker={"enabled": True}),
+                         wait=True)
+        self.assertEqual(final["state"], "ready")
+        s = a.wait_state("dd", "failed", timeout=5)
+        self.assertEqual(s["reason"], "dockerd_exited")
+
+    def test_stop_while_launching(self):
+        a = self.start_agent()
+        a.launch(a.request("p", env=["FAKE_RUNSC=dockerd=never"], docker={"enabled": True}))
+        a.wait_state("p", "probing")
+        a.call({"op": "stop", "id": "p"})
+        self.assertEqual(a.wait_state("p", ("stopped", "failed"))["state"], "stopped")
+
+    def test_wait_reports_failure(self):
+        a = self.start_agent()
+        final = a.launch(a.request("wf", env=["FAKE_RUNSC=create=fail"]), wait=True)
+        self.assertTrue(final["ok"])
+        self.assertEqual(final["state"], "failed")
+        self.assertEqual(final["sandbox"]["reason"], "runsc_create_failed")
+
+    def test_thousand_sandboxes_ready_then_stopped_without_leaks(self):
+        a = self.start_agent({"probe": {"attempt_timeout_ms": 2000}})
+        # warm up so lazily opened descriptors (durable writer dirs) are in the baseline
+        a.launch(a.request("warm", docker={"enabled": True}), wait=True)
+        a.call({"op": "stop", "id": "warm"})
+        a.wait_state("warm", "stopped")
+        wait_for(lambda: not [p for p, st in process_children(a.proc.pid)], timeout=20, what="no children")
+        fds_before = fd_count(a.proc.pid)
+
+        c = a.client()
+        for i in range(1000):
+            c.send({"op": "launch", "request": a.request(f"k{i}", docker={"enabled": i % 2 == 0})})
+        replies = [c.read() for _ in range(1000)]
+        self.assertTrue(all(r["ok"] for r in replies))
+        wait_for(lambda: a.call({"op": "stats"})["stats"]["ready"] == 1001, timeout=300, interval=0.2,
+                 what="1000 sandboxes ready")
+        for i in range(1000):
+            c.send({"op": "stop", "id": f"k{i}"})
+        self.assertTrue(all(c.read()["ok"] for _ in range(1000)))
+        wait_for(lambda: a.call({"op": "stats"})["stats"]["stopped"] == 1001, timeout=300, interval=0.2,
+                 what="1000 sandboxes stopped")
+        c.close()
+        wait_for(lambda: not process_children(a.proc.pid), timeout=30, what="every child reaped")
+        wait_for(lambda: fd_count(a.proc.pid) <= fds_before, timeout=30,
+                 what=f"fds back to {fds_before} (now {fd_count(a.proc.pid)})")
+        self.assertEqual(json.loads(runsc_list(a)) or [], [])
+
+    def test_restart_adopts_running_sandboxes(self):
+        a = self.start_agent()
+        a.launch(a.request("keep", docker={"enabled": True}), wait=True)
+        a.launch(a.request("plain"), wait=True)
+        a.kill()  # SIGKILL: no goodbye
+        a.start()
+        self.assertEqual(a.status("keep")["state"], "ready")
+        self.assertEqual(a.status("plain")["state"], "ready")
+        self.assertIn("adopted", a.log())
+        a.call({"op": "stop", "id": "keep"})
+        self.assertEqual(a.wait_state("keep", "stopped")["exit_code"], 143)
+
+    def test_sigterm_leaves_sandboxes_running_by_default(self):
+        a = self.start_agent()
+        a.launch(a.request("stay"), wait=True)
+        self.assertEqual(a.stop(), 0)
+        self.assertFalse(os.path.exists(a.socket_path))
+        self.assertEqual([c["status"] for c in json.loads(runsc_list(a))], ["running"])
+
+
+def runsc_list(agent):
+    import subprocess
+    return subprocess.run([agent.runsc, "--root", os.path.join(agent.root, "runsc"), "list", "--format=json"],
+                          capture_output=True, text=True, timeout=30).stdout or "null"
+
+
+class SandboxctlTest(AgentTestCase):
+    def test_commands_and_exit_codes(self):
+        a = self.start_agent()
+        req = json.dumps(a.request("ctl-1", docker={"enabled": True}))
+        r = sandboxctl(a, "launch", "-", "--wait", input=req)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("ready", r.stdout)
+        self.assertIn("docker socket", r.stdout)
+        r = sandboxctl(a, "--json", "status", "ctl-1")
+        self.assertEqual(json.loads(r.stdout)["sandbox"]["state"], "ready")
+        r = sandboxctl(a, "ps")
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"(?m)^ID\s+STATE")
+        self.assertRegex(r.stdout, r"(?m)^ctl-1\s+ready")
+        r = sandboxctl(a, "stats")
+        self.assertIn("ready 1", r.stdout)
+        r = sandboxctl(a, "stop", "ctl-1", "--timeout", "3000", "--wait")
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "ctl-1 stopped"))
+
+        r = sandboxctl(a, "status", "missing")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not_found", r.stderr)
+        r = sandboxctl(a, "launch", "-", input='{"rootfs": "/etc"}')
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("invalid_request /rootfs", r.stderr)
+        r = sandboxctl(a, "launch", "-", "--wait", input=json.dumps(a.request("bad", env=["FAKE_RUNSC=create=fail"])))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("runsc_create_failed", r.stdout)
+        r = sandboxctl(a, "frob")
+        self.assertEqual(r.returncode, 2)
+        import subprocess
+        from harness import SANDBOXCTL
+        r = subprocess.run([SANDBOXCTL, "--socket", "/nonexistent.sock", "ps"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("cannot connect", r.stderr)
+
+    def test_watch_prints_events(self):
+        import subprocess
+        from harness import SANDBOXCTL
+        a = self.start_agent()
+        p = subprocess.Popen([SANDBOXCTL, "--socket", a.socket_path, "watch"], stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)
+            a.launch(a.request("wx"), wait=True)
+            lines = [p.stdout.readline() for _ in range(4)]
+            self.assertRegex(lines[-1], r"wx\s+ready")
+        finally:
+            p.kill()
+            p.wait()
+
+
+if __name__ == "__main__":
+    unittest.main()
