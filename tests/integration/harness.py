@@ -39,7 +39,11 @@ class Client:
     def __init__(self, path, timeout=30.0):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        try:
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
         self.buf = b""
 
     def send_raw(self, data: bytes):
@@ -152,13 +156,15 @@ class AgentProcess:
     def answers(self):
         if self.proc.poll() is not None:
             raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
+        c = None
         try:
             c = Client(self.socket_path, timeout=2)
-            reply = c.call({"op": "version"})
-            c.close()
-            return reply.get("ok")
-        except OSError:
+            return c.call({"op": "version"}).get("ok")
+        except (OSError, ValueError):
             return False
+        finally:
+            if c:
+                c.close()
 
     def client(self):
         return Client(self.socket_path)
