@@ -192,8 +192,13 @@ int main(int argc, char** argv) {
     if (sig == SIGHUP) {
       // Only the log level is reloaded; everything else needs a restart (docs/operations.md).
       auto again = load_config(args.config_file, args.overrides);
-      if (again && log::set_level(again->log_level)) spdlog::info("SIGHUP: log level is now {}", again->log_level);
-      else spdlog::warn("SIGHUP: configuration not reloaded: {}", again ? "bad log level" : again.error().describe());
+      if (!again) {
+        spdlog::warn("SIGHUP: configuration not reloaded: {}", again.error().describe());
+      } else {
+        // Said before the change, at a level that is shown either side of it.
+        spdlog::warn("SIGHUP: log level is now {}", again->log_level);
+        log::set_level(again->log_level);
+      }
       signals.async_wait(on_signal);
       return;
     }

@@ -28,7 +28,6 @@ inline constexpr std::string_view dockerd_exited = "dockerd_exited";
 inline constexpr std::string_view exited = "exited";
 inline constexpr std::string_view stop_requested = "stop_requested";
 inline constexpr std::string_view agent_restart = "agent_restart";
-inline constexpr std::string_view agent_shutdown = "agent_shutdown";
 inline constexpr std::string_view host_error = "host_error";  // disk, permissions, fds
 }  // namespace reason
 

@@ -1,0 +1,100 @@
+"""The daemon's command line: flags, configuration errors, --check-config, render."""
+import json
+import os
+import subprocess
+import unittest
+
+from harness import AGENT, SANDBOX_INIT, AgentTestCase
+
+
+def run(*args, input=None):
+    return subprocess.run([os.path.abspath(AGENT), *args], capture_output=True, text=True, input=input, timeout=30)
+
+
+class CliTest(AgentTestCase):
+    def write(self, name, obj):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(obj if isinstance(obj, str) else json.dumps(obj))
+        return path
+
+    def test_version_and_help(self):
+        r = run("--version")
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "sandbox-agent 0.1.0"))
+        r = run("--help")
+        self.assertEqual(r.returncode, 0)
+        for flag in ("--root", "--config", "--socket", "--spool", "--runsc", "--log-level", "--check-config", "render"):
+            self.assertIn(flag, r.stdout)
+
+    def test_bad_flags_exit_2_with_a_reason(self):
+        for args, text in ((["--frobnicate"], "unknown argument: --frobnicate"),
+                           (["--root"], "--root needs a value"),
+                           (["render"], "render needs a request file"),
+                           (["--log-level", "loud", "--check-config"], "/log_level")):
+            r = run(*args)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertIn(text, r.stderr)
+
+    def test_bad_config_names_file_field_and_reason(self):
+        cases = [
+            ('{"runsc": {"timeout_ms": "soon"}}', "/runsc/timeout_ms", "must be an integer"),
+            ('{"runsc": {"path": "/usr/bin/runsc", "colour": 1}}', "/runsc/colour", "unknown key"),
+            ('{"socket": {"mode": "rwx"}}', "/socket/mode", "octal"),
+            ('{"allowed_host_prefixes": ["/"]}', "/allowed_host_prefixes/0", "must not be /"),
+            ('{"probe": {"initial_ms": 50, "max_ms": 10}}', "/probe/max_ms", "at least"),
+            ('{"limits": {"max_connections": 0}}', "/limits/max_connections", "from 1"),
+            ('{"log_level": "info", "log_level": "debug"}', "/log_level", "duplicate key"),
+            ('{"stop_sandboxes_on_exit": true} trailing', "", "unexpected content"),
+            ('not json', "", ""),
+        ]
+        for i, (text, field, reason) in enumerate(cases):
+            path = self.write(f"bad{i}.json", text)
+            r = run("--config", path, "--check-config")
+            self.assertEqual(r.returncode, 2, (text, r.stdout, r.stderr))
+            self.assertIn(f"bad configuration {path}: {field}", r.stderr)
+            self.assertIn(reason, r.stderr)
+        r = run("--config", "/nonexistent.json", "--check-config")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("cannot read", r.stderr)
+
+    def test_flags_override_the_file(self):
+        path = self.write("c.json", {"root": "/tmp/from-file", "log_level": "debug", "runsc": {"path": "/bin/false"}})
+        r = run("--config", path, "--root", self.tmp, "--runsc", "/usr/bin/runsc", "--check-config")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"root            {self.tmp}", r.stdout)
+        self.assertIn(f"socket          {self.tmp}/agent.sock", r.stdout)
+        self.assertIn("runsc           /usr/bin/runsc", r.stdout)
+
+    def test_render_prints_the_spec_or_the_error(self):
+        images = os.path.join(self.tmp, "images", "img")
+        os.makedirs(images)
+        cfg = self.write("c.json", {"sandbox_init": os.path.abspath(SANDBOX_INIT)})
+        req = self.write("r.json", {"id": "r1", "rootfs": images, "args": ["/bin/true"], "docker": {"enabled": True}})
+        r = run("--config", cfg, "--root", self.tmp, "render", req)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        spec = json.loads(r.stdout)
+        self.assertEqual(spec["root"]["path"], images)
+        self.assertEqual(spec["process"]["args"][0], "/.sandbox-agent/init")
+        self.assertEqual(spec["process"]["args"][-2:], ["--", "/bin/true"])
+        r = run("--config", cfg, "--root", self.tmp, "render", "-",
+                input=json.dumps({"rootfs": images, "docker": {"cgroup": "bogus"}}))
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.strip(),
+                         "invalid_request /docker/cgroup: must be one of auto, sandbox, userns, host-bind, none")
+
+    def test_sighup_reloads_the_log_level(self):
+        import signal
+        from harness import wait_for
+        a = self.start_agent({"log_level": "info"})
+        with open(a.config_path) as f:
+            cfg = json.load(f)
+        cfg["log_level"] = "warn"
+        with open(a.config_path, "w") as f:
+            json.dump(cfg, f)
+        a.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "log level is now warn" in a.log(), what="the reload")
+        self.assertTrue(a.call({"op": "version"})["ok"])
+
+
+if __name__ == "__main__":
+    unittest.main()
