@@ -14,17 +14,17 @@ void append_escaped(std::string& out, std::string_view key) {
 }
 }  // namespace
 
-Ptr Ptr::child(std::string_view key) const {
-  Ptr p{path};
-  p.path += '/';
-  append_escaped(p.path, key);
-  return p;
+std::string Ptr::path() const {
+  std::string out = parent_ ? parent_->path() : std::string(fixed_);
+  if (!parent_) return out;
+  out += '/';
+  if (index_ != std::string_view::npos) out += std::to_string(index_);
+  else append_escaped(out, key_);
+  return out;
 }
 
-Ptr Ptr::child(std::size_t index) const { return Ptr{path + "/" + std::to_string(index)}; }
-
 Error invalid(const Ptr& at, std::string message) {
-  return make_error(ErrorCode::invalid_request, std::move(message), at.path);
+  return make_error(ErrorCode::invalid_request, std::move(message), at.path());
 }
 
 Error simdjson_error(simdjson::error_code e, const Ptr& at, std::string_view expected) {
@@ -34,7 +34,7 @@ Error simdjson_error(simdjson::error_code e, const Ptr& at, std::string_view exp
     case simdjson::NUMBER_ERROR:
       return invalid(at, std::string(expected));
     default:
-      return make_error(ErrorCode::invalid_json, simdjson::error_message(e), at.path);
+      return make_error(ErrorCode::invalid_json, simdjson::error_message(e), at.path());
   }
 }
 

@@ -15,12 +15,32 @@ namespace sandbox_agent::json {
 
 using simdjson::ondemand::value;
 
-// Where we are in the document, and which code a type/range error carries there
-// (invalid_request for requests and protocol lines; the config loader reports its own).
-struct Ptr {
-  std::string path;  // JSON pointer
-  Ptr child(std::string_view key) const;
-  Ptr child(std::size_t index) const;
+// Where we are in the document, as a JSON pointer built only when an error needs it: a
+// chain of parent links on the parsing code's stack (parents outlive their children), keys
+// viewing the parser's buffer. Parsing a valid request allocates nothing for it.
+class Ptr {
+ public:
+  Ptr() = default;
+  Ptr(std::string_view fixed) : fixed_(fixed) {}  // a literal pointer, e.g. "/op"
+  Ptr child(std::string_view key) const {
+    Ptr p;
+    p.parent_ = this;
+    p.key_ = key;
+    return p;
+  }
+  Ptr child(std::size_t index) const {
+    Ptr p;
+    p.parent_ = this;
+    p.index_ = index;
+    return p;
+  }
+  std::string path() const;
+
+ private:
+  const Ptr* parent_ = nullptr;
+  std::string_view key_;
+  std::size_t index_ = std::string_view::npos;
+  std::string_view fixed_;
 };
 
 // The error for a simdjson failure at `at`: type errors become invalid_request ("must be …"),
@@ -51,16 +71,23 @@ template <class F>
 Status for_each_member(value v, const Ptr& at, F&& f) {
   simdjson::ondemand::object obj;
   if (auto e = v.get_object().get(obj)) return simdjson_error(e, at, "must be an object");
-  std::vector<std::string> seen;
+  // Keys view the parser's buffer, valid for the whole document. Small objects stay on
+  // the stack; big ones (labels) spill into a vector.
+  std::string_view small[24];
+  std::vector<std::string_view> big;
+  std::size_t count = 0;
   for (auto field : obj) {
     std::string_view key;
     if (auto e = field.unescaped_key().get(key)) return simdjson_error(e, at, "must be an object");
-    for (const auto& k : seen)
-      if (k == key) return invalid(at.child(key), "duplicate key");
-    seen.emplace_back(key);
+    Ptr here = at.child(key);
+    for (std::size_t i = 0; i < count; ++i)
+      if ((i < 24 ? small[i] : big[i - 24]) == key) return invalid(here, "duplicate key");
+    if (count < 24) small[count] = key;
+    else big.push_back(key);
+    ++count;
     simdjson::ondemand::value child;
-    if (auto e = field.value().get(child)) return simdjson_error(e, at.child(key), "a value");
-    Status s = f(seen.back(), child, at.child(seen.back()));
+    if (auto e = field.value().get(child)) return simdjson_error(e, here, "a value");
+    Status s = f(key, child, here);
     if (!s) return s;
   }
   return Ok{};

@@ -96,7 +96,7 @@ std::vector<std::string> process_env(const LaunchRequest& r) {
 
 }  // namespace
 
-std::string render_spec(const LaunchRequest& r, const SpecContext& ctx) {
+std::string render_spec(const LaunchRequest& r, const SpecContext& ctx, bool indented) {
   oci::Spec spec;
   auto& p = spec.process;
   p.user = {r.user.uid, r.user.gid};
@@ -141,7 +141,7 @@ std::string render_spec(const LaunchRequest& r, const SpecContext& ctx) {
     res.memory = oci::LimitResource{static_cast<std::int64_t>(*r.resources.memory_mb << 20)};
   if (r.resources.pids) res.pids = oci::LimitResource{*r.resources.pids};
 
-  return json::to_json(spec, /*pretty=*/true);
+  return json::to_json(spec, indented ? json::Layout::indented : json::Layout::compact);
 }
 
 }  // namespace sandbox_agent

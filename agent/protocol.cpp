@@ -40,7 +40,7 @@ Status read_op(json::value v, const Ptr& at, Op& op) {
     }
   return make_error(ErrorCode::unknown_op,
                     "unknown op \"" + s + "\" (one of launch, status, list, stop, watch, stats, version)",
-                    at.path);
+                    at.path());
 }
 
 // Finds the tag of a line that failed to parse, so the error can still carry it.

@@ -259,7 +259,8 @@ Status validate_request(const LaunchRequest& r) {
     return invalid(top.child("hostname"),
                    "must be 1-63 characters of A-Z a-z 0-9 - . not starting with - or .");
   for (std::size_t i = 0; i < r.mounts.size(); ++i) {
-    auto at = top.child("mounts").child(i);
+    Ptr mounts_at = top.child("mounts");
+    Ptr at = mounts_at.child(i);
     const auto& m = r.mounts[i];
     if (!paths::is_normalized_absolute(m.source))
       return invalid(at.child("source"), "must be an absolute path without . or .. components");
@@ -313,9 +314,11 @@ Status resolve_host_dir(std::string& path, const Ptr& at, const RequestPolicy& p
 Status apply_policy(LaunchRequest& r, const RequestPolicy& policy) {
   Ptr top{};
   if (auto s = resolve_host_dir(r.rootfs, top.child("rootfs"), policy); !s) return s;
-  for (std::size_t i = 0; i < r.mounts.size(); ++i)
-    if (auto s = resolve_host_dir(r.mounts[i].source, top.child("mounts").child(i).child("source"), policy); !s)
-      return s;
+  Ptr mounts_at = top.child("mounts");
+  for (std::size_t i = 0; i < r.mounts.size(); ++i) {
+    Ptr at = mounts_at.child(i);
+    if (auto s = resolve_host_dir(r.mounts[i].source, at.child("source"), policy); !s) return s;
+  }
   if (r.docker.enabled && r.docker.cgroup == CgroupStrategy::host_bind && !policy.allow_host_cgroup_bind)
     return invalid(top.child("docker").child("cgroup"),
                    "host-bind is refused by this agent's configuration (allow_host_cgroup_bind)");

@@ -22,15 +22,33 @@ constexpr std::string_view kOriginPrefix = "spool:";
 
 // Moves dir_from/name to dir_to/name without replacing anything there: a name already
 // taken gets a numbered suffix (NAME.1.json …), so no request file is ever overwritten.
-// Returns the name used, or empty (errno set) on failure.
-std::string move_noreplace(const std::string& from_dir, const std::string& to_dir, const std::string& name) {
+// With error_file, the name STEM.error.json beside the target is reserved too (created empty,
+// O_EXCL): otherwise the error file of a rejected x.json would replace a rejected request that
+// was itself called x.error.json. Returns the name used, or empty (errno set) on failure.
+std::string move_noreplace(const std::string& from_dir, const std::string& to_dir, const std::string& name,
+                           bool error_file = false) {
   auto from = paths::join(from_dir, name);
   std::string stem = name.substr(0, name.size() - 5);  // without ".json"
   for (int i = 0; i < 1000; ++i) {
-    std::string target = i == 0 ? name : stem + "." + std::to_string(i) + ".json";
-    auto to = paths::join(to_dir, target);
-    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return target;
-    if (errno != EEXIST) return {};
+    std::string target_stem = i == 0 ? stem : stem + "." + std::to_string(i);
+    auto to = paths::join(to_dir, target_stem + ".json");
+    std::string reserved;
+    if (error_file) {
+      reserved = paths::join(to_dir, target_stem + ".error.json");
+      int fd = ::open(reserved.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+      if (fd < 0) {
+        if (errno == EEXIST) continue;
+        return {};
+      }
+      ::close(fd);
+    }
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return target_stem + ".json";
+    int err = errno;
+    if (!reserved.empty()) ::unlink(reserved.c_str());  // our own empty placeholder
+    if (err != EEXIST) {
+      errno = err;
+      return {};
+    }
   }
   errno = EEXIST;
   return {};
@@ -73,13 +91,16 @@ void SpoolIntake::start() {
       if (is_request_name(e->d_name)) names.emplace_back(e->d_name);
     ::closedir(d);
     for (auto& name : names) {
-      bool known = false;
-      for (const auto& id : supervisor_.ids_with_origin(std::string(kOriginPrefix) + name)) {
-        known = true;
-        auto* sb = supervisor_.find(id);
-        if (sb && sb->finished) finish(name);
-      }
-      if (!known) {
+      // The newest sandbox launched from this name: an older one may have had the name
+      // before (its file is in done/ by now).
+      const Sandbox* sb = nullptr;
+      for (const auto& id : supervisor_.ids_with_origin(std::string(kOriginPrefix) + name))
+        if (auto* s = supervisor_.find(id); s && (!sb || s->created_at_us > sb->created_at_us)) sb = s;
+      if (sb) {
+        // Its state may have changed while nobody wrote the status (it ended while the agent
+        // was down, or recovery failed it before we subscribed): say so, then finish.
+        write_status(name, *sb, is_terminal(sb->state));
+      } else {
         in_progress_.insert(name);
         asio::co_spawn(ex_, process(name), asio::detached);
       }
@@ -113,7 +134,12 @@ void SpoolIntake::on_new_entry(std::string_view name, std::uint32_t mask) {
   if (mask & IN_Q_OVERFLOW) return rescan_new();
   if (!is_request_name(name)) return;
   std::string n(name);
-  if (!in_progress_.insert(n).second) return;  // already being claimed
+  if (!in_progress_.insert(n).second) {
+    // Being claimed or processed: this may be another file of that name, dropped after the
+    // first was claimed. Look again when we are done with the first.
+    recheck_.insert(std::move(n));
+    return;
+  }
   asio::co_spawn(ex_, claim(std::move(n)), asio::detached);
 }
 
@@ -124,16 +150,15 @@ awaitable<void> SpoolIntake::claim(std::string name) {
   auto to = paths::join(dir("cur"), name);
   if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0) {
     int err = errno;
-    in_progress_.erase(name);
-    if (err == ENOENT) co_return;  // claimed by someone else, or gone
     if (err == EEXIST) {
-      auto moved = move_noreplace(dir("new"), dir("rejected"), name);
+      auto moved = move_noreplace(dir("new"), dir("rejected"), name, true);
       if (!moved.empty()) {
         reject(moved, make_error(ErrorCode::exists, "a request file named " + name + " is already being processed (spool/cur/" + name + ")"));
       }
-      co_return;
+    } else if (err != ENOENT) {  // ENOENT: claimed by someone else, or gone
+      spdlog::error("spool: cannot claim {}: {}", from, std::strerror(err));
     }
-    spdlog::error("spool: cannot claim {}: {}", from, std::strerror(err));
+    done_with(name);
     co_return;
   }
   co_await process(std::move(name));
@@ -190,21 +215,33 @@ awaitable<void> SpoolIntake::process(std::string name) {
       error = request.error();
       readable = false;
     } else {
-      auto launched = co_await supervisor_.launch(std::move(request.value()), std::string(kOriginPrefix) + name);
-      if (launched) {
-        in_progress_.erase(name);
-        co_return;
+      // A valid request the agent cannot take now (overloaded, shutting down) is not
+      // rejected: it stays claimed in cur/ and is tried again; a restart finds it there.
+      asio::steady_timer timer(ex_);
+      for (Millis wait{20};; wait = std::min(wait * 2, Millis(1000))) {
+        auto launched = co_await supervisor_.launch(request.value(), std::string(kOriginPrefix) + name);
+        if (launched) {
+          done_with(name);
+          co_return;
+        }
+        if (launched.error().code != ErrorCode::overloaded) {
+          error = launched.error();
+          break;
+        }
+        if (!event_token_) {  // closed: the next start finds it in cur/
+          done_with(name);
+          co_return;
+        }
+        spdlog::debug("spool: {} waits: {}", name, launched.error().message);
+        timer.expires_after(wait);
+        co_await timer.async_wait(use_nothrow);
       }
-      error = launched.error();
     }
   }
-  in_progress_.erase(name);
-  auto moved = move_noreplace(dir("cur"), dir("rejected"), name);
-  if (moved.empty()) {
-    spdlog::error("spool: cannot move {} to rejected/: {}", path, paths::errno_text());
-    co_return;
-  }
-  reject(moved, error);
+  auto moved = move_noreplace(dir("cur"), dir("rejected"), name, true);
+  if (moved.empty()) spdlog::error("spool: cannot move {} to rejected/: {}", path, paths::errno_text());
+  else reject(moved, error);
+  done_with(name);  // after the move: cur/NAME is free for another file of that name
 }
 
 void SpoolIntake::reject(const std::string& name, const Error& error) {
@@ -215,14 +252,21 @@ void SpoolIntake::reject(const std::string& name, const Error& error) {
 
 void SpoolIntake::on_event(const StateEvent& e, const Sandbox& sb) {
   if (!sb.origin.starts_with(kOriginPrefix)) return;
-  auto name = sb.origin.substr(kOriginPrefix.size());
+  write_status(sb.origin.substr(kOriginPrefix.size()), sb, is_terminal(e.state));
+}
+
+void SpoolIntake::write_status(const std::string& name, const Sandbox& sb, bool terminal) {
   auto status_file = paths::join(dir("status"), name);
-  bool terminal = is_terminal(e.state);
   // The status says so before the file moves to done/.
   writer_.write(status_file, to_json(sb.status()) + "\n", [this, name, terminal](int err) {
     if (err) spdlog::error("spool: cannot write the status of {}: {}", name, std::strerror(err));
     if (terminal) finish(name);
   });
+}
+
+void SpoolIntake::done_with(const std::string& name) {
+  in_progress_.erase(name);
+  if (recheck_.erase(name)) on_new_entry(name, IN_MOVED_TO);
 }
 
 void SpoolIntake::finish(const std::string& name) {

@@ -36,6 +36,8 @@ class SpoolIntake {
   awaitable<void> process(std::string name);  // a file already in cur/
   void reject(const std::string& name, const Error& error);
   void on_event(const StateEvent& e, const Sandbox& sb);
+  void write_status(const std::string& name, const Sandbox& sb, bool terminal);
+  void done_with(const std::string& name);  // no longer in progress: look at new/NAME again if asked
   void finish(const std::string& name);
   std::string dir(std::string_view sub) const;
 
@@ -46,6 +48,7 @@ class SpoolIntake {
   DirWatcher& dirs_;
   DurableWriter& writer_;
   std::unordered_set<std::string> in_progress_;  // names being claimed or processed
+  std::unordered_set<std::string> recheck_;      // names seen in new/ while in progress
   std::uint64_t event_token_ = 0;
   int watch_wd_ = -1;
 };

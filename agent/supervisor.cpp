@@ -416,7 +416,7 @@ Status Supervisor::prepare_host_dirs(Sandbox& sb) {
   if (auto& o = sb.request.socket_owner; o && ::chown(sockets.c_str(), o->uid, o->gid) != 0)
     return fail("chown " + sockets);
   SpecContext ctx{config_.sandbox_init, sockets, logs, config_.docker.dockerd_path};
-  auto spec = render_spec(sb.request, ctx);
+  auto spec = render_spec(sb.request, ctx, /*indented=*/false);
   auto config_json = paths::join(bundle, "config.json");
   // Not fsync'ed: a crash before runsc create is recovered by launching again.
   int fd = ::open(config_json.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

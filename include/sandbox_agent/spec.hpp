@@ -26,7 +26,8 @@ struct SpecContext {
   std::string dockerd_path;  // dockerd inside the image
 };
 
-// The spec as pretty-printed JSON. `request` must have passed parsing, validation and policy.
-std::string render_spec(const LaunchRequest& request, const SpecContext& context);
+// The spec as JSON: indented for people, or compact (what the agent writes for runsc).
+// `request` must have passed parsing, validation and policy.
+std::string render_spec(const LaunchRequest& request, const SpecContext& context, bool indented = true);
 
 }  // namespace sandbox_agent
