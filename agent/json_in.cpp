@@ -38,6 +38,15 @@ Error simdjson_error(simdjson::error_code e, const Ptr& at, std::string_view exp
   }
 }
 
+Error confirm_json(std::string_view text, Error error) {
+  simdjson::dom::parser dom;
+  simdjson::padded_string padded(text);
+  simdjson::dom::element ignored;
+  if (auto e = dom.parse(padded).get(ignored))
+    return make_error(ErrorCode::invalid_json, std::string("not valid JSON: ") + simdjson::error_message(e));
+  return error;
+}
+
 Error not_an_object(std::string_view text) {
   simdjson::dom::parser dom;
   simdjson::padded_string padded(text);

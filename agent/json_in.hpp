@@ -96,6 +96,9 @@ Status for_each_member(value v, const Ptr& at, F&& f) {
 // invalid_json when `text` is not JSON at all, else invalid_request "must be a JSON object".
 Error not_an_object(std::string_view text);
 
+// `error` if `text` is valid JSON, else the invalid_json error that describes it.
+Error confirm_json(std::string_view text, Error error);
+
 // Iterates `text` as one JSON document that must be a single object; f is called with the
 // object's value. Rejects trailing content. Padding is added here.
 template <class F>
@@ -112,7 +115,9 @@ Status parse_object_document(simdjson::ondemand::parser& parser, std::string_vie
   if (auto e = doc.get_value().get(root))
     return make_error(ErrorCode::invalid_json, std::string("not JSON: ") + simdjson::error_message(e));
   Status s = f(root);
-  if (!s) return s;
+  // ondemand meets syntax errors lazily, often as a type error ("must be a string" for a
+  // truncated `{"rootfs":`): an error in a text that is not JSON at all is invalid_json.
+  if (!s) return s.error().code == ErrorCode::invalid_request ? confirm_json(text, s.error()) : s;
   const char* where = nullptr;
   if (!doc.current_location().get(where))
     return make_error(ErrorCode::invalid_json, "unexpected content after the JSON object");

@@ -21,10 +21,12 @@ struct User {
 };
 
 struct Capabilities {
-  std::vector<std::string> caps;  // the same set in all four sets
+  std::vector<std::string> caps;  // bounding, effective, permitted
+  bool inheritable = true;        // also inheritable (else that set is empty)
   template <class A> void save(A& ar) const {
-    ar(make_nvp("bounding", caps), make_nvp("effective", caps), make_nvp("inheritable", caps),
-       make_nvp("permitted", caps));
+    static const std::vector<std::string> none;
+    ar(make_nvp("bounding", caps), make_nvp("effective", caps),
+       make_nvp("inheritable", inheritable ? caps : none), make_nvp("permitted", caps));
   }
 };
 

@@ -104,6 +104,9 @@ std::string render_spec(const LaunchRequest& r, const SpecContext& ctx, bool ind
   p.env = process_env(r);
   p.cwd = r.cwd;
   p.capabilities.caps = r.docker.enabled ? docker_capabilities() : base_capabilities();
+  // Plain sandboxes keep no inheritable capabilities (as Docker does since CVE-2022-24769);
+  // the Docker profile sets all four, as gVisor documents for dockerd inside.
+  p.capabilities.inheritable = r.docker.enabled;
   p.rlimits.push_back({"RLIMIT_NOFILE", 1048576, 1048576});
   // dockerd needs setuid helpers and file capabilities; plain sandboxes do not.
   p.no_new_privileges = !r.docker.enabled;

@@ -69,9 +69,30 @@ bool remove_tree(const std::string& path) {
   return ::access(path.c_str(), F_OK) != 0;
 }
 
+namespace {
+bool read_fd(int fd, std::string& out, std::size_t max);
+}
+
 bool read_file(const std::string& path, std::string& out, std::size_t max) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) return false;
+  return read_fd(fd, out, max);
+}
+
+bool read_untrusted_file(const std::string& path, std::string& out, std::size_t max) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return false;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    errno = EINVAL;
+    return false;
+  }
+  return read_fd(fd, out, max);
+}
+
+namespace {
+bool read_fd(int fd, std::string& out, std::size_t max) {
   out.clear();
   char buf[16384];
   for (;;) {
@@ -94,6 +115,7 @@ bool read_file(const std::string& path, std::string& out, std::size_t max) {
   ::close(fd);
   return true;
 }
+}  // namespace
 
 namespace {
 bool write_all(int fd, std::string_view data) {
@@ -131,7 +153,7 @@ bool write_file_atomic(const std::string& path, std::string_view data, unsigned 
 }
 
 std::string tail_file(const std::string& path, std::size_t max) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) return {};
   struct stat st {};
   std::string out;

@@ -24,11 +24,17 @@ bool remove_tree(const std::string& path);
 // Reads a whole small file (up to max bytes); false on error or when larger.
 bool read_file(const std::string& path, std::string& out, std::size_t max);
 
+// The same for a file in a directory a sandbox can write to (sockets/ID, logs/ID): never
+// follows a symlink, never blocks on a FIFO, reads only regular files. What a sandbox
+// leaves there must not make the agent (root) read or write anything else.
+bool read_untrusted_file(const std::string& path, std::string& out, std::size_t max);
+
 // Writes `data` to `path` atomically (tmp + fsync + rename + fsync dir). Blocking: for
 // start-up and tools, not for the reactor (see DurableWriter).
 bool write_file_atomic(const std::string& path, std::string_view data, unsigned mode = 0644);
 
 // The last `max` bytes of a file (from a line start where possible); empty on error.
+// Untrusted like read_untrusted_file: logs live where sandboxes write.
 std::string tail_file(const std::string& path, std::size_t max);
 
 // Directory of the running executable (/proc/self/exe).

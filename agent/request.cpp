@@ -197,7 +197,11 @@ Status parse_fields(json::value root, LaunchRequest& r) {
   bool has_rootfs = false;
   Ptr top{};
   auto s = json::for_each_member(root, top, [&](std::string_view key, json::value m, const Ptr& p) -> Status {
-    if (key == "id") return json::read_string(m, p, r.id, 256);
+    if (key == "id") {
+      auto st = json::read_string(m, p, r.id, 256);
+      if (st && r.id.empty()) return invalid(p, "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$ (omit it to have one generated)");
+      return st;
+    }
     if (key == "rootfs") { has_rootfs = true; return json::read_string(m, p, r.rootfs); }
     if (key == "args") return json::read_string_array(m, p, r.args, kMaxArgs, 65536);
     if (key == "env") return json::read_string_array(m, p, r.env, kMaxArgs, 65536);
@@ -280,6 +284,9 @@ Status validate_request(const LaunchRequest& r) {
                      "sets a flag the Docker profile depends on (-H/--host, -G/--group, "
                      "--iptables, --ip6tables, -b/--bridge, --bip, --data-root, --exec-root, "
                      "-p/--pidfile, -g/--graph, --userns-remap)");
+  if (r.docker.enabled && (r.user.uid != 0 || r.user.gid != 0))
+    return invalid(top.child("user"),
+                   "must be root (0/0) with docker.enabled: dockerd needs it; give the socket to a user with socket_owner");
   if (!r.docker.enabled && r.socket_owner)
     return invalid(top.child("socket_owner"), "needs docker.enabled: the socket is Docker's");
   return Ok{};

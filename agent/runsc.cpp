@@ -2,13 +2,16 @@
 
 #include <asio/posix/stream_descriptor.hpp>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <memory>
 
 #include "paths.hpp"
+#include "log.hpp"
 #include "sandbox_agent/status.hpp"
 
 namespace sandbox_agent {
@@ -23,9 +26,11 @@ constexpr std::size_t kMaxStdout = 64 << 20;  // `list` of many sandboxes
 int open_log(const std::string& path) {
   if (path.empty()) return -1;
   struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && st.st_size > kRotateBytes)
+  if (::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > kRotateBytes)
     ::rename(path.c_str(), (path + ".1").c_str());
-  return ::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);  // read back: the excerpt
+  // O_NOFOLLOW: logs/ID is writable from inside the sandbox; a symlink planted there must
+  // not make us append to some other file. Read-write: we read the excerpt back.
+  return ::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0640);
 }
 
 std::string read_from(int fd, off_t from) {
@@ -64,13 +69,14 @@ std::vector<std::string> Runsc::base_argv(bool host_network) const {
   return argv;
 }
 
-awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string log_path,
-                                     bool capture_stdout, bool host_network) {
+awaitable<Runsc::Slot> Runsc::reserve() {
   co_await slots_.acquire();
-  struct Slot {
-    AsyncSemaphore& s;
-    ~Slot() { s.release(); }
-  } slot{slots_};
+  co_return Slot(&slots_);
+}
+
+awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string log_path,
+                                     bool capture_stdout, bool host_network, Slot slot) {
+  if (!slot) slot = co_await reserve();
 
   RunscResult result;
   auto argv = base_argv(host_network);
@@ -133,10 +139,62 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
   co_return result;
 }
 
+namespace {
+
+// Processes whose command line starts with `prefix` (our runsc invocations: runsc's own
+// sandbox and gofer processes rename themselves, so they do not match).
+std::vector<pid_t> processes_with_argv_prefix(const std::vector<std::string>& prefix) {
+  std::vector<pid_t> found;
+  DIR* d = ::opendir("/proc");
+  if (!d) return found;
+  while (auto* e = ::readdir(d)) {
+    pid_t pid = std::atoi(e->d_name);
+    if (pid <= 0 || pid == ::getpid()) continue;
+    std::string cmdline;
+    if (!paths::read_file("/proc/" + std::string(e->d_name) + "/cmdline", cmdline, 65536)) continue;
+    std::size_t pos = 0;
+    bool match = true;
+    for (const auto& arg : prefix) {
+      if (cmdline.compare(pos, arg.size() + 1, arg + '\0') != 0) {
+        match = false;
+        break;
+      }
+      pos += arg.size() + 1;
+    }
+    if (match) found.push_back(pid);
+  }
+  ::closedir(d);
+  return found;
+}
+
+}  // namespace
+
+awaitable<void> Runsc::wait_for_strays() {
+  std::vector<std::string> prefix{config_.path, "--root", state_root_};
+  auto deadline = Clock::now() + Millis(config_.timeout_ms);
+  asio::steady_timer t(ex_);
+  bool logged = false;
+  for (;;) {
+    auto strays = processes_with_argv_prefix(prefix);
+    if (strays.empty()) co_return;
+    if (Clock::now() >= deadline) {
+      spdlog::warn("killing {} runsc call(s) left by a previous agent", strays.size());
+      for (pid_t p : strays) ::kill(p, SIGKILL);
+      deadline = Clock::now() + Millis(1000);
+    } else if (!logged) {
+      spdlog::info("waiting for {} runsc call(s) a previous agent started", strays.size());
+      logged = true;
+    }
+    t.expires_after(Millis(10));
+    co_await t.async_wait(use_nothrow);
+  }
+}
+
 awaitable<RunscResult> Runsc::create(const std::string& id, const std::string& bundle,
                                      const std::string& pid_file, const std::string& log_path,
-                                     bool host_network) {
-  return invoke({"create", "--bundle", bundle, "--pid-file", pid_file, id}, log_path, false, host_network);
+                                     bool host_network, Slot slot) {
+  return invoke({"create", "--bundle", bundle, "--pid-file", pid_file, id}, log_path, false, host_network,
+                std::move(slot));
 }
 
 awaitable<RunscResult> Runsc::start(const std::string& id, const std::string& log_path) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "process.hpp"
@@ -23,16 +24,45 @@ struct RunscResult {
   std::string describe() const;
 };
 
+// A held runsc slot (one of max_concurrent), released when destroyed.
+class RunscSlot {
+ public:
+  RunscSlot() = default;
+  explicit RunscSlot(AsyncSemaphore* s) : s_(s) {}
+  RunscSlot(RunscSlot&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+  RunscSlot& operator=(RunscSlot&& o) noexcept {
+    if (this != &o) {
+      reset();
+      s_ = std::exchange(o.s_, nullptr);
+    }
+    return *this;
+  }
+  ~RunscSlot() { reset(); }
+  void reset() {
+    if (s_) std::exchange(s_, nullptr)->release();
+  }
+  explicit operator bool() const { return s_ != nullptr; }
+
+ private:
+  AsyncSemaphore* s_ = nullptr;
+};
+
 class Runsc {
  public:
+  using Slot = RunscSlot;
+
   Runsc(asio::any_io_executor ex, const RunscConfig& config, std::string state_root,
         unsigned max_concurrent);
 
+  // Waits for a free slot: a caller can record what it is about to do before it does it.
+  awaitable<Slot> reserve();
+
   // `log_path` receives runsc's stdout and stderr (O_APPEND, rotated past 4 MiB). For
-  // create it is also the sandbox's console: the sandbox inherits it.
+  // create it is also the sandbox's console: the sandbox inherits it. `slot`: one reserved
+  // beforehand, else the call waits for one.
   awaitable<RunscResult> create(const std::string& id, const std::string& bundle,
                                 const std::string& pid_file, const std::string& log_path,
-                                bool host_network);
+                                bool host_network, Slot slot = {});
   awaitable<RunscResult> start(const std::string& id, const std::string& log_path);
   awaitable<RunscResult> kill(const std::string& id, const char* signal, const std::string& log_path);
   awaitable<RunscResult> remove(const std::string& id, const std::string& log_path);  // delete --force
@@ -41,10 +71,14 @@ class Runsc {
 
   unsigned queued() const { return slots_.waiting(); }
 
+  // Waits until no runsc invocation on our --root is running any more (ones a previous agent
+  // started outlive it), killing them past the call deadline.
+  awaitable<void> wait_for_strays();
+
  private:
   // Parameters by value: a coroutine must not hold references to its caller's temporaries.
   awaitable<RunscResult> invoke(std::vector<std::string> args, std::string log_path,
-                                bool capture_stdout, bool host_network = false);
+                                bool capture_stdout, bool host_network = false, Slot slot = {});
   std::vector<std::string> base_argv(bool host_network) const;
 
   asio::any_io_executor ex_;

@@ -38,7 +38,6 @@ struct Sandbox {
   // What the lifecycle reacts to.
   bool stop_requested = false;
   unsigned stop_timeout_ms = 10000;
-  bool socket_seen = false;
   bool init_exited = false;
   std::optional<int> init_exit_code;
   bool dockerd_exited = false;

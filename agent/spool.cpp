@@ -22,29 +22,36 @@ constexpr std::string_view kOriginPrefix = "spool:";
 
 // Moves dir_from/name to dir_to/name without replacing anything there: a name already
 // taken gets a numbered suffix (NAME.1.json …), so no request file is ever overwritten.
-// With error_file, the name STEM.error.json beside the target is reserved too (created empty,
-// O_EXCL): otherwise the error file of a rejected x.json would replace a rejected request that
-// was itself called x.error.json. Returns the name used, or empty (errno set) on failure.
+// With error_text, STEM.error.json beside the target is created first (O_EXCL) with that
+// text: a rejected x.json must not get an error file over a rejected request that was itself
+// called x.error.json, and a reader who finds the request in rejected/ finds its error there.
+// Returns the name used, or empty (errno set) on failure.
 std::string move_noreplace(const std::string& from_dir, const std::string& to_dir, const std::string& name,
-                           bool error_file = false) {
+                           const std::string* error_text = nullptr) {
   auto from = paths::join(from_dir, name);
   std::string stem = name.substr(0, name.size() - 5);  // without ".json"
   for (int i = 0; i < 1000; ++i) {
     std::string target_stem = i == 0 ? stem : stem + "." + std::to_string(i);
     auto to = paths::join(to_dir, target_stem + ".json");
-    std::string reserved;
-    if (error_file) {
-      reserved = paths::join(to_dir, target_stem + ".error.json");
-      int fd = ::open(reserved.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    std::string error_file;
+    if (error_text) {
+      error_file = paths::join(to_dir, target_stem + ".error.json");
+      int fd = ::open(error_file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
       if (fd < 0) {
         if (errno == EEXIST) continue;
         return {};
       }
+      // A few hundred bytes into the page cache; the durable copy replaces it right after.
+      bool written = ::write(fd, error_text->data(), error_text->size()) == static_cast<ssize_t>(error_text->size());
       ::close(fd);
+      if (!written) {
+        ::unlink(error_file.c_str());
+        return {};
+      }
     }
     if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return target_stem + ".json";
     int err = errno;
-    if (!reserved.empty()) ::unlink(reserved.c_str());  // our own empty placeholder
+    if (!error_file.empty()) ::unlink(error_file.c_str());  // ours, unused
     if (err != EEXIST) {
       errno = err;
       return {};
@@ -151,10 +158,8 @@ awaitable<void> SpoolIntake::claim(std::string name) {
   if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0) {
     int err = errno;
     if (err == EEXIST) {
-      auto moved = move_noreplace(dir("new"), dir("rejected"), name, true);
-      if (!moved.empty()) {
-        reject(moved, make_error(ErrorCode::exists, "a request file named " + name + " is already being processed (spool/cur/" + name + ")"));
-      }
+      reject(dir("new"), name, make_error(ErrorCode::exists, "a request file named " + name +
+                                                                 " is already being processed (spool/cur/" + name + ")"));
     } else if (err != ENOENT) {  // ENOENT: claimed by someone else, or gone
       spdlog::error("spool: cannot claim {}: {}", from, std::strerror(err));
     }
@@ -238,16 +243,20 @@ awaitable<void> SpoolIntake::process(std::string name) {
       }
     }
   }
-  auto moved = move_noreplace(dir("cur"), dir("rejected"), name, true);
-  if (moved.empty()) spdlog::error("spool: cannot move {} to rejected/: {}", path, paths::errno_text());
-  else reject(moved, error);
+  reject(dir("cur"), name, error);
   done_with(name);  // after the move: cur/NAME is free for another file of that name
 }
 
-void SpoolIntake::reject(const std::string& name, const Error& error) {
-  spdlog::warn("spool: rejected {}: {}", name, error.describe());
-  auto error_file = paths::join(dir("rejected"), name.substr(0, name.size() - 5) + ".error.json");
-  writer_.write(error_file, protocol::reply_error(error, {}));
+void SpoolIntake::reject(const std::string& from_dir, const std::string& name, const Error& error) {
+  auto text = protocol::reply_error(error, {});
+  auto moved = move_noreplace(from_dir, dir("rejected"), name, &text);
+  if (moved.empty()) {
+    spdlog::error("spool: cannot move {} to rejected/: {}", paths::join(from_dir, name), paths::errno_text());
+    return;
+  }
+  spdlog::warn("spool: rejected {}{}: {}", name, moved == name ? "" : " (as " + moved + ")", error.describe());
+  auto error_file = paths::join(dir("rejected"), moved.substr(0, moved.size() - 5) + ".error.json");
+  writer_.write(error_file, std::move(text));  // the same text, now durably
 }
 
 void SpoolIntake::on_event(const StateEvent& e, const Sandbox& sb) {

@@ -34,7 +34,8 @@ class SpoolIntake {
   void rescan_new();
   awaitable<void> claim(std::string name);
   awaitable<void> process(std::string name);  // a file already in cur/
-  void reject(const std::string& name, const Error& error);
+  // Moves from_dir/name to rejected/ (never over anything) with its NAME.error.json.
+  void reject(const std::string& from_dir, const std::string& name, const Error& error);
   void on_event(const StateEvent& e, const Sandbox& sb);
   void write_status(const std::string& name, const Sandbox& sb, bool terminal);
   void done_with(const std::string& name);  // no longer in progress: look at new/NAME again if asked

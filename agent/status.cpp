@@ -38,13 +38,14 @@ std::int64_t now_unix_us() {
 }
 
 std::string format_time(std::int64_t us) {
-  std::time_t secs = static_cast<std::time_t>(us / 1000000);
+  std::int64_t frac = ((us % 1000000) + 1000000) % 1000000;  // floor, also before 1970
+  std::time_t secs = static_cast<std::time_t>((us - frac) / 1000000);
   std::tm tm{};
   ::gmtime_r(&secs, &tm);
   char buf[64];
   std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<long long>((us % 1000000 + 1000000) % 1000000));
+                static_cast<long long>(frac));
   return buf;
 }
 

@@ -6,12 +6,15 @@
 
 namespace sandbox_agent::json {
 
+// Every timing is present; null until measured.
 struct TimingsOut {
   const Timings& t;
   template <class A> void save(A& ar) const {
-    save_optional(ar, "create_ms", t.create_ms);
-    save_optional(ar, "start_ms", t.start_ms);
-    save_optional(ar, "ready_ms", t.ready_ms);
+    for (auto [name, v] : {std::pair{"create_ms", &t.create_ms}, std::pair{"start_ms", &t.start_ms},
+                           std::pair{"ready_ms", &t.ready_ms}}) {
+      if (*v) ar(make_nvp(name, **v));
+      else ar(make_nvp(name, nullptr));
+    }
   }
 };
 

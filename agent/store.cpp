@@ -89,6 +89,8 @@ namespace {
 
 Status parse_timings(json::value v, const json::Ptr& at, Timings& t) {
   return json::for_each_member(v, at, [&](std::string_view k, json::value m, const json::Ptr& p) -> Status {
+    bool null = false;
+    if (!m.is_null().get(null) && null) return Ok{};  // not measured
     std::int64_t x = 0;
     auto s = json::read_int(m, p, x, 0, INT64_MAX);
     if (!s) return s;

@@ -28,7 +28,7 @@ constexpr std::string_view kDockerdExitMarker = "dockerd.exit";
 // Reads {"exit_code":N} from a marker sandbox-init wrote; nullopt when absent or garbled.
 std::optional<int> read_exit_marker(const std::string& path) {
   std::string text;
-  if (!paths::read_file(path, text, 4096)) return std::nullopt;
+  if (!paths::read_untrusted_file(path, text, 4096)) return std::nullopt;
   std::optional<int> code;
   auto s = json::parse_object_document(json::thread_parser(), text, [&](json::value root) {
     return json::for_each_member(root, json::Ptr{}, [&](std::string_view k, json::value v, const json::Ptr& p) -> Status {
@@ -171,6 +171,7 @@ void Supervisor::note_ready_time(std::int64_t ms) {
 awaitable<void> Supervisor::lifecycle(SandboxPtr sb) {
   try {
     if (!sb->adopted) co_await bring_up(sb);
+    else if (sb->state == SandboxState::creating) co_await start(sb);  // created before a restart
     else if (sb->state == SandboxState::probing) co_await probe_docker(sb);
     if (!is_terminal(sb->state)) co_await supervise(sb);
     co_await tear_down(sb);
@@ -190,6 +191,10 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   }
   watch_sandbox(sb);
 
+  // `accepted` until runsc can take it: a sandbox only waiting for its turn has not
+  // reached runsc, so a restart launches it again instead of giving it up.
+  auto slot = co_await runsc_.reserve();
+  if (sb->stop_requested) co_return;
   transition(*sb, SandboxState::creating);
   // Never a runsc sandbox without a record that says so.
   sb->runsc_created = true;
@@ -202,7 +207,7 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   auto pid_file = paths::join(layout_.bundle_dir(sb->id), "sandbox.pid");
   auto t0 = Clock::now();
   auto created = co_await runsc_.create(sb->runsc_id, layout_.bundle_dir(sb->id), pid_file, logs,
-                                        sb->request.network == NetworkMode::host);
+                                        sb->request.network == NetworkMode::host, std::move(slot));
   sb->timings.create_ms = ms_between(t0, Clock::now());
   if (!created.ok()) {
     fail(*sb, created.timed_out ? reason::runsc_timeout : reason::runsc_create_failed,
@@ -212,10 +217,15 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   std::string pid_text;
   if (paths::read_file(pid_file, pid_text, 64)) sb->pid = std::atoi(pid_text.c_str());
   watch_pid(sb);
-  if (sb->stop_requested || sb->ended()) co_return;
+  co_await start(sb);
+}
 
+// From a created sandbox to ready: runsc start, then (Docker) the probe.
+awaitable<void> Supervisor::start(SandboxPtr sb) {
+  if (sb->stop_requested || sb->ended()) co_return;
+  auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
   transition(*sb, SandboxState::starting);
-  t0 = Clock::now();
+  auto t0 = Clock::now();
   auto started = co_await runsc_.start(sb->runsc_id, logs);
   sb->timings.start_ms = ms_between(t0, Clock::now());
   if (!started.ok()) {
@@ -247,9 +257,8 @@ awaitable<void> Supervisor::probe_docker(SandboxPtr sb) {
 
   for (;;) {
     if (sb->stop_requested || sb->ended()) co_return;
-    if (!sb->socket_seen) sb->socket_seen = ::access(socket_path.c_str(), F_OK) == 0;
-    if (sb->socket_seen) {
-      prepare_docker_socket(*sb);
+    // The socket's appearance wakes us (inotify); checking here also covers a missed event.
+    if (prepare_docker_socket(*sb)) {
       auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now());
       auto attempt = std::min(Millis(pc.attempt_timeout_ms), std::max(left, Millis(1)));
       ++attempts;
@@ -438,9 +447,8 @@ void Supervisor::watch_sandbox(SandboxPtr sb) {
                           if (!s) return;
                           if (name.empty()) {  // overflow: look at everything again
                             read_markers(*s);
-                            s->socket_seen = false;
                           } else if (name == kDockerSocketName) {
-                            s->socket_seen = true;
+                            // the probe loop checks it and pings at once
                           } else if (name == kInitExitMarker || name == kDockerdExitMarker) {
                             read_markers(*s);
                           } else {
@@ -483,15 +491,27 @@ void Supervisor::read_markers(Sandbox& sb) {
     sb.dockerd_exited = true;
 }
 
-void Supervisor::prepare_docker_socket(Sandbox& sb) {
-  if (!sb.docker_socket.empty() || sb.socket_prepared) return;
-  sb.socket_prepared = true;
-  // sandbox-init cannot chmod/chown a socket in a host-bound directory (EPERM inside
-  // gVisor): the host side gives it its owner.
-  auto path = paths::join(layout_.sockets_dir(sb.id), std::string(kDockerSocketName));
-  auto owner = sb.request.socket_owner.value_or(Owner{0, 0});
-  if (::chown(path.c_str(), owner.uid, owner.gid) != 0 || ::chmod(path.c_str(), 0660) != 0)
-    spdlog::warn("{} cannot set the owner of {}: {}", sb.id, path, paths::errno_text());
+// Whether sockets/ID/docker.sock is a socket (not a symlink or anything else a sandbox could
+// plant there), and if so gives it its owner. sandbox-init cannot chmod/chown a socket in a
+// host-bound directory (EPERM inside gVisor): the host side does it, never following links.
+bool Supervisor::prepare_docker_socket(Sandbox& sb) {
+  auto dir = layout_.sockets_dir(sb.id);
+  std::string name(kDockerSocketName);
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0) return false;
+  struct stat st {};
+  bool ok = ::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode);
+  if (ok && !sb.socket_prepared) {
+    auto owner = sb.request.socket_owner.value_or(Owner{0, 0});
+    if (::fchownat(dfd, name.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 ||
+        ::fchmodat(dfd, name.c_str(), 0660, AT_SYMLINK_NOFOLLOW) != 0)
+      spdlog::warn("{} cannot set the owner of {}/{}: {}", sb.id, dir, name, paths::errno_text());
+    sb.socket_prepared = true;
+  } else if (!ok && ::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    spdlog::warn("{} {}/{} is not a socket; ignoring it", sb.id, dir, name);
+  }
+  ::close(dfd);
+  return ok;
 }
 
 std::string Supervisor::new_runsc_id() {
@@ -560,8 +580,9 @@ std::map<std::string, RunscEntry> parse_runsc_list(const std::string& text) {
 // - finished records are kept for status queries;
 // - a record that never reached runsc is launched again (it never ran: at-least-once is safe);
 // - a sandbox runsc still runs is adopted: watched again, re-probed if it was not ready;
-// - a record whose sandbox is gone, or was created but never started, ends failed
-//   (agent_restart): it may have run, so it is not run again (at-most-once);
+// - a sandbox runsc created but never started is started (nothing of it ran yet);
+// - a record whose sandbox is gone or stopped ends failed (agent_restart): it may have
+//   run, so it is not run again (at-most-once);
 // - a runsc sandbox under our runsc root with no record is an orphan: killed and deleted.
 awaitable<void> Supervisor::recover() {
   std::vector<Record> records;
@@ -582,6 +603,9 @@ awaitable<void> Supervisor::recover() {
     }
     ::closedir(d);
   }
+  // runsc calls a previous agent started may still be running (they outlive it): let them
+  // finish, so that `runsc list` shows what they did.
+  co_await runsc_.wait_for_strays();
   auto listed = co_await runsc_.list();
   auto in_runsc = parse_runsc_list(listed.output);
   if (!listed.ok())
@@ -622,6 +646,11 @@ awaitable<void> Supervisor::recover() {
       }
       continue;
     }
+    if (sb->runsc_created && !known_to_runsc && !is_terminal(sb->state) && !runsc_create_was_run(*sb)) {
+      // The record promised it might exist, but runsc was never asked (the agent died
+      // between the record and the call): it never ran either.
+      sb->runsc_created = false;
+    }
     if (!sb->runsc_created) {  // never reached runsc: launch it again
       ++relaunched;
       sb->state = SandboxState::accepted;
@@ -632,23 +661,30 @@ awaitable<void> Supervisor::recover() {
       continue;
     }
     sb->adopted = true;
-    if (known_to_runsc && found->second.status == "running" && !is_terminal(sb->state)) {
+    auto runsc_status = known_to_runsc ? found->second.status : std::string("absent");
+    bool alive = runsc_status == "running" || (runsc_status == "created" && !sb->stop_requested);
+    if (alive && !is_terminal(sb->state)) {
       ++adopted;
       if (found->second.pid > 0) sb->pid = found->second.pid;
       watch_sandbox(sb);
       watch_pid(sb);
       read_markers(*sb);
-      if (sb->state == SandboxState::accepted || sb->state == SandboxState::creating ||
-          sb->state == SandboxState::starting)
-        transition(*sb, sb->request.docker.enabled ? SandboxState::probing : SandboxState::ready, reason::agent_restart);
-      spdlog::info("{} adopted after a restart ({}, sandbox pid {})", sb->id, to_string(sb->state), sb->pid);
+      if (runsc_status == "created") {
+        // Created, never started: nothing of it has run yet, so it is started now.
+        sb->state = SandboxState::creating;
+      } else if (sb->state == SandboxState::accepted || sb->state == SandboxState::creating ||
+                 sb->state == SandboxState::starting) {
+        transition(*sb, sb->request.docker.enabled ? SandboxState::probing : SandboxState::ready);
+      }
+      spdlog::info("{} adopted after a restart ({} in runsc, {}, sandbox pid {})", sb->id, runsc_status,
+                   to_string(sb->state), sb->pid);
     } else if (!is_terminal(sb->state)) {
       ++lost;
       if (sb->stop_requested && !known_to_runsc) {
         transition(*sb, SandboxState::stopped, reason::stop_requested);
       } else {
         fail(*sb, reason::agent_restart,
-             known_to_runsc ? "found " + found->second.status + " in runsc after the agent restarted"
+             known_to_runsc ? "found " + runsc_status + " in runsc after the agent restarted"
                             : "the sandbox was gone when the agent restarted");
       }
     }
@@ -671,6 +707,21 @@ awaitable<void> Supervisor::recover() {
   if (!records.empty() || orphans)
     spdlog::info("recovered {} records: {} adopted, {} launched again, {} lost, {} orphans", records.size(),
                  adopted, relaunched, lost, orphans);
+}
+
+// Whether `runsc create` was ever started for this sandbox: the driver writes each call's
+// command line to runsc.log just before it runs it.
+bool Supervisor::runsc_create_was_run(const Sandbox& sb) const {
+  std::string log;
+  auto path = paths::join(layout_.logs_dir(sb.id), "runsc.log");
+  if (!paths::read_untrusted_file(path, log, 16 << 20)) return errno != ENOENT;  // unsure: assume it was
+  std::string tail = " " + sb.runsc_id + "\n";
+  for (std::size_t pos = log.find(" create --bundle "); pos != std::string::npos;
+       pos = log.find(" create --bundle ", pos + 1)) {
+    auto eol = log.find('\n', pos);
+    if (eol != std::string::npos && log.compare(eol + 1 - tail.size(), tail.size(), tail) == 0) return true;
+  }
+  return false;
 }
 
 // Finishes the tear-down of a sandbox that ended (and left runsc) before the agent stopped.

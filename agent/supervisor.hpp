@@ -46,7 +46,9 @@ class Supervisor {
  private:
   awaitable<void> lifecycle(SandboxPtr sb);
   void clean_after_restart(Sandbox& sb);
+  bool runsc_create_was_run(const Sandbox& sb) const;
   awaitable<void> bring_up(SandboxPtr sb);
+  awaitable<void> start(SandboxPtr sb);
   awaitable<void> probe_docker(SandboxPtr sb);
   awaitable<void> supervise(SandboxPtr sb);
   awaitable<void> stop_flow(SandboxPtr sb);
@@ -65,7 +67,7 @@ class Supervisor {
   void unwatch_sandbox(Sandbox& sb);
   void read_markers(Sandbox& sb);
   void on_exit_marker(Sandbox& sb, std::string_view name);
-  void prepare_docker_socket(Sandbox& sb);
+  bool prepare_docker_socket(Sandbox& sb);
   void resolve_end(Sandbox& sb);
   std::string new_runsc_id();
   std::string new_sandbox_id();

@@ -322,7 +322,9 @@ TEST_CASE("spec: docker sandboxes get the 18 docker capabilities in all four set
 
 TEST_CASE("spec: plain sandboxes get Docker's default capabilities and no admin ones") {
   Doc d(render(plain_request("caps")));
-  for (const char* set : {"bounding", "effective", "inheritable", "permitted"}) {
+  // No inheritable capabilities for plain sandboxes (the CVE-2022-24769 lesson).
+  CHECK(d.strings("/process/capabilities/inheritable").empty());
+  for (const char* set : {"bounding", "effective", "permitted"}) {
     INFO("set: " << set);
     auto caps = d.strings(std::string("/process/capabilities/") + set);
     CHECK(caps.size() == 14);

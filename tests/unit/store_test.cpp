@@ -53,7 +53,7 @@ LaunchRequest full_request() {
   r.args = {"/bin/sh", "-c", "echo \"hi\" && sleep 1", "ünïcode"};
   r.env = {"LANG=C.UTF-8", "A=b=c", "EMPTY="};
   r.cwd = "/work";
-  r.user = {1000, 1001};
+  r.user = {0, 0};  // Docker sandboxes run as root inside; the socket goes to socket_owner
   r.hostname = "job-42.example";
   r.mounts = {{dirs().data, "/data", true}, {dirs().scratch_dir, "/scratch", false}};
   r.resources.cpus = 1.25;
