@@ -9,6 +9,20 @@ namespace sandbox_agent::protocol {
 using json::make_nvp;
 using json::Ptr;
 
+LineFramer::Next LineFramer::next(std::string_view& line) {
+  auto nl = buf_.find('\n', std::max(start_, scanned_));
+  if (nl == std::string::npos) {
+    buf_.erase(0, start_);  // keep only the incomplete line
+    start_ = 0;
+    scanned_ = buf_.size();
+    return buf_.size() > max_ ? Next::too_long : Next::need_more;
+  }
+  line = std::string_view(buf_.data() + start_, nl - start_);
+  start_ = nl + 1;
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  return line.size() > max_ ? Next::too_long : Next::line;
+}
+
 namespace {
 
 Status read_tag(json::value v, const Ptr& at, Tag& tag) {

@@ -15,6 +15,24 @@
 
 namespace sandbox_agent::protocol {
 
+// NDJSON framing: a byte stream in, complete lines out ("\n" or "\r\n" ended).
+class LineFramer {
+ public:
+  explicit LineFramer(std::size_t max_line) : max_(max_line) {}
+  void feed(std::string_view bytes) { buf_.append(bytes); }
+  enum class Next { line, need_more, too_long };
+  // The next complete line, without its end; the view is valid until the next call.
+  // too_long: a line (complete or not) over max_line bytes: the rest cannot be trusted.
+  Next next(std::string_view& line);
+  std::size_t buffered() const { return buf_.size() - start_; }
+
+ private:
+  std::string buf_;
+  std::size_t start_ = 0;    // first byte not yet returned
+  std::size_t scanned_ = 0;  // no newline before this offset
+  std::size_t max_;
+};
+
 enum class Op { launch, status, list, stop, watch, stats, version };
 
 // A client's tag, echoed as given: a string or an integer.

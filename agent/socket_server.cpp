@@ -158,38 +158,25 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
     co_return;
   }
   const std::size_t max_line = config_.limits.max_request_bytes + 64 * 1024;  // request + envelope
-  std::string buffer;
-  std::size_t scanned = 0;
+  protocol::LineFramer framer(max_line);
   char chunk[65536];
   while (!c->closing) {
     auto [ec, n] = co_await c->socket.async_read_some(asio::buffer(chunk), use_nothrow);
     if (ec) break;
-    buffer.append(chunk, n);
-    std::size_t start = 0;
-    for (;;) {
-      auto nl = buffer.find('\n', std::max(start, scanned));
-      if (nl == std::string::npos) break;
-      std::string_view line(buffer.data() + start, nl - start);
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      if (line.size() > max_line) {
+    framer.feed(std::string_view(chunk, n));
+    std::string_view line;
+    while (!c->closing) {
+      auto next = framer.next(line);
+      if (next == protocol::LineFramer::Next::need_more) break;
+      if (next == protocol::LineFramer::Next::too_long) {
         send(c, protocol::reply_error(make_error(ErrorCode::too_large, "line longer than " + std::to_string(max_line) + " bytes"), {}));
         c->closing = true;
-        break;
-      }
-      if (denied_lines >= 0) {
+      } else if (denied_lines >= 0) {
         send(c, protocol::reply_error(make_error(ErrorCode::forbidden, "this user may not use the agent (" + c->peer + ")"), {}));
         c->closing = ++denied_lines >= 4;
       } else if (line.find_first_not_of(" \t") != std::string_view::npos) {
-        co_await handle_line(c, line);
+        co_await handle_line(c, line);  // the framer is not fed meanwhile: the view stays valid
       }
-      start = nl + 1;
-      if (c->closing) break;
-    }
-    buffer.erase(0, start);
-    scanned = buffer.size();
-    if (!c->closing && buffer.size() > max_line) {
-      send(c, protocol::reply_error(make_error(ErrorCode::too_large, "line longer than " + std::to_string(max_line) + " bytes"), {}));
-      c->closing = true;
     }
   }
   c->closing = true;
