@@ -204,7 +204,9 @@ class SocketActivationTest(AgentTestCase):
              os.path.abspath(AGENT), "--root", root, "--config", a.config_path, "--runsc", a.runsc],
             stdout=log, stderr=subprocess.STDOUT, env=clean_env())
         log.close()
-        wait_for(lambda: os.path.exists(path), timeout=10, what="systemd-socket-activate to bind")
+        # It says so once the socket listens (the file exists from bind() on, a moment earlier).
+        wait_for(lambda: f"Listening on {path} as 3." in a.log(), timeout=10,
+                 what="systemd-socket-activate to listen")
         self.assertIsNone(a.proc.poll())
         self.assertFalse(os.path.exists(os.path.join(root, "state")), "the agent ran before the first connection")
 
