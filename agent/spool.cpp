@@ -22,43 +22,54 @@ constexpr std::string_view kOriginPrefix = "spool:";
 
 // Moves dir_from/name to dir_to/name without replacing anything there: a name already
 // taken gets a numbered suffix (NAME.1.json …), so no request file is ever overwritten.
-// With error_text, STEM.error.json beside the target is created first (O_EXCL) with that
-// text: a rejected x.json must not get an error file over a rejected request that was itself
-// called x.error.json, and a reader who finds the request in rejected/ finds its error there.
-// Returns the name used, or empty (errno set) on failure.
+// With error_text, STEM.error.json beside the target is created first, complete (written
+// aside, then link(2), which never replaces): a rejected x.json must not get an error file
+// over a rejected request that was itself called x.error.json, and whoever finds a request
+// in rejected/ finds its whole error there. Returns the name used, or empty (errno set).
 std::string move_noreplace(const std::string& from_dir, const std::string& to_dir, const std::string& name,
                            const std::string* error_text = nullptr) {
   auto from = paths::join(from_dir, name);
   std::string stem = name.substr(0, name.size() - 5);  // without ".json"
-  for (int i = 0; i < 1000; ++i) {
+  std::string staged;
+  if (error_text) {
+    // A few hundred bytes into the page cache; the durable copy replaces it right after.
+    staged = paths::join(to_dir, ".error.json.staged");
+    int fd = ::open(staged.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return {};
+    bool written = ::write(fd, error_text->data(), error_text->size()) == static_cast<ssize_t>(error_text->size());
+    int err = errno;
+    ::close(fd);
+    if (!written) {
+      ::unlink(staged.c_str());
+      errno = err ? err : EIO;
+      return {};
+    }
+  }
+  std::string used;
+  int err = EEXIST;
+  for (int i = 0; i < 1000 && used.empty(); ++i) {
     std::string target_stem = i == 0 ? stem : stem + "." + std::to_string(i);
     auto to = paths::join(to_dir, target_stem + ".json");
     std::string error_file;
     if (error_text) {
       error_file = paths::join(to_dir, target_stem + ".error.json");
-      int fd = ::open(error_file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-      if (fd < 0) {
+      if (::link(staged.c_str(), error_file.c_str()) != 0) {
         if (errno == EEXIST) continue;
-        return {};
-      }
-      // A few hundred bytes into the page cache; the durable copy replaces it right after.
-      bool written = ::write(fd, error_text->data(), error_text->size()) == static_cast<ssize_t>(error_text->size());
-      ::close(fd);
-      if (!written) {
-        ::unlink(error_file.c_str());
-        return {};
+        err = errno;
+        break;
       }
     }
-    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return target_stem + ".json";
-    int err = errno;
-    if (!error_file.empty()) ::unlink(error_file.c_str());  // ours, unused
-    if (err != EEXIST) {
-      errno = err;
-      return {};
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) {
+      used = target_stem + ".json";
+      break;
     }
+    err = errno;
+    if (!error_file.empty()) ::unlink(error_file.c_str());  // the link we just made
+    if (err != EEXIST) break;
   }
-  errno = EEXIST;
-  return {};
+  if (!staged.empty()) ::unlink(staged.c_str());
+  if (used.empty()) errno = err;
+  return used;
 }
 
 }  // namespace
