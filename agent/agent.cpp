@@ -5,6 +5,8 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <asio/post.hpp>
+
 #include "durable_writer.hpp"
 #include "events.hpp"
 #include "log.hpp"
@@ -134,7 +136,11 @@ std::uint64_t Agent::subscribe(EventHandler handler) {
 void Agent::unsubscribe(std::uint64_t token) { impl_->events.unsubscribe(token); }
 
 void Agent::shutdown(std::function<void()> done) {
-  asio::co_spawn(impl_->ex, impl_->stop_all(std::move(done)), asio::detached);
+  // Posted: when called from an event handler, the transition being published is recorded
+  // after the handler returns; shutting down first would not wait for that record.
+  asio::post(impl_->ex, [this, done = std::move(done)]() mutable {
+    asio::co_spawn(impl_->ex, impl_->stop_all(std::move(done)), asio::detached);
+  });
 }
 
 const Config& Agent::config() const { return impl_->config; }

@@ -301,7 +301,19 @@ class SandboxInitTest(unittest.TestCase):
             return ""
 
     def wait_relay(self, timeout=10):
-        wait_for(lambda: os.path.exists(self.relay), timeout, what="the relay socket")
+        # The file appears at bind(); connections succeed once listen() follows.
+        def accepting():
+            if not os.path.exists(self.relay):
+                return False
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(self.relay)
+                return True
+            except OSError:
+                return False
+            finally:
+                s.close()
+        wait_for(accepting, timeout, what="the relay socket")
 
     def read_info(self, path, timeout=10):
         wait_for(lambda: os.path.exists(path), timeout, what=path)
