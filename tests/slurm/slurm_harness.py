@@ -30,15 +30,19 @@ def run(cmd, timeout=60, check=False, **kw):
 class Cluster:
     """scripts/slurm/cluster up/down, and the Slurm client commands against it."""
 
-    def __init__(self, path, nodes, hook_conf=None, hooks=True):
+    def __init__(self, path, nodes, hook_conf=None, hooks="sandbox", cpus=None):
+        """hooks: "sandbox" (scripts/slurm/), "true" (/bin/true as Prolog/Epilog) or "none";
+        cpus: CPUs each node claims (default 2)."""
         self.path = path
         self.nodes = list(nodes)
         self.env = dict(os.environ, SLURM_CONF=os.path.join(path, "slurm.conf"))
         self.up_env = dict(os.environ)
         if hook_conf:
             self.up_env["SANDBOX_AGENT_SLURM_CONF"] = hook_conf
-        if not hooks:
-            self.up_env["CLUSTER_HOOKS"] = "none"
+        if hooks != "sandbox":
+            self.up_env["CLUSTER_HOOKS"] = hooks
+        if cpus:
+            self.up_env["CLUSTER_NODE_CPUS"] = str(cpus)
         self.running = False
 
     def up(self):
