@@ -146,7 +146,10 @@ class SlurmTestCase(AgentTestCase):
         self.stop_runtime()
         for a in self.agents:
             a.kill()
-            a.kill_fake_daemon()
+            # A fake-runsc CLI the agent started just before may start a daemon after a first
+            # kill: kill CLI and daemons until none is left.
+            wait_for(lambda: (a.kill_fake_daemon(), not pids_with_cmdline(os.path.join(a.root, "runsc")))[1],
+                     timeout=10, what="the fake runtime's processes to go")
         leftovers = wait_for_leftovers(self.processes_under_tmp)
         super().tearDown()
         self.assertEqual(problems, [], "cluster teardown")

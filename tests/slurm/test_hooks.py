@@ -55,6 +55,16 @@ class HooksTest(SlurmTestCase):
         self.assertEqual(self.agent.status("slurm-7-n1")["state"], "ready")
         self.assertEqual(self.hook("epilog").returncode, 0)
 
+    def test_prolog_of_a_job_whose_sandbox_still_runs_here_gives_up(self):
+        self.assertEqual(self.hook("prolog").returncode, 0)
+        self.write_hook_conf(self.agent, prolog_timeout=1)
+        r = self.hook("prolog")  # the same job on the same node again, its sandbox not stopped
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("sandbox prolog: job 7: the agent still processes an earlier request for this job here "
+                      f"({self.spool}/cur/slurm-7.n1.json)", r.stderr)
+        self.assertEqual(self.agent.status("slurm-7-n1")["state"], "ready")  # left alone
+        self.assertEqual(self.hook("epilog").returncode, 0)
+
     def test_two_nodes_of_one_host_share_the_spool(self):
         procs = [subprocess.Popen([os.path.join(SCRIPTS, "prolog")], env={
             "SLURM_JOB_ID": "9", "SLURMD_NODENAME": node, "SLURM_JOB_UID": "0", "SLURM_JOB_GID": "0",
