@@ -20,6 +20,8 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -49,6 +51,9 @@ def parse_args():
     p.add_argument("--perf", action="store_true",
                    help="profile the agent (perf record, 499 Hz) during each launch phase and print where its CPU "
                         "goes (it slows the agent down a little: figures of such a run are not the reference)")
+    p.add_argument("--syscalls", action="store_true",
+                   help="count the reactor thread's system calls per sandbox during the launch phase (strace -c on "
+                        "the main thread; slows the agent a lot: figures of such a run are not the reference)")
     p.add_argument("--json", help="write the figures here too")
     p.add_argument("--keep", action="store_true", help="keep the temporary roots")
     return p.parse_args()
@@ -103,6 +108,12 @@ def run_one(args, n, base):
         launchers = [Launcher(agent, requests[j::k], args.wait == "held") for j in range(k)]
         perf_path = os.path.join(base, f"perf-{n}.data")
         perf = perf_profile.start(pid, perf_path) if args.perf else None
+        strace_path = os.path.join(base, f"strace-{n}.txt")
+        strace = None
+        if args.syscalls:
+            strace = subprocess.Popen(["strace", "-c", "-o", strace_path, "-p", str(pid)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)  # attached
         cpu0 = bl.cpu_seconds(pid)
         t0 = time.monotonic()
         for t in launchers:
@@ -122,11 +133,22 @@ def run_one(args, n, base):
         if perf:
             perf_profile.stop(perf)
             res["profile"] = perf_profile.breakdown(perf_path)
+        if strace:
+            strace.send_signal(signal.SIGINT)
+            strace.wait(60)
+            res["syscalls"] = syscall_table(strace_path, n)
         rss_n = bl.status_kib(pid)
         hwm = bl.status_kib(pid, "VmHWM")
         pss_n = bl.rollup_kib(pid, "Pss")
         fds = len(os.listdir(f"/proc/{pid}/fd"))
         stats = stats or agent.stats()
+        # What one `stats` request costs the agent with N sandboxes (a monitoring client's poll).
+        c = agent.client()
+        s0 = bl.cpu_seconds(pid)
+        for _ in range(50):
+            c.call({"op": "stats"})
+        res["stats_call_us"] = (bl.cpu_seconds(pid) - s0) / 50 * 1e6
+        c.close()
         states, errors = {}, []
         for t in launchers:
             for s, c in t.states.items():
@@ -170,6 +192,27 @@ def run_one(args, n, base):
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     return res
+
+
+def syscall_table(path, n):
+    """strace -c's summary, per sandbox."""
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                    calls = int(parts[3])
+                    errors = int(parts[4]) if len(parts) == 6 else 0
+                    rows.append((parts[-1], calls / n, errors / n, float(parts[0])))
+    except OSError:
+        return "(strace produced nothing)"
+    rows.sort(key=lambda r: -r[1])
+    total = sum(r[1] for r in rows)
+    out = [f"{total:.0f} system calls per sandbox on the reactor thread (strace -c; io_uring's own work not included):",
+           "", "| system call | per sandbox | of which failed | share of syscall time |", "|---|---:|---:|---:|"]
+    out += [f"| {name} | {calls:.1f} | {errors:.1f} | {pct:.1f}% |" for name, calls, errors, pct in rows[:20]]
+    return "\n".join(out)
 
 
 def fmt(x, spec=".2f", none="—"):
@@ -226,9 +269,17 @@ def report(args, results):
             notes.append(f"exception: {r['exception']}; agent alive: {r.get('agent_alive')}")
         if "hwm_kib" in r:
             notes.append(f"VmHWM {r['hwm_kib'] / 1024:.1f} MiB, Pss at N {r['pss_n_kib'] / 1024:.1f} MiB")
+        if "stats_call_us" in r:
+            notes.append(f"one `stats` request costs the agent {r['stats_call_us']:.0f} µs CPU at this N "
+                         f"(mean of 50; /proc ticks are 10 ms)")
         print(f"- N={r['n']:,}: " + "; ".join(notes))
     print()
     for r in results:
+        if r.get("syscalls"):
+            print(f"System calls during the launch phase, N={r['n']:,}:")
+            print()
+            print(r["syscalls"])
+            print()
         if r.get("profile"):
             print(f"Profile of the agent during the launch phase, N={r['n']:,} (perf record -g, 499 Hz):")
             print()
