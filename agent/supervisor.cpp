@@ -264,6 +264,11 @@ awaitable<void> Supervisor::probe_docker(SandboxPtr sb) {
       ++attempts;
       auto ping = co_await ping_docker(socket_path, attempt);
       if (ping.ok) {
+        // Owner and mode once more, now that dockerd answers: gVisor's gofer can set the
+        // socket back to root:root after the relay bound it (seen under Slurm: the job user
+        // was refused a socket the agent had already given it).
+        sb->socket_prepared = false;
+        prepare_docker_socket(*sb);
         sb->docker_socket = socket_path;
         spdlog::debug("{} dockerd answered after {} attempt(s)", sb->id, attempts);
         transition(*sb, SandboxState::ready);
