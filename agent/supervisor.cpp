@@ -636,9 +636,13 @@ awaitable<void> Supervisor::recover() {
     sb->stop_requested = rec.stop_requested;
     sb->runsc_created = rec.runsc_created;
     sandboxes_[sb->id] = sb;
-    auto found = in_runsc.find(sb->runsc_id);
-    bool known_to_runsc = found != in_runsc.end();
-    if (known_to_runsc) in_runsc.erase(found);
+    // Taken out of the map: whatever is left there afterwards has no record (an orphan).
+    std::optional<RunscEntry> listed_entry;
+    if (auto found = in_runsc.find(sb->runsc_id); found != in_runsc.end()) {
+      listed_entry = std::move(found->second);
+      in_runsc.erase(found);
+    }
+    bool known_to_runsc = listed_entry.has_value();
 
     if (rec.finished || (is_terminal(sb->state) && !known_to_runsc)) {
       sb->finished = true;
@@ -664,11 +668,11 @@ awaitable<void> Supervisor::recover() {
       continue;
     }
     sb->adopted = true;
-    auto runsc_status = known_to_runsc ? found->second.status : std::string("absent");
+    auto runsc_status = known_to_runsc ? listed_entry->status : std::string("absent");
     bool alive = runsc_status == "running" || (runsc_status == "created" && !sb->stop_requested);
     if (alive && !is_terminal(sb->state)) {
       ++adopted;
-      if (found->second.pid > 0) sb->pid = found->second.pid;
+      if (listed_entry->pid > 0) sb->pid = listed_entry->pid;
       watch_sandbox(sb);
       watch_pid(sb);
       read_markers(*sb);

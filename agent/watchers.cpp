@@ -4,6 +4,8 @@
 #include <asio/posix/stream_descriptor.hpp>
 
 #include <cerrno>
+#include <cstring>
+#include <vector>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -46,7 +48,7 @@ void DirWatcher::unwatch(int wd) {
 }
 
 awaitable<void> DirWatcher::read_loop() {
-  alignas(inotify_event) char buf[65536];
+  std::vector<char> buf(65536);
   auto* d = fd_.get();
   for (;;) {
     auto [ec, n] = co_await d->async_read_some(asio::buffer(buf), use_nothrow);
@@ -55,27 +57,38 @@ awaitable<void> DirWatcher::read_loop() {
       spdlog::error("inotify read failed: {}", ec.message());
       co_return;
     }
-    for (std::size_t off = 0; off + sizeof(inotify_event) <= n;) {
-      auto* ev = reinterpret_cast<inotify_event*>(buf + off);
-      off += sizeof(inotify_event) + ev->len;
-      if (ev->mask & IN_Q_OVERFLOW) {
-        spdlog::warn("inotify queue overflowed: rescanning every watched directory");
-        std::vector<int> wds;  // callbacks may watch/unwatch while we call them
-        for (auto& [wd, cb] : callbacks_) wds.push_back(wd);
-        for (int wd : wds)
-          if (auto it = callbacks_.find(wd); it != callbacks_.end()) it->second({}, IN_Q_OVERFLOW);
-        continue;
-      }
-      auto it = callbacks_.find(ev->wd);
-      if (it == callbacks_.end()) continue;
-      if (ev->mask & IN_IGNORED) {  // the directory is gone
-        callbacks_.erase(it);
-        continue;
-      }
-      std::string_view name = ev->len ? std::string_view(ev->name) : std::string_view();
-      auto cb = it->second;  // the callback may unwatch itself
-      cb(name, ev->mask);
+    dispatch(buf.data(), n);
+  }
+}
+
+// A plain function, not part of the coroutine: g++ 12 does not honour alignment for locals of
+// a coroutine frame, and each header is copied out because the buffer is only char-aligned.
+void DirWatcher::dispatch(const char* data, std::size_t n) {
+  for (std::size_t off = 0; off + sizeof(inotify_event) <= n;) {
+    inotify_event ev;
+    std::memcpy(&ev, data + off, sizeof ev);
+    const char* name_bytes = data + off + sizeof ev;
+    off += sizeof ev + ev.len;
+    if (off > n) break;  // the kernel never splits an event; be safe anyway
+    if (ev.mask & IN_Q_OVERFLOW) {
+      spdlog::warn("inotify queue overflowed: rescanning every watched directory");
+      std::vector<int> wds;  // callbacks may watch/unwatch while we call them
+      for (auto& [wd, cb] : callbacks_) wds.push_back(wd);
+      for (int wd : wds)
+        if (auto it = callbacks_.find(wd); it != callbacks_.end()) it->second({}, IN_Q_OVERFLOW);
+      continue;
     }
+    auto it = callbacks_.find(ev.wd);
+    if (it == callbacks_.end()) continue;
+    if (ev.mask & IN_IGNORED) {  // the directory is gone
+      callbacks_.erase(it);
+      continue;
+    }
+    // the name is NUL-padded to len bytes
+    std::string_view name = ev.len ? std::string_view(name_bytes, ::strnlen(name_bytes, ev.len))
+                                   : std::string_view();
+    auto cb = it->second;  // the callback may unwatch itself
+    cb(name, ev.mask);
   }
 }
 

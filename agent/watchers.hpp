@@ -35,6 +35,7 @@ class DirWatcher {
 
  private:
   awaitable<void> read_loop();
+  void dispatch(const char* events, std::size_t size);
   asio::any_io_executor ex_;
   std::unique_ptr<asio::posix::stream_descriptor> fd_;
   std::unordered_map<int, Callback> callbacks_;
