@@ -82,6 +82,7 @@ struct Agent::Impl {
     spool.close();
     co_await supervisor.shutdown(config.stop_sandboxes_on_exit);
     dirs.close();
+    co_await socket.wait_closed(Millis(2000));
     done();
   }
 

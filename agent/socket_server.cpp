@@ -34,9 +34,29 @@ struct SocketServer::Connection {
 
 SocketServer::SocketServer(asio::any_io_executor ex, const Config& config, Supervisor& supervisor,
                            EventBus& events)
-    : ex_(ex), config_(config), supervisor_(supervisor), events_(events), acceptor_(ex) {}
+    : ex_(ex), config_(config), supervisor_(supervisor), events_(events), acceptor_(ex),
+      all_returned_(ex), running_(std::make_shared<RunningCount>()) {
+  running_->all_returned = &all_returned_;
+}
 
-SocketServer::~SocketServer() { close(); }
+struct SocketServer::Running {
+  explicit Running(SocketServer& s) : shared(s.running_) { ++shared->count; }
+  ~Running() {
+    if (--shared->count == 0 && shared->all_returned) shared->all_returned->notify();
+  }
+  std::shared_ptr<RunningCount> shared;
+};
+
+awaitable<void> SocketServer::wait_closed(Millis bound) {
+  auto deadline = Clock::now() + bound;
+  while (running_->count > 0 && Clock::now() < deadline) co_await all_returned_.wait_until(deadline);
+  if (running_->count > 0) spdlog::warn("{} client coroutine(s) still running at shutdown", running_->count);
+}
+
+SocketServer::~SocketServer() {
+  close();
+  running_->all_returned = nullptr;
+}
 
 namespace {
 
@@ -128,6 +148,7 @@ bool SocketServer::peer_allowed(int fd, std::string& who) const {
 }
 
 awaitable<void> SocketServer::accept_loop() {
+  Running running(*this);
   for (;;) {
     auto [ec, socket] = co_await acceptor_.async_accept(use_nothrow);
     if (ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) co_return;
@@ -144,6 +165,7 @@ awaitable<void> SocketServer::accept_loop() {
 }
 
 awaitable<void> SocketServer::serve(ConnectionPtr c) {
+  Running running(*this);
   asio::co_spawn(ex_, write_loop(c), asio::detached);
   // A denied peer gets `forbidden` for each line it sends (so a client that writes first
   // still reads why), a few times at most, then the connection is closed.
@@ -184,6 +206,7 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
 }
 
 awaitable<void> SocketServer::write_loop(ConnectionPtr c) {
+  Running running(*this);
   for (;;) {
     while (!c->out.empty()) {
       auto [ec, n] = co_await asio::async_write(c->socket, asio::buffer(c->out.front()), use_nothrow);

@@ -26,10 +26,15 @@ class SocketServer {
   Status listen(int inherited_fd = -1);
   void start();
   void close();  // stops accepting and drops every client
+  // Completes once every coroutine of the server has returned (after close()), or after
+  // `bound`. Asio 1.22's io_uring backend must not be torn down while a cancelled accept or
+  // read is still in the ring: it would destroy that operation after the socket service.
+  awaitable<void> wait_closed(Millis bound);
   std::size_t connections() const { return connections_.size(); }
 
  private:
   struct Connection;
+  struct Running;  // counts a coroutine of the server while it runs
   using ConnectionPtr = std::shared_ptr<Connection>;
   awaitable<void> accept_loop();
   awaitable<void> serve(ConnectionPtr c);
@@ -47,6 +52,12 @@ class SocketServer {
   std::set<ConnectionPtr> connections_;
   std::size_t watchers_ = 0;
   bool owns_path_ = false;
+  struct RunningCount {  // shared with the coroutines: a frame may outlive the server
+    std::size_t count = 0;
+    Wake* all_returned = nullptr;
+  };
+  Wake all_returned_;
+  std::shared_ptr<RunningCount> running_;
 };
 
 }  // namespace sandbox_agent
