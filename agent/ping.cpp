@@ -91,6 +91,7 @@ awaitable<PingResult> ping_docker(std::string socket_path, Millis timeout) {
   PingResult result;
   auto fail = [&](std::string what, std::error_code ec) {
     result.error = expired ? "no reply within " + std::to_string(timeout.count()) + " ms" : what + ": " + ec.message();
+    result.timed_out = expired;
     result.refused = !expired && (ec == asio::error::connection_refused || ec == asio::error::not_found ||
                                   ec.value() == ENOENT);
   };

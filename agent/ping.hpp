@@ -22,6 +22,7 @@ PingVerdict judge_ping_response(std::string_view received, bool eof);
 struct PingResult {
   bool ok = false;
   bool refused = false;  // nothing listening (yet): ENOENT / ECONNREFUSED
+  bool timed_out = false;  // the attempt's own timeout cut it short
   std::string error;
 };
 

@@ -274,7 +274,10 @@ awaitable<void> Supervisor::probe_docker(SandboxPtr sb) {
         transition(*sb, SandboxState::ready);
         co_return;
       }
-      last_error = ping.error;
+      // An attempt the deadline cut short says less than what the previous one saw
+      // (e.g. "HTTP 500"): keep that one.
+      bool cut_short = ping.timed_out && attempt < Millis(pc.attempt_timeout_ms) && attempts > 1;
+      if (!cut_short) last_error = ping.error;
       if (sb->stop_requested || sb->ended()) co_return;
     }
     auto now = Clock::now();

@@ -187,7 +187,9 @@ class SocketApiTest(AgentTestCase):
         self.assertTrue(lazy.closed_by_peer(timeout=10))
 
     def test_failing_runtimes_end_failed_with_the_reason(self):
-        a = self.start_agent({"runsc": {"timeout_ms": 500}})
+        # Deadlines short enough for a quick test, long enough that a loaded machine (the
+        # sanitizer build) never turns a healthy runsc call into a timeout.
+        a = self.start_agent({"runsc": {"timeout_ms": 3000}})
         cases = {
             "cfail": ({"env": ["FAKE_RUNSC=create=fail"]}, "runsc_create_failed"),
             "chang": ({"env": ["FAKE_RUNSC=create=hang"]}, "runsc_timeout"),
@@ -196,7 +198,7 @@ class SocketApiTest(AgentTestCase):
             "exit3": ({"env": ["FAKE_RUNSC=exit_after_ms=100,exit_code=3"]}, "exited"),
             "never": ({"env": ["FAKE_RUNSC=dockerd=never"], "docker": {"enabled": True, "ready_timeout_ms": 300}},
                       "ready_timeout"),
-            "perr": ({"env": ["FAKE_RUNSC=ping=error"], "docker": {"enabled": True, "ready_timeout_ms": 300}},
+            "perr": ({"env": ["FAKE_RUNSC=ping=error"], "docker": {"enabled": True, "ready_timeout_ms": 1000}},
                      "ready_timeout"),
             "dexit": ({"env": ["FAKE_RUNSC=dockerd_exit_after_ms=100"], "docker": {"enabled": True}},
                       "dockerd_exited"),

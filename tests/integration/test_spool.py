@@ -563,7 +563,7 @@ class SpoolTest(AgentTestCase):
     def test_overloaded_requests_wait_instead_of_being_rejected(self):
         # A valid request the agent cannot take yet is not invalid: it stays claimed and is
         # launched when there is room.
-        a = self.start_agent({"limits": {"max_pending_launches": 2}, "runsc": {"timeout_ms": 800}})
+        a = self.start_agent({"limits": {"max_pending_launches": 2}, "runsc": {"timeout_ms": 3000}})
         sp = Spool(a)
         for i in range(2):
             sp.drop(f"hang-{i}.json", a.request(f"hang-{i}", env=["FAKE_RUNSC=create=hang"]))
