@@ -76,15 +76,19 @@ awaitable<PingResult> ping_docker(std::string socket_path, Millis timeout) {
   };
   auto attempt = std::make_shared<Attempt>(ex);
   auto sock = std::shared_ptr<stream_protocol::socket>(attempt, &attempt->sock);
-  // The timer closes the socket, which ends whichever operation is pending. It holds only a
-  // weak reference, so it is harmless if it fires after we are done.
+  // The timer cancels whichever operation is pending; each step checks `expired` too, for a
+  // timer that fires between two operations. It cancels rather than closes: a descriptor
+  // closed while Asio's io_uring backend still has an operation queued for it can be reused
+  // by another probe's socket, and that operation would then read the other sandbox's reply
+  // (a sandbox reported ready before its own dockerd answered; bench/ready_latency.py saw it).
+  // It holds only a weak reference, so it is harmless if it fires after we are done.
   asio::steady_timer deadline(ex, timeout);
   deadline.async_wait([weak = std::weak_ptr(attempt)](std::error_code ec) {
     if (ec) return;
     if (auto a = weak.lock()) {
       a->expired = true;
       std::error_code ignored;
-      a->sock.close(ignored);
+      a->sock.cancel(ignored);
     }
   });
   const bool& expired = attempt->expired;
@@ -96,10 +100,11 @@ awaitable<PingResult> ping_docker(std::string socket_path, Millis timeout) {
                                   ec.value() == ENOENT);
   };
 
-  if (auto [ec] = co_await sock->async_connect(stream_protocol::endpoint(socket_path), use_nothrow); ec) {
-    fail("connect", ec);
-  } else if (auto [wec, wn] = co_await asio::async_write(*sock, asio::buffer(kPingRequest), use_nothrow); wec) {
-    fail("send", wec);
+  const auto timed_out = asio::error::make_error_code(asio::error::timed_out);
+  if (auto [ec] = co_await sock->async_connect(stream_protocol::endpoint(socket_path), use_nothrow); ec || expired) {
+    fail("connect", ec ? ec : timed_out);
+  } else if (auto [wec, wn] = co_await asio::async_write(*sock, asio::buffer(kPingRequest), use_nothrow); wec || expired) {
+    fail("send", wec ? wec : timed_out);
   } else {
     std::string received;
     char buf[1024];
@@ -107,8 +112,8 @@ awaitable<PingResult> ping_docker(std::string socket_path, Millis timeout) {
       auto [rec, n] = co_await sock->async_read_some(asio::buffer(buf), use_nothrow);
       received.append(buf, n);
       bool eof = rec == asio::error::eof;
-      if (rec && !eof) {
-        fail("read", rec);
+      if ((rec && !eof) || expired) {
+        fail("read", rec ? rec : timed_out);
         break;
       }
       auto verdict = judge_ping_response(received, eof);

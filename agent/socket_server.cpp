@@ -248,8 +248,12 @@ void SocketServer::drop(const ConnectionPtr& c, std::string_view why) {
   c->closing = true;
   c->out.clear();
   c->queued = 0;
+  // Shut down and cancel, not close: the descriptor must stay ours until the reader and the
+  // writer have returned (the Connection's destructor closes it), or a new client's socket
+  // could take its number while an operation for it is still queued in the ring.
   std::error_code ignored;
-  c->socket.close(ignored);
+  c->socket.shutdown(stream_protocol::socket::shutdown_both, ignored);
+  c->socket.cancel(ignored);
   c->wake.notify();
 }
 

@@ -124,10 +124,14 @@ std::uint64_t PidWatcher::watch(pid_t pid, Callback cb) {
     asio::post(ex_, [this, pid] { fire(pid); });
     return token;
   }
+  // A Proc alive means this watcher is alive: only procs_ and retired_ own them.
   proc->d.async_wait(asio::posix::descriptor_base::wait_read,
                      [this, pid, weak = std::weak_ptr<Proc>(proc)](std::error_code ec) {
+                       auto p = weak.lock();
+                       if (!p) return;
+                       if (retired_.erase(p.get())) return;  // cancelled: its pidfd closes now
                        if (ec == asio::error::operation_aborted) return;
-                       if (auto p = weak.lock()) fire(pid);
+                       if (auto it = procs_.find(pid); it != procs_.end() && it->second == p) fire(pid);
                      });
   return token;
 }
@@ -153,8 +157,15 @@ void PidWatcher::cancel(std::uint64_t token) {
   if (it == procs_.end()) return;
   it->second->callbacks.erase(token);
   if (it->second->callbacks.empty()) {
+    // Cancelled, not closed: a pidfd closed while its wait is still queued in the ring could
+    // be reused by the next pidfd, and the stale wait would report the wrong process gone.
+    // The Proc is retired until its handler has run.
     std::error_code ignored;
-    it->second->d.close(ignored);  // the handler sees operation_aborted
+    auto& proc = it->second;
+    if (proc->d.is_open()) {
+      proc->d.cancel(ignored);
+      retired_.emplace(proc.get(), proc);
+    }
     procs_.erase(it);
   }
 }

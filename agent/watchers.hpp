@@ -56,6 +56,7 @@ class PidWatcher {
   void fire(pid_t pid);
   asio::any_io_executor ex_;
   std::unordered_map<pid_t, std::shared_ptr<Proc>> procs_;
+  std::unordered_map<Proc*, std::shared_ptr<Proc>> retired_;  // cancelled, handler not yet run
   std::unordered_map<std::uint64_t, pid_t> tokens_;
   std::uint64_t next_token_ = 1;
 };

@@ -33,6 +33,8 @@ class ReactorTest(AgentTestCase):
         agent_pid = wait_for(lambda: [int(p) for p in os.listdir("/proc") if p.isdigit()
                                       and _ppid(int(p)) == a.proc.pid and "sandbox-agent" in _cmd(int(p))],
                              what="the agent's pid")[0]
+        # Killing strace detaches its tracees: the agent itself must go too, whatever happens.
+        self.addCleanup(_kill_quietly, agent_pid)
         final = a.launch(a.request("r1", docker={"enabled": True}), wait=True)
         self.assertEqual(final["state"], "ready")
         # While it works, the agent has one thread of its own. The kernel's io_uring
@@ -64,6 +66,13 @@ class ReactorTest(AgentTestCase):
         self.assertEqual(thread_clones, [])
         # it did spawn runsc (posix_spawn: clone without CLONE_THREAD)
         self.assertGreaterEqual(calls.get("clone", 0) + calls.get("clone3", 0) + calls.get("vfork", 0), 2, calls)
+
+
+def _kill_quietly(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _ppid(pid):

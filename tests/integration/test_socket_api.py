@@ -284,6 +284,47 @@ class SocketApiTest(AgentTestCase):
         self.assertEqual([c["status"] for c in json.loads(runsc_list(a))], ["running"])
 
 
+    def test_no_sandbox_is_ready_before_its_own_dockerd_answers(self):
+        # Many probes whose attempts time out every 5 ms, then one answer per sandbox: each
+        # sandbox must be reported ready only from its own dockerd's reply. (A descriptor
+        # closed while Asio still had an operation queued for it was reused by another
+        # probe's socket, and a sandbox was reported ready from its neighbour's reply.)
+        a = self.start_agent({"probe": {"attempt_timeout_ms": 5, "initial_ms": 5, "max_ms": 50}})
+        ids = [f"own{i}" for i in range(120)]
+        c = a.client()
+        for sid in ids:
+            c.send({"op": "launch", "request": a.request(
+                sid, env=["FAKE_RUNSC=dockerd_delay_ms=20,answer_delay_ms=600"], docker={"enabled": True})})
+        for _ in ids:
+            self.assertTrue(c.read()["ok"])
+        c.close()
+        for sid in ids:
+            self.assertEqual(a.wait_state(sid, ("ready", "failed"), timeout=60)["state"], "ready")
+        answered = {}
+        with open(os.path.join(a.root, "runsc", "fake-dockerd-ready.log")) as f:
+            for line in f:
+                rid, at = line.split()
+                answered.setdefault(rid, int(at))
+        early = []
+        for sid in ids:
+            with open(os.path.join(a.root, "state", sid + ".json")) as f:
+                rid = json.load(f)["runsc_id"]
+            ready_at = _unix_us(a.status(sid)["ready_at"])
+            if rid not in answered:  # ready, and its dockerd has not even begun to answer
+                early.append((sid, "before any answer"))
+            elif ready_at < answered[rid]:
+                early.append((sid, (answered[rid] - ready_at) / 1000))
+        self.assertEqual(early, [], "ready before its own dockerd answered (ms early)")
+
+
+def _unix_us(rfc3339):
+    """'2026-11-29T09:11:20.123456Z' -> UNIX microseconds (exact, no float rounding)."""
+    import calendar
+    main, _, frac = rfc3339.rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
+    return seconds * 1_000_000 + int((frac + "000000")[:6])
+
+
 def runsc_list(agent):
     import subprocess
     return subprocess.run([agent.runsc, "--root", os.path.join(agent.root, "runsc"), "list", "--format=json"],
