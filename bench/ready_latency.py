@@ -209,9 +209,9 @@ def main():
           "probe's connection waits in dockerd's backlog and is answered the moment it serves. C and E take "
           "both away (attempts give up after 5 ms): the latency becomes the backoff's step, up to 250 ms with "
           "the defaults and up to 1 s with a beta9-style 1 s poll. F: dockerd answers only after 2.5 s, so the "
-          "default 1 s attempts time out. Wherever attempts time out (C, E, F), some sandboxes are reported ready "
-          "before their dockerd answered (listed below) and others miss their reply and wait for the next attempt: "
-          "see docs/benchmarks.md.")
+          "default 1 s attempts time out. A sandbox reported ready before its own dockerd answered would be listed "
+          "below and left out of the distribution (it happened where attempts time out, before the probe stopped "
+          "closing sockets with an operation in flight: see docs/benchmarks.md).")
     print()
     for r in results:
         notes = [f"final states {r.get('states')}"]
