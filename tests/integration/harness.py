@@ -229,12 +229,20 @@ class AgentProcess:
             return None
 
     def kill_fake_daemon(self):
-        # Every fake-runsc daemon serving this root, whatever its pid file says.
-        for pid in pids_with_cmdline(os.path.join(self.root, "runsc")):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # Every fake-runsc process of this root (CLIs and daemon), whatever the pid file says.
+        # Again until none is left: a CLI the killed agent had started can still start a
+        # daemon after the first sweep.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pids = pids_with_cmdline(os.path.join(self.root, "runsc"))
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
 
 
 def sandboxctl(agent, *args, input=None, timeout=60):
