@@ -12,6 +12,7 @@
 #include "log.hpp"
 #include "paths.hpp"
 #include "reactor.hpp"
+#include "runtime_probe.hpp"
 #include "socket_server.hpp"
 #include "spool.hpp"
 #include "supervisor.hpp"
@@ -56,7 +57,7 @@ Status make_layout(const Config& c) {
 struct Agent::Impl {
   Impl(asio::io_context& io, Config cfg, AgentOptions opts)
       : ex(io.get_executor()), config(std::move(cfg)), options(opts), writer(ex), dirs(ex), pids(ex),
-        supervisor(ex, config, events, writer, dirs, pids),
+        supervisor(ex, config, runtime, events, writer, dirs, pids),
         socket(ex, config, supervisor, events),
         spool(ex, config, supervisor, events, dirs, writer) {}
 
@@ -65,6 +66,9 @@ struct Agent::Impl {
     if (auto s = make_layout(config); !s) co_return fail(s);
     if (auto s = writer.open(); !s) co_return fail(s);
     if (auto s = dirs.open(); !s) co_return fail(s);
+    runtime = co_await probe_runtime(config);
+    spdlog::info("{}", runtime.summary());
+    for (const auto& w : runtime.warnings) spdlog::warn("runtime: {}", w);
     co_await supervisor.recover();
     if (options.socket) {
       if (auto s = socket.listen(options.inherited_socket); !s) co_return fail(s);
@@ -89,6 +93,7 @@ struct Agent::Impl {
   asio::any_io_executor ex;
   Config config;
   AgentOptions options;
+  RuntimeInfo runtime;  // before the supervisor, which holds a reference
   EventBus events;
   DurableWriter writer;
   DirWatcher dirs;
@@ -145,6 +150,7 @@ void Agent::shutdown(std::function<void()> done) {
 }
 
 const Config& Agent::config() const { return impl_->config; }
+const RuntimeInfo& Agent::runtime() const { return impl_->runtime; }
 std::size_t Agent::connections() const { return impl_->socket.connections(); }
 
 }  // namespace sandbox_agent

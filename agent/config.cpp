@@ -63,6 +63,7 @@ Status parse_socket(json::value v, const Ptr& at, SocketConfig& c) {
 Status parse_runsc(json::value v, const Ptr& at, RunscConfig& c) {
   return json::for_each_member(v, at, [&](std::string_view k, json::value m, const Ptr& p) -> Status {
     if (k == "path") return json::read_string(m, p, c.path);
+    if (k == "platform") return json::read_string(m, p, c.platform, 32);
     if (k == "flags") return json::read_string_array(m, p, c.flags, 64);
     if (k == "max_concurrent") return json::read_u32(m, p, c.max_concurrent, 1, 1024);
     if (k == "timeout_ms") return json::read_u32(m, p, c.timeout_ms, 100, 3600000);
@@ -161,6 +162,16 @@ Status finish(Config& c) {
   if (c.sandbox_init.empty()) {
     auto beside = paths::join(paths::self_exe_dir(), "sandbox-init");
     c.sandbox_init = ::access(beside.c_str(), X_OK) == 0 ? beside : "/usr/lib/sandbox-agent/sandbox-init";
+  }
+  if (c.runsc.path.empty())
+    c.runsc.path = ::access(std::string(kProjectRunsc).c_str(), X_OK) == 0 ? kProjectRunsc : kDebianRunsc;
+  if (c.runsc.platform.empty() ||
+      c.runsc.platform.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") != std::string::npos)
+    return err("/runsc/platform", "must be \"auto\" or a platform name such as systrap or ptrace");
+  for (std::size_t i = 0; i < c.runsc.flags.size(); ++i) {
+    const auto& f = c.runsc.flags[i];
+    if (f == "--root" || f == "-root" || f.starts_with("--root=") || f.starts_with("-root="))
+      return err("/runsc/flags/" + std::to_string(i), "--root is the agent's own (ROOT/runsc)");
   }
   if (c.socket.path.size() >= 108) return err("/socket/path", "is longer than a Unix socket path may be (107 bytes)");
   if (!is_log_level(c.log_level))

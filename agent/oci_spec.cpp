@@ -27,9 +27,10 @@ const std::vector<std::string>& docker_capabilities() {
   return caps;
 }
 
-// The dockerd flags every Docker sandbox needs on this runsc: no iptables, no bridge
-// (the sandbox has no network stack to program), storage falls back to vfs.
-const std::vector<std::string>& profile_dockerd_flags() {
+// The dockerd flags every Docker sandbox needs on any supported runsc: no iptables, no
+// bridge (the sandbox has no network stack to program). On current gVisor the agent adds
+// --storage-driver=overlay2 (RuntimeInfo::dockerd_flags); Debian's falls back to vfs.
+const std::vector<std::string>& portable_dockerd_flags() {
   static const std::vector<std::string> flags{"--iptables=false", "--ip6tables=false",
                                               "--bridge=none"};
   return flags;
@@ -77,7 +78,8 @@ std::vector<std::string> init_args(const LaunchRequest& r, const SpecContext& ct
     a.insert(a.end(), {"--dockerd", ctx.dockerd_path, "--cgroup", std::string(to_string(r.docker.cgroup)),
                        "--dockerd-socket", std::string(kDockerdInnerSocket), "--relay-socket",
                        std::string(kSocketsMount) + "/" + std::string(kDockerSocketName)});
-    for (const auto& f : profile_dockerd_flags()) a.push_back("--dockerd-arg=" + f);
+    const auto& profile = ctx.dockerd_flags.empty() ? portable_dockerd_flags() : ctx.dockerd_flags;
+    for (const auto& f : profile) a.push_back("--dockerd-arg=" + f);
     for (const auto& f : r.docker.dockerd_args) a.push_back("--dockerd-arg=" + f);
   }
   a.push_back("--");

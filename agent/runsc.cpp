@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,16 +56,19 @@ std::string RunscResult::describe() const {
   return s;
 }
 
-Runsc::Runsc(asio::any_io_executor ex, const RunscConfig& config, std::string state_root,
-             unsigned max_concurrent)
-    : ex_(ex), config_(config), state_root_(std::move(state_root)), slots_(ex, max_concurrent) {}
+Runsc::Runsc(asio::any_io_executor ex, const RunscConfig& config, const RuntimeInfo& runtime,
+             std::string state_root, unsigned max_concurrent)
+    : ex_(ex), config_(config), runtime_(runtime), state_root_(std::move(state_root)),
+      max_concurrent_(max_concurrent), slots_(ex, max_concurrent) {}
 
-std::vector<std::string> Runsc::base_argv(bool host_network) const {
+std::vector<std::string> Runsc::base_argv(bool host_network, bool docker) const {
   std::vector<std::string> argv{config_.path, "--root", state_root_};
   for (const auto& f : config_.flags) {
-    if (host_network && f.starts_with("--network")) continue;
+    if (host_network && flag_name(f) == "network") continue;
     argv.push_back(f);
   }
+  argv.insert(argv.end(), runtime_.common_flags.begin(), runtime_.common_flags.end());
+  if (docker) argv.insert(argv.end(), runtime_.docker_flags.begin(), runtime_.docker_flags.end());
   if (host_network) argv.push_back("--network=host");
   return argv;
 }
@@ -75,11 +79,11 @@ awaitable<Runsc::Slot> Runsc::reserve() {
 }
 
 awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string log_path,
-                                     bool capture_stdout, bool host_network, Slot slot) {
+                                     bool capture_stdout, bool host_network, bool docker, Slot slot) {
   if (!slot) slot = co_await reserve();
 
   RunscResult result;
-  auto argv = base_argv(host_network);
+  auto argv = base_argv(host_network, docker);
   argv.insert(argv.end(), args.begin(), args.end());
 
   int log_fd = open_log(log_path);
@@ -190,11 +194,18 @@ awaitable<void> Runsc::wait_for_strays() {
   }
 }
 
+unsigned Runsc::release_pinned_netns() {
+  auto pin = paths::join(state_root_, "null-netns");
+  unsigned n = 0;
+  while (n < 4096 && ::umount2(pin.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) ++n;
+  return n;
+}
+
 awaitable<RunscResult> Runsc::create(const std::string& id, const std::string& bundle,
                                      const std::string& pid_file, const std::string& log_path,
-                                     bool host_network, Slot slot) {
+                                     bool host_network, bool docker, Slot slot) {
   return invoke({"create", "--bundle", bundle, "--pid-file", pid_file, id}, log_path, false, host_network,
-                std::move(slot));
+                docker, std::move(slot));
 }
 
 awaitable<RunscResult> Runsc::start(const std::string& id, const std::string& log_path) {

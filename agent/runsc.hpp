@@ -9,6 +9,7 @@
 #include "process.hpp"
 #include "reactor.hpp"
 #include "sandbox_agent/config.hpp"
+#include "sandbox_agent/runtime.hpp"
 #include "semaphore.hpp"
 
 namespace sandbox_agent {
@@ -51,8 +52,10 @@ class Runsc {
  public:
   using Slot = RunscSlot;
 
-  Runsc(asio::any_io_executor ex, const RunscConfig& config, std::string state_root,
-        unsigned max_concurrent);
+  // `runtime`: what the start-up probe decided (flags added to every call); it must outlive
+  // this object and is read at each call, so it may be filled in after construction.
+  Runsc(asio::any_io_executor ex, const RunscConfig& config, const RuntimeInfo& runtime,
+        std::string state_root, unsigned max_concurrent);
 
   // Waits for a free slot: a caller can record what it is about to do before it does it.
   awaitable<Slot> reserve();
@@ -62,7 +65,7 @@ class Runsc {
   // beforehand, else the call waits for one.
   awaitable<RunscResult> create(const std::string& id, const std::string& bundle,
                                 const std::string& pid_file, const std::string& log_path,
-                                bool host_network, Slot slot = {});
+                                bool host_network, bool docker, Slot slot = {});
   awaitable<RunscResult> start(const std::string& id, const std::string& log_path);
   awaitable<RunscResult> kill(const std::string& id, const char* signal, const std::string& log_path);
   awaitable<RunscResult> remove(const std::string& id, const std::string& log_path);  // delete --force
@@ -70,6 +73,13 @@ class Runsc {
   awaitable<RunscResult> list();
 
   unsigned queued() const { return slots_.waiting(); }
+  bool idle() const { return slots_.available() == max_concurrent_ && slots_.waiting() == 0; }
+
+  // Current runsc pins an empty network namespace for its gofers at RUNSC_ROOT/null-netns
+  // (a bind mount, stacked once per create that raced another). Unmounts every layer so
+  // nothing of ours stays mounted on the host; the next create pins it again. Call only
+  // with no runsc call in flight (start-up, shutdown). Returns how many were unmounted.
+  unsigned release_pinned_netns();
 
   // Waits until no runsc invocation on our --root is running any more (ones a previous agent
   // started outlive it), killing them past the call deadline.
@@ -78,12 +88,15 @@ class Runsc {
  private:
   // Parameters by value: a coroutine must not hold references to its caller's temporaries.
   awaitable<RunscResult> invoke(std::vector<std::string> args, std::string log_path,
-                                bool capture_stdout, bool host_network = false, Slot slot = {});
-  std::vector<std::string> base_argv(bool host_network) const;
+                                bool capture_stdout, bool host_network = false, bool docker = false,
+                                Slot slot = {});
+  std::vector<std::string> base_argv(bool host_network, bool docker) const;
 
   asio::any_io_executor ex_;
   const RunscConfig& config_;
+  const RuntimeInfo& runtime_;
   std::string state_root_;
+  unsigned max_concurrent_;
   AsyncSemaphore slots_;
 };
 

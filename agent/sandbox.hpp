@@ -33,6 +33,7 @@ struct Sandbox {
   Timings timings;
   std::string log_tail;
   std::string docker_socket;
+  std::optional<Capabilities> capabilities;
   pid_t pid = -1;  // the sandbox process (runsc's state pid)
 
   // What the lifecycle reacts to.
@@ -55,7 +56,7 @@ struct Sandbox {
   bool ended() const { return init_exited || dockerd_exited || process_gone; }
   SandboxStatus status() const {
     return {id, state, reason, exit_code, request.labels, created_at_us, ready_at_us,
-            docker_socket, timings, log_tail};
+            docker_socket, timings, log_tail, capabilities};
   }
 };
 

@@ -40,6 +40,7 @@ class AsyncSemaphore {
   }
 
   unsigned waiting() const { return static_cast<unsigned>(waiters_.size()); }
+  unsigned available() const { return free_; }
 
  private:
   asio::any_io_executor ex_;

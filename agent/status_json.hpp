@@ -18,6 +18,14 @@ struct TimingsOut {
   }
 };
 
+struct CapabilitiesOut {
+  const Capabilities& c;
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("runtime_version", c.runtime_version), make_nvp("platform", c.platform),
+       make_nvp("nested_containers", c.nested_containers));
+  }
+};
+
 struct StatusOut {
   const SandboxStatus& s;
   template <class A> void save(A& ar) const {
@@ -29,6 +37,7 @@ struct StatusOut {
     if (s.ready_at_us) ar(make_nvp("ready_at", format_time(*s.ready_at_us)));
     if (!s.docker_socket.empty()) ar(make_nvp("docker_socket", s.docker_socket));
     ar(make_nvp("timings", TimingsOut{s.timings}));
+    if (s.capabilities) ar(make_nvp("capabilities", CapabilitiesOut{*s.capabilities}));
     if (!s.log_tail.empty()) ar(make_nvp("log_tail", json::utf8_sanitize(s.log_tail)));
   }
 };

@@ -77,6 +77,7 @@ struct RecordOut {
        make_nvp("docker_socket", s.docker_socket), make_nvp("log_tail", json::utf8_sanitize(s.log_tail)),
        make_nvp("stop_requested", s.stop_requested), make_nvp("runsc_created", s.runsc_created),
        make_nvp("finished", s.finished), make_nvp("request", RequestOut{s.request}));
+    if (s.capabilities) ar(make_nvp("capabilities", json::CapabilitiesOut{*s.capabilities}));
   }
 };
 
@@ -97,6 +98,15 @@ Status parse_timings(json::value v, const json::Ptr& at, Timings& t) {
     if (k == "create_ms") t.create_ms = x;
     else if (k == "start_ms") t.start_ms = x;
     else if (k == "ready_ms") t.ready_ms = x;
+    return Ok{};
+  });
+}
+
+Status parse_capabilities(json::value v, const json::Ptr& at, Capabilities& c) {
+  return json::for_each_member(v, at, [&](std::string_view k, json::value m, const json::Ptr& p) -> Status {
+    if (k == "runtime_version") return json::read_string(m, p, c.runtime_version, 256);
+    if (k == "platform") return json::read_string(m, p, c.platform, 64);
+    if (k == "nested_containers") return json::read_bool(m, p, c.nested_containers);
     return Ok{};
   });
 }
@@ -144,6 +154,12 @@ Result<Record> parse_record(std::string_view text) {
       if (k == "stop_requested") return json::read_bool(m, p, r.stop_requested);
       if (k == "runsc_created") return json::read_bool(m, p, r.runsc_created);
       if (k == "finished") return json::read_bool(m, p, r.finished);
+      if (k == "capabilities") {
+        Capabilities c;
+        auto e = parse_capabilities(m, p, c);
+        if (e) r.capabilities = std::move(c);
+        return e;
+      }
       if (k == "request") {
         has_request = true;
         return parse_request_value(m, r.request);

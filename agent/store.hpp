@@ -27,6 +27,7 @@ struct Record {
   Timings timings;
   pid_t pid = -1;
   std::string docker_socket, log_tail;
+  std::optional<Capabilities> capabilities;
   bool stop_requested = false;
   bool runsc_created = false;
   bool finished = false;

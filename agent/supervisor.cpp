@@ -46,12 +46,16 @@ std::string last_lines(const std::string& path) { return paths::tail_file(path, 
 
 }  // namespace
 
-Supervisor::Supervisor(asio::any_io_executor ex, const Config& config, EventBus& events,
-                       DurableWriter& writer, DirWatcher& dirs, PidWatcher& pids)
-    : ex_(ex), config_(config), layout_{config.root}, events_(events), writer_(writer),
+Supervisor::Supervisor(asio::any_io_executor ex, const Config& config, const RuntimeInfo& runtime,
+                       EventBus& events, DurableWriter& writer, DirWatcher& dirs, PidWatcher& pids)
+    : ex_(ex), config_(config), runtime_(runtime), layout_{config.root}, events_(events), writer_(writer),
       dirs_(dirs), pids_(pids),
-      runsc_(ex, config.runsc, layout_.runsc_root(), config.runsc_concurrency()),
+      runsc_(ex, config.runsc, runtime, layout_.runsc_root(), config.runsc_concurrency()),
       rng_(std::random_device{}()) {}
+
+Capabilities Supervisor::capabilities_for(const LaunchRequest& request) const {
+  return {runtime_.version, runtime_.platform, request.docker.enabled && runtime_.nested_containers};
+}
 
 // ---------------------------------------------------------------------------------------
 // Requests from the intakes
@@ -195,6 +199,7 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   // reached runsc, so a restart launches it again instead of giving it up.
   auto slot = co_await runsc_.reserve();
   if (sb->stop_requested) co_return;
+  sb->capabilities = capabilities_for(sb->request);  // what this runtime gives it
   transition(*sb, SandboxState::creating);
   // Never a runsc sandbox without a record that says so.
   sb->runsc_created = true;
@@ -207,7 +212,8 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   auto pid_file = paths::join(layout_.bundle_dir(sb->id), "sandbox.pid");
   auto t0 = Clock::now();
   auto created = co_await runsc_.create(sb->runsc_id, layout_.bundle_dir(sb->id), pid_file, logs,
-                                        sb->request.network == NetworkMode::host, std::move(slot));
+                                        sb->request.network == NetworkMode::host, sb->request.docker.enabled,
+                                        std::move(slot));
   sb->timings.create_ms = ms_between(t0, Clock::now());
   if (!created.ok()) {
     fail(*sb, created.timed_out ? reason::runsc_timeout : reason::runsc_create_failed,
@@ -432,7 +438,7 @@ Status Supervisor::prepare_host_dirs(Sandbox& sb) {
   if (!paths::make_dirs(sockets, 0700)) return fail("creating " + sockets);
   if (auto& o = sb.request.socket_owner; o && ::chown(sockets.c_str(), o->uid, o->gid) != 0)
     return fail("chown " + sockets);
-  SpecContext ctx{config_.sandbox_init, sockets, logs, config_.docker.dockerd_path};
+  SpecContext ctx{config_.sandbox_init, sockets, logs, config_.docker.dockerd_path, runtime_.dockerd_flags};
   auto spec = render_spec(sb.request, ctx, /*indented=*/false);
   auto config_json = paths::join(bundle, "config.json");
   // Not fsync'ed: a crash before runsc create is recovered by launching again.
@@ -612,6 +618,8 @@ awaitable<void> Supervisor::recover() {
   // runsc calls a previous agent started may still be running (they outlive it): let them
   // finish, so that `runsc list` shows what they did.
   co_await runsc_.wait_for_strays();
+  if (auto n = runsc_.release_pinned_netns())
+    spdlog::info("released runsc's pinned gofer network namespace ({} mount{})", n, n == 1 ? "" : "s");
   auto listed = co_await runsc_.list();
   auto in_runsc = parse_runsc_list(listed.output);
   if (!listed.ok())
@@ -636,6 +644,7 @@ awaitable<void> Supervisor::recover() {
     sb->pid = rec.pid;
     sb->docker_socket = rec.docker_socket;
     sb->log_tail = rec.log_tail;
+    sb->capabilities = rec.capabilities;
     sb->stop_requested = rec.stop_requested;
     sb->runsc_created = rec.runsc_created;
     sandboxes_[sb->id] = sb;
@@ -753,6 +762,8 @@ awaitable<void> Supervisor::shutdown(bool stop_all) {
     }
   }
   co_await writer_.drain();
+  // Nothing of ours stays mounted once no runsc call can be using the pin.
+  if (runsc_.idle()) runsc_.release_pinned_netns();
 }
 
 }  // namespace sandbox_agent

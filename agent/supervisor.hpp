@@ -24,7 +24,8 @@ namespace sandbox_agent {
 
 class Supervisor {
  public:
-  Supervisor(asio::any_io_executor ex, const Config& config, EventBus& events,
+  // `runtime` is filled in by the start-up probe before recover() and any launch.
+  Supervisor(asio::any_io_executor ex, const Config& config, const RuntimeInfo& runtime, EventBus& events,
              DurableWriter& writer, DirWatcher& dirs, PidWatcher& pids);
 
   // Takes a validated request (policy applied). Assigns the id when absent, records the
@@ -75,7 +76,10 @@ class Supervisor {
   void note_ready_time(std::int64_t ms);
 
   asio::any_io_executor ex_;
+  Capabilities capabilities_for(const LaunchRequest& request) const;
+
   const Config& config_;
+  const RuntimeInfo& runtime_;
   Layout layout_;
   EventBus& events_;
   DurableWriter& writer_;

@@ -16,6 +16,7 @@
 #include "paths.hpp"
 #include "sandbox_agent/agent.hpp"
 #include "sandbox_agent/spec.hpp"
+#include "runtime_probe.hpp"
 #include "sd_notify.hpp"
 
 using namespace sandbox_agent;
@@ -33,11 +34,13 @@ options:
   --config FILE            JSON configuration (see docs/configuration.md)
   --socket PATH            the Unix socket (default ROOT/agent.sock)
   --spool DIR              the spool directory (default ROOT/spool)
-  --runsc PATH             the runsc binary (default /usr/bin/runsc)
+  --runsc PATH             the runsc binary (default /usr/local/lib/sandbox-agent/runsc,
+                           built by scripts/install-deps, else /usr/bin/runsc)
   --log-level LEVEL        trace, debug, info, warn, error, critical, off (default info)
   --stop-sandboxes-on-exit stop every sandbox when the agent exits (default: leave them
                            running; the next start adopts them)
-  --check-config           validate the configuration, print it, exit
+  --check-config           validate the configuration, ask runsc what it can do, print
+                           both, exit
   --version                print the version
   --help                   this text
 
@@ -132,8 +135,11 @@ int render(const Config& config, const std::string& file) {
     return 1;
   }
   if (request->id.empty()) request->id = "render-preview";
+  // The Docker profile depends on what the runtime can do: ask it, as the agent would.
+  auto runtime = request->docker.enabled ? probe_runtime_now(config) : RuntimeInfo{};
   SpecContext ctx{config.sandbox_init, paths::join(paths::join(config.root, "sockets"), request->id),
-                  paths::join(paths::join(config.root, "logs"), request->id), config.docker.dockerd_path};
+                  paths::join(paths::join(config.root, "logs"), request->id), config.docker.dockerd_path,
+                  runtime.dockerd_flags};
   std::fputs(render_spec(*request, ctx).c_str(), stdout);
   return 0;
 }
@@ -144,6 +150,9 @@ void print_config(const Config& c) {
               c.root.c_str(), c.socket.path.c_str(), c.socket.mode, c.spool.c_str());
   std::printf("  runsc           %s (at most %u at once, %u ms deadline)\n", c.runsc.path.c_str(),
               c.runsc_concurrency(), c.runsc.timeout_ms);
+  auto runtime = probe_runtime_now(c);
+  std::printf("  %s\n", runtime.summary().c_str());
+  for (const auto& w : runtime.warnings) std::printf("  WARNING: %s\n", w.c_str());
   std::printf("  sandbox-init    %s%s\n", c.sandbox_init.c_str(),
               ::access(c.sandbox_init.c_str(), X_OK) == 0 ? "" : "  (WARNING: not found or not executable)");
   std::printf("  allowed host prefixes:");

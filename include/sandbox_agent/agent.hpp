@@ -13,6 +13,7 @@
 #include "sandbox_agent/config.hpp"
 #include "sandbox_agent/error.hpp"
 #include "sandbox_agent/request.hpp"
+#include "sandbox_agent/runtime.hpp"
 #include "sandbox_agent/status.hpp"
 
 namespace asio { class io_context; }
@@ -53,6 +54,8 @@ class Agent {
   void shutdown(std::function<void()> done);
 
   const Config& config() const;
+  // What the start-up probe found the runtime to be (filled in before `start` calls back).
+  const RuntimeInfo& runtime() const;
   std::size_t connections() const;
 
  private:

@@ -18,9 +18,17 @@ struct SocketConfig {
   std::vector<std::uint32_t> allowed_gids;
 };
 
+// The runsc scripts/install-deps builds from gVisor's Go module; the default where present.
+inline constexpr std::string_view kProjectRunsc = "/usr/local/lib/sandbox-agent/runsc";
+inline constexpr std::string_view kDebianRunsc = "/usr/bin/runsc";
+
 struct RunscConfig {
-  std::string path = "/usr/bin/runsc";
-  std::vector<std::string> flags{"--platform=ptrace", "--network=none", "--host-uds=create"};
+  std::string path;  // default: kProjectRunsc where installed, else kDebianRunsc
+  // "auto": systrap where the binary offers it, else ptrace (never KVM); or a platform name.
+  std::string platform = "auto";
+  // Given to every runsc call. The agent adds what the binary needs and supports (platform,
+  // --host-uds, --net-raw for Docker sandboxes: see RuntimeInfo); a flag named here wins.
+  std::vector<std::string> flags{"--network=none"};
   unsigned max_concurrent = 0;  // 0: two per core
   unsigned timeout_ms = 60000;
 };

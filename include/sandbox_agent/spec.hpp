@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "sandbox_agent/request.hpp"
 
@@ -24,6 +25,9 @@ struct SpecContext {
   std::string sockets_dir;   // host ROOT/sockets/ID
   std::string logs_dir;      // host ROOT/logs/ID
   std::string dockerd_path;  // dockerd inside the image
+  // The Docker profile's dockerd flags on this runtime (RuntimeInfo::dockerd_flags); empty:
+  // the flags that work on every supported runsc.
+  std::vector<std::string> dockerd_flags;
 };
 
 // The spec as JSON: indented for people, or compact (what the agent writes for runsc).

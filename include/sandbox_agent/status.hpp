@@ -37,6 +37,13 @@ struct Timings {
   std::optional<std::int64_t> ready_ms;   // accepted → ready
 };
 
+// What the runtime that created the sandbox gives it (decided from the runtime probe).
+struct Capabilities {
+  std::string runtime_version;  // `runsc --version`
+  std::string platform;         // systrap, ptrace, …
+  bool nested_containers = false;  // Docker sandboxes: `docker run` works inside
+};
+
 struct SandboxStatus {
   std::string id;
   SandboxState state = SandboxState::accepted;
@@ -48,6 +55,7 @@ struct SandboxStatus {
   std::string docker_socket;  // host path, set once ready
   Timings timings;
   std::string log_tail;  // why it failed, from runsc.log / dockerd.log
+  std::optional<Capabilities> capabilities;  // once it reached the runtime
 };
 
 struct StateEvent {

@@ -1,5 +1,7 @@
 #include "client.hpp"
 
+#include <cstdlib>
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -84,13 +86,46 @@ int connect_or_spawn(const std::string& root, std::string& err) {
 
 }  // namespace
 
+// What the agent's start-up probe asks: by default the answers of Debian's runsc
+// (20221219: ptrace and kvm, no Docker-in-gVisor); FAKE_RUNSC_PROFILE=current answers like
+// current gVisor (systrap; --allow-packet-socket-write).
+bool current_profile() {
+  const char* p = std::getenv("FAKE_RUNSC_PROFILE");
+  return p && std::string_view(p) == "current";
+}
+
+int answer_probe(const GlobalArgs& g, bool& answered) {
+  answered = true;
+  const bool current = current_profile();
+  if (g.version) {
+    write_all(STDOUT_FILENO, current ? "runsc version fake-current\nspec: 1.2.1\n"
+                                     : "runsc version fake\nspec: 1.0.2-dev\n");
+    return 0;
+  }
+  if (g.command == "flags") {  // runsc prints these on stderr, as Go's flag package does
+    std::string text =
+        "  -host-uds value\n    \tcontrols permission to access host Unix-domain sockets.\n"
+        "  -net-raw\n    \tenable raw sockets.\n"
+        "  -network value\n    \tspecifies which network to use.\n"
+        "  -platform string\n    \tspecifies which platform to use.\n"
+        "  -root string\n    \troot directory for storage of container state.\n";
+    if (current) text += "  -allow-packet-socket-write\n    \tallow writes on packet sockets.\n";
+    write_all(STDERR_FILENO, text);
+    return 0;
+  }
+  if (g.command == "help" && !g.rest.empty() && g.rest[0] == "platforms") {
+    write_all(STDOUT_FILENO, current ? "kvm\nptrace\nsystrap\n" : "kvm\nptrace\n");
+    return 0;
+  }
+  answered = false;
+  return 0;
+}
+
 int run_cli(int argc, char** argv) {
   std::vector<std::string_view> args(argv + 1, argv + argc);
   const GlobalArgs g = parse_globals(args);
-  if (g.version) {
-    write_all(STDOUT_FILENO, "runsc version fake\nspec: 1.0.2-dev\n");
-    return 0;
-  }
+  bool answered = false;
+  if (int rc = answer_probe(g, answered); answered) return rc;
   if (!g.error.empty()) return print_reply(Reply::fail(2, g.error));
   if (g.command.empty())
     return print_reply(Reply::fail(2, "usage: runsc <flags> <subcommand> <subcommand args>"));

@@ -78,8 +78,11 @@ TEST_CASE("config: defaults under the given root") {
   CHECK(c.socket.allowed_uids == std::vector<std::uint32_t>{0});
   CHECK(c.socket.allowed_gids.empty());
   CHECK(c.spool == root() + "/spool");
-  CHECK(c.runsc.path == "/usr/bin/runsc");
-  CHECK(c.runsc.flags == std::vector<std::string>{"--platform=ptrace", "--network=none", "--host-uds=create"});
+  // The project-built runsc where scripts/install-deps put it, else Debian's.
+  bool built = ::access(std::string(kProjectRunsc).c_str(), X_OK) == 0;
+  CHECK(c.runsc.path == (built ? kProjectRunsc : kDebianRunsc));
+  CHECK(c.runsc.platform == "auto");
+  CHECK(c.runsc.flags == std::vector<std::string>{"--network=none"});
   CHECK(c.runsc.timeout_ms == 60000u);
   CHECK(c.allowed_host_prefixes ==
         std::vector<std::string>{resolved(root() + "/images"), resolved("/srv/images")});
@@ -272,6 +275,9 @@ TEST_CASE("config: wrong types") {
   check_error(R"({"socket":{"allowed_gids":["wheel"]}})", "/socket/allowed_gids/0", "must be an integer");
   check_error(R"({"runsc":{"flags":"--platform=ptrace"}})", "/runsc/flags", "must be an array");
   check_error(R"({"runsc":{"flags":[1]}})", "/runsc/flags/0", "must be a string");
+  check_error(R"({"runsc":{"flags":["--network=none","--root=/x"]}})", "/runsc/flags/1", "--root is the agent's own");
+  check_error(R"({"runsc":{"platform":"Sys trap"}})", "/runsc/platform", "must be \"auto\" or a platform name");
+  check_error(R"({"runsc":{"platform":""}})", "/runsc/platform", "must be \"auto\" or a platform name");
   check_error(R"({"runsc":{"max_concurrent":"4"}})", "/runsc/max_concurrent", "must be an integer");
   check_error(R"({"runsc":{"max_concurrent":0}})", "/runsc/max_concurrent", "must be an integer from 1");
   check_error(R"({"runsc":{"timeout_ms":1.5}})", "/runsc/timeout_ms", "must be an integer");

@@ -49,6 +49,11 @@ struct Json {
     REQUIRE_MESSAGE(!root.at_pointer(p).get_int64().get(n), p << " is not an integer in " << text);
     return n;
   }
+  bool boolean(const std::string& p) const {
+    bool b = false;
+    REQUIRE_MESSAGE(!root.at_pointer(p).get_bool().get(b), p << " is not a boolean in " << text);
+    return b;
+  }
 };
 
 const std::regex kRfc3339Micro(R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$)");
@@ -140,9 +145,13 @@ TEST_CASE("status: to_json with every field") {
   s.docker_socket = "/var/lib/sandbox-agent/sockets/job-42/docker.sock";
   s.timings = {131, 41, 900};
   s.log_tail = "failed to start daemon: \"Devices cgroup isn't mounted\"\n";
+  s.capabilities = Capabilities{"release-20260831.0", "systrap", true};
   Json j(to_json(s));
   CHECK(j.keys() == std::set<std::string>{"id", "state", "reason", "exit_code", "labels", "created_at",
-                                          "ready_at", "docker_socket", "timings", "log_tail"});
+                                          "ready_at", "docker_socket", "timings", "log_tail", "capabilities"});
+  CHECK(j.str("/capabilities/runtime_version") == "release-20260831.0");
+  CHECK(j.str("/capabilities/platform") == "systrap");
+  CHECK(j.boolean("/capabilities/nested_containers"));
   CHECK(j.str("/state") == "failed");
   CHECK(j.str("/reason") == "dockerd_exited");
   CHECK(j.num("/exit_code") == 1);

@@ -128,6 +128,7 @@ TEST_CASE("store: record_to_json and parse_record round-trip every field") {
   sb.timings.ready_ms = 900;
   sb.log_tail = "line 1\nfailed to start daemon: \"Devices cgroup isn't mounted\"\n\ttab \\ backslash\n";
   sb.docker_socket = "/var/lib/sandbox-agent/sockets/job-42/docker.sock";
+  sb.capabilities = Capabilities{"0.0~20221219.0", "ptrace", false};
   sb.pid = 4242;
   sb.stop_requested = true;
   sb.runsc_created = true;
@@ -152,6 +153,10 @@ TEST_CASE("store: record_to_json and parse_record round-trip every field") {
   CHECK(rec.timings.ready_ms == sb.timings.ready_ms);
   CHECK(rec.log_tail == sb.log_tail);
   CHECK(rec.docker_socket == sb.docker_socket);
+  REQUIRE(rec.capabilities.has_value());
+  CHECK(rec.capabilities->runtime_version == "0.0~20221219.0");
+  CHECK(rec.capabilities->platform == "ptrace");
+  CHECK_FALSE(rec.capabilities->nested_containers);
   CHECK(rec.pid == sb.pid);
   CHECK(rec.stop_requested);
   CHECK(rec.runsc_created);
@@ -181,6 +186,7 @@ TEST_CASE("store: a record with optional fields unset round-trips as unset") {
   CHECK_FALSE(r->stop_requested);
   CHECK_FALSE(r->runsc_created);
   CHECK_FALSE(r->finished);
+  CHECK_FALSE(r->capabilities.has_value());
   check_same_request(r->request, sb.request);
 }
 
