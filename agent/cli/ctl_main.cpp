@@ -139,6 +139,15 @@ void print_status(simdjson::dom::element s) {
     }
     line("timings (ms)", t);
   }
+  simdjson::dom::element caps;
+  if (!s["capabilities"].get(caps) && caps.is_object()) {
+    bool nested = false, docker = !s["docker_socket"].error();
+    if (caps["nested_containers"].get_bool().get(nested)) nested = false;
+    std::string what = str(caps, "runtime_version") + ", platform " + str(caps, "platform");
+    if (nested) what += ", nested containers: yes";
+    else if (docker) what += ", nested containers: no (this runsc cannot run them)";
+    line("runtime", what);
+  }
   simdjson::dom::object labels;
   if (!s["labels"].get_object().get(labels)) {
     std::string l;
