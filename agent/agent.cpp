@@ -2,8 +2,11 @@
 // intakes → supervisor (spec → runtime → probe → store) → events → intakes' replies.
 #include "sandbox_agent/agent.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <asio/post.hpp>
 
@@ -52,6 +55,33 @@ Status make_layout(const Config& c) {
   return Ok{};
 }
 
+// One agent per root: an exclusive lock on ROOT/agent.lock, taken before anything under the
+// root is read or written (recovery would otherwise adopt, or launch again, the sandboxes of
+// an agent that is alive). Held until the process exits; the kernel drops it on any death.
+Result<int> lock_root(const std::string& root) {
+  if (!paths::make_dirs(root, 0755))
+    return make_error(ErrorCode::internal, "creating " + root + ": " + paths::errno_text());
+  auto path = paths::join(root, "agent.lock");
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) return make_error(ErrorCode::internal, "opening " + path + ": " + paths::errno_text());
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    char pid[32] = {};
+    ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      std::string holder = n > 0 ? std::string(pid, static_cast<std::size_t>(n)) : "?";
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+      return make_error(ErrorCode::internal, "another agent (pid " + holder + ") is running with root " + root);
+    }
+    errno = err;
+    return make_error(ErrorCode::internal, "locking " + path + ": " + paths::errno_text());
+  }
+  auto text = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, text.data(), text.size(), 0) < 0) { /* the pid is informative only */ }
+  return fd;
+}
+
 }  // namespace
 
 struct Agent::Impl {
@@ -61,8 +91,15 @@ struct Agent::Impl {
         socket(ex, config, supervisor, events),
         spool(ex, config, supervisor, events, dirs, writer) {}
 
+  ~Impl() {
+    if (lock_fd >= 0) ::close(lock_fd);
+  }
+
   awaitable<void> start(std::function<void(const Status&)> done) {
     auto fail = [&](const Status& s) { done(s); };
+    auto lock = lock_root(config.root);
+    if (!lock) co_return fail(lock.error());
+    lock_fd = *lock;
     if (auto s = make_layout(config); !s) co_return fail(s);
     if (auto s = writer.open(); !s) co_return fail(s);
     if (auto s = dirs.open(); !s) co_return fail(s);
@@ -93,6 +130,7 @@ struct Agent::Impl {
   asio::any_io_executor ex;
   Config config;
   AgentOptions options;
+  int lock_fd = -1;
   RuntimeInfo runtime;  // before the supervisor, which holds a reference
   EventBus events;
   DurableWriter writer;

@@ -167,11 +167,25 @@ awaitable<void> SocketServer::accept_loop() {
 awaitable<void> SocketServer::serve(ConnectionPtr c) {
   Running running(*this);
   asio::co_spawn(ex_, write_loop(c), asio::detached);
-  // A denied peer gets `forbidden` for each line it sends (so a client that writes first
-  // still reads why), a few times at most, then the connection is closed.
-  int denied_lines = peer_allowed(c->socket.native_handle(), c->peer) ? -1 : 0;
-  if (denied_lines == 0)
+  // A denied peer is told why once and closed at once: it holds no connection slot. What it
+  // wrote meanwhile is not read; the reply is still there for it to read.
+  if (!peer_allowed(c->socket.native_handle(), c->peer)) {
     spdlog::warn("refused a client: {} is not allowed (socket.allowed_uids/allowed_gids)", c->peer);
+    send(c, protocol::reply_error(make_error(ErrorCode::forbidden, "this user may not use the agent (" + c->peer + ")"), {}));
+    c->closing = true;
+    c->wake.notify();
+    co_return;
+  }
+  // A client that never completes a first line is not worth a slot (slowloris, a stuck
+  // script): dropped after limits.first_line_timeout_ms. Once it has spoken, silence is
+  // fine (a watcher, a held launch).
+  auto first_line = std::make_shared<bool>(false);
+  asio::steady_timer silent(ex_, Millis(config_.limits.first_line_timeout_ms));
+  silent.async_wait([this, weak = std::weak_ptr<Connection>(c), first_line](std::error_code ec) {
+    if (ec || *first_line) return;
+    if (auto conn = weak.lock())
+      drop(conn, "no request line within " + std::to_string(config_.limits.first_line_timeout_ms) + " ms");
+  });
   if (connections_.size() > config_.limits.max_connections) {
     spdlog::warn("refused a client ({}): {} connections already", c->peer, config_.limits.max_connections);
     send(c, protocol::reply_error(make_error(ErrorCode::overloaded, "too many connections"), {}));
@@ -190,12 +204,10 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
     while (!c->closing) {
       auto next = framer.next(line);
       if (next == protocol::LineFramer::Next::need_more) break;
+      *first_line = true;
       if (next == protocol::LineFramer::Next::too_long) {
         send(c, protocol::reply_error(make_error(ErrorCode::too_large, "line longer than " + std::to_string(max_line) + " bytes"), {}));
         c->closing = true;
-      } else if (denied_lines >= 0) {
-        send(c, protocol::reply_error(make_error(ErrorCode::forbidden, "this user may not use the agent (" + c->peer + ")"), {}));
-        c->closing = ++denied_lines >= 4;
       } else if (line.find_first_not_of(" \t") != std::string_view::npos) {
         co_await handle_line(c, line);  // the framer is not fed meanwhile: the view stays valid
       }
@@ -209,14 +221,16 @@ awaitable<void> SocketServer::write_loop(ConnectionPtr c) {
   Running running(*this);
   for (;;) {
     while (!c->out.empty()) {
-      auto [ec, n] = co_await asio::async_write(c->socket, asio::buffer(c->out.front()), use_nothrow);
+      // The line being written is this coroutine's own: drop() (a slow reader over its
+      // limit) clears the queue while a write is in flight, and must not free its buffer.
+      std::string line = std::move(c->out.front());
+      c->out.pop_front();
+      auto [ec, n] = co_await asio::async_write(c->socket, asio::buffer(line), use_nothrow);
+      c->queued -= std::min(c->queued, line.size());
       if (ec) {
-        c->out.clear();
         c->closing = true;
         break;
       }
-      c->queued -= c->out.front().size();
-      c->out.pop_front();
     }
     if (c->closing) break;
     co_await c->wake.wait();

@@ -618,6 +618,7 @@ awaitable<void> Supervisor::recover() {
   // runsc calls a previous agent started may still be running (they outlive it): let them
   // finish, so that `runsc list` shows what they did.
   co_await runsc_.wait_for_strays();
+  recovered_ = true;  // the root is ours (locked) and its runsc state is now in our hands
   if (auto n = runsc_.release_pinned_netns())
     spdlog::info("released runsc's pinned gofer network namespace ({} mount{})", n, n == 1 ? "" : "s");
   auto listed = co_await runsc_.list();
@@ -763,7 +764,7 @@ awaitable<void> Supervisor::shutdown(bool stop_all) {
   }
   co_await writer_.drain();
   // Nothing of ours stays mounted once no runsc call can be using the pin.
-  if (runsc_.idle()) runsc_.release_pinned_netns();
+  if (recovered_ && runsc_.idle()) runsc_.release_pinned_netns();
 }
 
 }  // namespace sandbox_agent

@@ -94,6 +94,7 @@ class Supervisor {
   std::size_t ready_next_ = 0;
   std::uint64_t pending_launches_ = 0;
   bool shutting_down_ = false;
+  bool recovered_ = false;
 };
 
 }  // namespace sandbox_agent

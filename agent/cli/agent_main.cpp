@@ -235,7 +235,10 @@ int main(int argc, char** argv) {
     if (!s) {
       spdlog::critical("cannot start: {}", s.error().message);
       exit_code = 1;
-      io.stop();
+      // Whatever start-up set going (recovery's sandboxes) ends the orderly way: tearing the
+      // io_context down under coroutines in flight is what Asio 1.22 cannot do.
+      stopping = true;
+      agent.shutdown([&] { io.stop(); });
       return;
     }
     spdlog::info("ready");

@@ -55,6 +55,7 @@ struct LimitsConfig {
   unsigned max_pending_launches = 10000;  // launches not yet through runsc start
   unsigned max_watchers = 256;           // `watch` subscribers
   std::uint64_t max_output_bytes = 4 << 20;  // per-connection queued replies
+  unsigned first_line_timeout_ms = 10000;  // a client silent this long after connecting is dropped
 };
 
 struct Config {

@@ -1,0 +1,166 @@
+"""Hostile clients and a hostile neighbour, against the real binary (fake runtime): none may
+crash the agent, hold its slots, forge its log, or make it touch another agent's sandboxes.
+Every loop is bounded in count and time; the sanitizer build runs the same tests."""
+import json
+import os
+import socket
+import subprocess
+import time
+import unittest
+
+from harness import AGENT, AgentTestCase, Client, wait_for
+
+
+def unprivileged_connections(path, n, hold_s, result_fd):
+    """In a child running as nobody: open n connections that send nothing; report how many
+    got a reply and were closed by the agent within hold_s."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        os.setgid(65534)
+        os.setuid(65534)
+        socks = []
+        for _ in range(n):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            s.settimeout(hold_s)
+            socks.append(s)
+        answered = closed = 0
+        for s in socks:
+            data = b""
+            try:
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        closed += 1
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            if b'"forbidden"' in data:
+                answered += 1
+        os.write(result_fd, json.dumps({"answered": answered, "closed": closed}).encode())
+    finally:
+        os._exit(0)
+
+
+class HostileClientTest(AgentTestCase):
+    def test_slow_readers_dropped_while_a_write_is_in_flight(self):
+        # The write in flight owned the queue's front; dropping the reader cleared the queue
+        # under it (double free, found by ASan). Big replies, tiny limit, many disconnects.
+        a = self.start_agent({"limits": {"max_output_bytes": 8192}})
+        labels = {f"label-{i}": "x" * 200 for i in range(10)}
+        c = a.client()
+        for i in range(40):
+            self.assertTrue(c.call({"op": "launch", "request": a.request(f"s{i}", labels=labels)})["ok"])
+        c.close()
+        list_line = b'{"op":"list"}\n'
+        for round_ in range(25):
+            slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            slow.connect(a.socket_path)
+            slow.sendall(list_line * 64)  # pipelined, never read: the agent's writes block
+            wait_for(lambda: a.log().count("does not read its replies") > round_, timeout=10,
+                     what=f"slow reader {round_} dropped")
+            slow.close()
+        self.assertTrue(a.call({"op": "version"})["ok"])
+        self.assertIsNone(a.proc.poll())
+
+    def test_slow_watchers_during_fast_launches(self):
+        a = self.start_agent({"limits": {"max_output_bytes": 8192}})
+        watchers = []
+        for _ in range(8):
+            w = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            w.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            w.connect(a.socket_path)
+            w.sendall(b'{"op":"watch"}\n')
+            watchers.append(w)
+        c = a.client()
+        for i in range(300):
+            c.send({"op": "launch", "request": a.request(f"w{i}", labels={"k": "v" * 100})})
+        for _ in range(300):
+            self.assertTrue(c.read()["ok"])
+        wait_for(lambda: a.log().count("does not read its replies") >= 8, timeout=20, what="8 slow watchers dropped")
+        for w in watchers:
+            w.close()
+        self.assertTrue(a.call({"op": "version"})["ok"])
+
+    def test_silent_forbidden_peers_hold_no_slot(self):
+        os.chmod(self.tmp, 0o755)
+        a = self.start_agent({"socket": {"mode": "0666", "allowed_uids": [0]}, "limits": {"max_connections": 8}})
+        r, w = os.pipe()
+        pid = unprivileged_connections(a.socket_path, 40, 5.0, w)
+        os.close(w)
+        data = os.read(r, 4096)
+        os.waitpid(pid, 0)
+        got = json.loads(data)
+        # every one told why and closed at once, though it said nothing
+        self.assertEqual(got, {"answered": 40, "closed": 40})
+        # and root's own client still gets in
+        self.assertTrue(a.call({"op": "version"})["ok"])
+
+    def test_a_client_that_never_sends_a_line_is_dropped(self):
+        a = self.start_agent({"limits": {"max_connections": 4, "first_line_timeout_ms": 300}})
+        silent = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(4)]
+        for s in silent:
+            s.connect(a.socket_path)
+        silent[0].sendall(b'{"op":"vers')  # half a line is still silence
+        t0 = time.monotonic()
+        for s in silent:
+            s.settimeout(5)
+            self.assertEqual(s.recv(100), b"")  # closed by the agent
+        self.assertLess(time.monotonic() - t0, 4)
+        self.assertIn("no request line within 300 ms", a.log())
+        # a client that has spoken may stay silent: a watcher keeps its connection
+        w = a.client()
+        self.assertTrue(w.call({"op": "watch"})["ok"])
+        time.sleep(0.6)
+        self.assertTrue(a.call({"op": "version"})["ok"])
+        w.send({"op": "version"})
+        self.assertTrue(w.read()["ok"])
+
+    def test_untrusted_names_cannot_forge_log_lines(self):
+        a = self.start_agent()
+        forged = "2026-12-01T00:00:00.000000Z critical FORGED"
+        spool_new = os.path.join(a.root, "spool", "new")
+        with open(os.path.join(spool_new, f"evil\n{forged}.json"), "w") as f:
+            f.write("not json")
+        c = a.client()
+        c.send_raw(b'{"op":"status","id":"x\\n' + forged.encode() + b'"}\n')
+        c.read()
+        wait_for(lambda: "rejected" in a.log(), timeout=10, what="the spool file rejected")
+        for line in a.log().splitlines():
+            self.assertFalse(line.startswith(forged[:20]), line)
+        self.assertIn("evil\\n" + forged, a.log())  # escaped, on the agent's own line
+
+
+class SecondAgentTest(AgentTestCase):
+    def test_a_second_agent_on_a_live_root_touches_nothing(self):
+        a = self.start_agent()
+        for i in range(20):
+            self.assertTrue(a.launch(a.request(f"live-{i}"))["ok"])
+        for i in range(20):
+            a.wait_state(f"live-{i}", "ready")
+        with open(os.path.join(a.root, "state", "live-0.json")) as f:
+            before = f.read()
+        # Another socket path, so the socket check cannot be what stops it.
+        second = subprocess.run([AGENT, "--root", a.root, "--config", a.config_path, "--runsc", a.runsc,
+                                 "--socket", os.path.join(self.tmp, "second.sock")],
+                                capture_output=True, text=True, timeout=30)
+        self.assertEqual(second.returncode, 1, second.stderr)
+        self.assertIn(f"another agent (pid {a.proc.pid}) is running with root {a.root}", second.stderr)
+        self.assertNotIn("adopted", second.stderr)
+        self.assertNotIn("launching again", second.stderr)
+        with open(os.path.join(a.root, "state", "live-0.json")) as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual({s["state"] for s in a.call({"op": "list"})["sandboxes"]}, {"ready"})
+        self.assertTrue(a.call({"op": "version"})["ok"])
+        # once the first is gone, the root is free again
+        self.assertEqual(a.stop(), 0)
+        a.start()
+        self.assertEqual(a.status("live-0")["state"], "ready")
+
+
+if __name__ == "__main__":
+    unittest.main()
