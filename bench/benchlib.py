@@ -26,7 +26,7 @@ def binary(env, relative):
 
 AGENT = binary("SANDBOX_AGENT", "sandbox-agent")
 SANDBOXCTL = binary("SANDBOXCTL", "sandboxctl")
-SANDBOX_INIT = binary("SANDBOX_INIT", "agent/init/sandbox-init")
+SANDBOX_INIT = binary("SANDBOX_INIT", "sandbox-init")
 FAKE_RUNSC = binary("FAKE_RUNSC", "tests/fake_runsc/fake-runsc")
 RENDER_BENCH = binary("RENDER_BENCH", "bench/render_bench")
 MONITOR = binary("BENCH_MONITOR", "bench/monitor")

@@ -35,7 +35,7 @@ def parse_args():
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for each phase (default 600)")
     p.add_argument("--agent", default=os.environ.get("SANDBOX_AGENT", os.path.join(BUILD, "sandbox-agent")))
     p.add_argument("--runsc", default=os.environ.get("FAKE_RUNSC", os.path.join(BUILD, "tests/fake_runsc/fake-runsc")))
-    p.add_argument("--init", default=os.environ.get("SANDBOX_INIT", os.path.join(BUILD, "agent/init/sandbox-init")))
+    p.add_argument("--init", default=os.environ.get("SANDBOX_INIT", os.path.join(BUILD, "sandbox-init")))
     p.add_argument("--docker", action="store_true", help="Docker sandboxes (probed) instead of plain ones")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return p.parse_args()

@@ -2,8 +2,8 @@
 """Tests for sandbox-init (agent/init), run directly on the host (no gVisor).
 
 Usage:
-    SANDBOX_INIT=build/agent/init/sandbox-init /usr/bin/python3 tests/sandbox_init_test.py
-    /usr/bin/python3 tests/sandbox_init_test.py build/agent/init/sandbox-init [unittest args]
+    SANDBOX_INIT=build/sandbox-init /usr/bin/python3 tests/sandbox_init_test.py
+    /usr/bin/python3 tests/sandbox_init_test.py build/sandbox-init [unittest args]
 
 dockerd is replaced by FAKE_DOCKERD below: a small Python script that listens on the
 --host=unix://PATH it is given and speaks just enough HTTP. Its behaviour is chosen with

@@ -184,6 +184,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (args.has_render) return render(config, args.render);
+  // Every launch would fail without it (runsc: "cannot read client sync file"): say so now.
+  if (::access(config.sandbox_init.c_str(), X_OK) != 0)
+    return config_error(args.config_file, make_error(ErrorCode::invalid_request,
+                                                     config.sandbox_init + " is missing or not executable (" +
+                                                         paths::errno_text() + "); build or install sandbox-init, or set it",
+                                                     "/sandbox_init"));
   if (!log::setup(config.log_level)) return usage_error("unknown log level " + config.log_level);
   std::signal(SIGPIPE, SIG_IGN);  // a client that hangs up is an error code, not a signal
 

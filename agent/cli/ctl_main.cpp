@@ -35,7 +35,7 @@ commands:
                              --wait holds until it is stopped
   watch                      print state changes as they happen, until interrupted
   stats                      counters and time-to-ready percentiles
-  version                    the agent's version
+  version                    the agent's version (--version: this client's)
 
 The socket is --socket, else ROOT/agent.sock for --root, else $SANDBOX_AGENT_SOCKET, else
 /var/lib/sandbox-agent/agent.sock. Exit 0 on success, 1 when the agent answered an error,
@@ -351,6 +351,10 @@ int main(int argc, char** argv) {
     const auto& a = args[i];
     if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (o.args.empty() && a == "--version") {  // the client's own; `version` asks the agent
+      std::printf("sandboxctl %s\n", SANDBOX_AGENT_VERSION);
       return 0;
     }
     if (o.args.empty() && (a == "--socket" || a == "--root")) {

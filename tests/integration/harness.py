@@ -17,7 +17,7 @@ import unittest
 
 AGENT = os.environ.get("SANDBOX_AGENT", "build/sandbox-agent")
 SANDBOXCTL = os.environ.get("SANDBOXCTL", "build/sandboxctl")
-SANDBOX_INIT = os.environ.get("SANDBOX_INIT", "build/agent/init/sandbox-init")
+SANDBOX_INIT = os.environ.get("SANDBOX_INIT", "build/sandbox-init")
 FAKE_RUNSC = os.environ.get("FAKE_RUNSC", "build/tests/fake_runsc/fake-runsc")
 
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 import unittest
 
-from harness import AGENT, SANDBOX_INIT, AgentTestCase
+from harness import FAKE_RUNSC, SANDBOXCTL, AGENT, SANDBOX_INIT, AgentTestCase
 
 
 def run(*args, input=None):
@@ -25,6 +25,10 @@ class CliTest(AgentTestCase):
         self.assertEqual(r.returncode, 0)
         for flag in ("--root", "--config", "--socket", "--spool", "--runsc", "--log-level", "--check-config", "render"):
             self.assertIn(flag, r.stdout)
+        # sandboxctl has one too (docker, podman and runsc do), answered without an agent
+        r = subprocess.run([os.path.abspath(SANDBOXCTL), "--socket", "/nonexistent.sock", "--version"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "sandboxctl 0.1.0"))
 
     def test_bad_flags_exit_2_with_a_reason(self):
         for args, text in ((["--frobnicate"], "unknown argument: --frobnicate"),
@@ -64,6 +68,20 @@ class CliTest(AgentTestCase):
         self.assertIn(f"root            {self.tmp}", r.stdout)
         self.assertIn(f"socket          {self.tmp}/agent.sock", r.stdout)
         self.assertIn("runsc           /usr/bin/runsc", r.stdout)
+
+    def test_a_missing_sandbox_init_refuses_to_start(self):
+        cfg = self.write("c.json", {"sandbox_init": "/nonexistent/sandbox-init"})
+        r = run("--config", cfg, "--root", self.tmp, "--runsc", os.path.abspath(FAKE_RUNSC))
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("/sandbox_init: /nonexistent/sandbox-init is missing or not executable", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "agent.sock")))
+
+    def test_the_build_tree_runs_without_a_configuration(self):
+        # sandbox-init is built beside sandbox-agent, where the default looks first
+        self.assertEqual(os.path.dirname(os.path.abspath(SANDBOX_INIT)), os.path.dirname(os.path.abspath(AGENT)))
+        r = run("--root", self.tmp, "--check-config")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"sandbox-init    {os.path.abspath(SANDBOX_INIT)}\n", r.stdout)
 
     def test_render_prints_the_spec_or_the_error(self):
         images = os.path.join(self.tmp, "images", "img")

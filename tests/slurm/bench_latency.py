@@ -41,7 +41,7 @@ def main():
     build, runtime, n = os.path.abspath(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     k = int(sys.argv[4]) if len(sys.argv) == 5 else 0
     os.environ.update(SANDBOX_AGENT=f"{build}/sandbox-agent", SANDBOXCTL=f"{build}/sandboxctl",
-                      SANDBOX_INIT=f"{build}/agent/init/sandbox-init",
+                      SANDBOX_INIT=f"{build}/sandbox-init",
                       FAKE_RUNSC=f"{build}/tests/fake_runsc/fake-runsc")
     sys.path.insert(0, HERE)
     sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
