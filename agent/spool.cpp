@@ -19,6 +19,23 @@ namespace sandbox_agent {
 namespace {
 
 constexpr std::string_view kOriginPrefix = "spool:";
+// Longer names cannot get what every request gets: NAME.N.json in rejected/ with
+// NAME.N.error.json beside it, and the writer's .NAME.tmp staging name, within the 255 bytes
+// a file name may have. Such a drop is rejected under a shortened name (see short_name).
+constexpr std::size_t kMaxRequestName = 200;
+
+// STEM…-HASH.json: the first 150 bytes of the stem and a hash of the whole name, so two long
+// names that share a beginning stay apart.
+std::string short_name(std::string_view name) {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  std::string stem(name.substr(0, 150));
+  while (!stem.empty() && (static_cast<unsigned char>(stem.back()) & 0xc0) == 0x80) stem.pop_back();  // whole UTF-8
+  if (!stem.empty() && static_cast<unsigned char>(stem.back()) >= 0xc0) stem.pop_back();
+  return stem + "-" + hex + ".json";
+}
 
 // Moves dir_from/name to dir_to/name without replacing anything there: a name already
 // taken gets a numbered suffix (NAME.1.json …), so no request file is ever overwritten.
@@ -27,9 +44,10 @@ constexpr std::string_view kOriginPrefix = "spool:";
 // over a rejected request that was itself called x.error.json, and whoever finds a request
 // in rejected/ finds its whole error there. Returns the name used, or empty (errno set).
 std::string move_noreplace(const std::string& from_dir, const std::string& to_dir, const std::string& name,
-                           const std::string* error_text = nullptr) {
+                           const std::string* error_text = nullptr, const std::string& target_name = {}) {
   auto from = paths::join(from_dir, name);
-  std::string stem = name.substr(0, name.size() - 5);  // without ".json"
+  const std::string& target = target_name.empty() ? name : target_name;
+  std::string stem = target.substr(0, target.size() - 5);  // without ".json"
   std::string staged;
   if (error_text) {
     // A few hundred bytes into the page cache; the durable copy replaces it right after.
@@ -162,6 +180,13 @@ void SpoolIntake::on_new_entry(std::string_view name, std::uint32_t mask) {
 }
 
 awaitable<void> SpoolIntake::claim(std::string name) {
+  if (name.size() > kMaxRequestName) {  // straight from new/: it never becomes a request
+    reject(dir("new"), name, make_error(ErrorCode::invalid_request,
+                                        "the file name is " + std::to_string(name.size()) + " bytes long; at most " +
+                                            std::to_string(kMaxRequestName) + " are allowed"));
+    done_with(name);
+    co_return;
+  }
   // Claiming is the rename: whoever renames first owns the file (another agent, or us
   // after a restart, finds it gone). Never replaces a file already in cur/.
   auto from = paths::join(dir("new"), name);
@@ -260,7 +285,8 @@ awaitable<void> SpoolIntake::process(std::string name) {
 
 void SpoolIntake::reject(const std::string& from_dir, const std::string& name, const Error& error) {
   auto text = protocol::reply_error(error, {});
-  auto moved = move_noreplace(from_dir, dir("rejected"), name, &text);
+  auto moved = move_noreplace(from_dir, dir("rejected"), name, &text,
+                              name.size() > kMaxRequestName ? short_name(name) : std::string());
   if (moved.empty()) {
     spdlog::error("spool: cannot move {} to rejected/: {}", paths::join(from_dir, name), paths::errno_text());
     return;

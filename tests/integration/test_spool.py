@@ -40,7 +40,7 @@ class Spool:
 
     def stage(self, name, content):
         """Writes a unique file in tmp/ (fsync'ed), returns its path: the first half of a drop."""
-        tmp = self.path("tmp", f"{name}.{os.getpid()}.{next(_seq)}")
+        tmp = self.path("tmp", f"{name[:200]}.{os.getpid()}.{next(_seq)}")
         data = content if isinstance(content, bytes) else json.dumps(content).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -377,6 +377,32 @@ class SpoolTest(AgentTestCase):
                  what="limit.json to be handled")
         if "rejected" in sp.where("limit.json"):
             self.assertNotEqual(sp.error("limit.json")["error"]["code"], "too_large")
+        self.assert_alive(a)
+
+    def test_names_up_to_the_file_name_limit_all_end_somewhere(self):
+        # 250-255 byte names: the error file and the writer's staging name would not fit
+        a = self.start_agent()
+        sp = Spool(a)
+        good = [("g" * (200 - 5 - len(str(n)))) + str(n) + ".json" for n in range(2)]  # exactly 200 bytes
+        long_names = [("L" * (n - 5 - 1)) + str(n % 10) + ".json" for n in (201, 250, 253, 255)]
+        for i, name in enumerate(good):
+            sp.drop(name, json.dumps(a.request(f"long-ok-{i}")).encode())
+        for name in long_names:
+            sp.drop(name, json.dumps(a.request()).encode())
+        sp.drop(("B" * 249) + ".json", b"not json")  # an invalid request with a long name too
+        for i, name in enumerate(good):
+            wait_for(lambda: (sp.status(name) or {}).get("state") == "ready", timeout=20, what=f"{name} ready")
+        rejected = os.path.join(a.root, "spool", "rejected")
+        wait_for(lambda: len([n for n in os.listdir(rejected) if n.endswith(".error.json")]) == 5, timeout=20,
+                 what="five long names rejected")
+        for name in long_names + [("B" * 249) + ".json"]:
+            self.assertEqual(sp.where(name), [], f"{name[:20]}…: {sp.tree()}")  # not left in new/ or cur/
+        for err_name in [n for n in os.listdir(rejected) if n.endswith(".error.json")]:
+            self.assertLessEqual(len(err_name), 255)
+            with open(os.path.join(rejected, err_name)) as f:
+                err = json.load(f)
+            self.assertEqual(err["error"]["code"], "invalid_request", err)
+            self.assertIn("bytes long; at most 200", err["error"]["message"])
         self.assert_alive(a)
 
     def test_ignored_names_stay_untouched(self):
