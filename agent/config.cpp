@@ -215,8 +215,10 @@ Result<Config> parse_config(std::string_view text, const ConfigOverrides& o) {
 
 Result<Config> load_config(const std::string& file, const ConfigOverrides& o) {
   std::string text;
-  if (!file.empty() && !paths::read_file(file, text, 4 << 20))
-    return make_error(ErrorCode::invalid_request, "cannot read: " + paths::errno_text());
+  // Never blocks (SIGHUP reloads on the reactor): a FIFO or a device is refused.
+  if (!file.empty() && !paths::read_regular_file(file, text, 4 << 20))
+    return make_error(ErrorCode::invalid_request,
+                      errno == EINVAL ? "cannot read: not a regular file" : "cannot read: " + paths::errno_text());
   if (file.empty()) return build(nullptr, o);
   return parse_config(text, o);
 }

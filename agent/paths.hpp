@@ -22,6 +22,9 @@ bool make_dirs(const std::string& path, unsigned mode = 0755);
 bool remove_tree(const std::string& path);
 
 // Reads a whole small file (up to max bytes); false on error or when larger.
+// Like read_file, but only a regular file (symlinks to one too), opened without blocking: a
+// FIFO or a device put where a file is expected fails with EINVAL instead of blocking.
+bool read_regular_file(const std::string& path, std::string& out, std::size_t max);
 bool read_file(const std::string& path, std::string& out, std::size_t max);
 
 // The same for a file in a directory a sandbox can write to (sockets/ID, logs/ID): never

@@ -113,6 +113,24 @@ class CliTest(AgentTestCase):
         wait_for(lambda: "log level is now warn" in a.log(), what="the reload")
         self.assertTrue(a.call({"op": "version"})["ok"])
 
+    def test_sighup_with_a_fifo_for_a_config_never_blocks(self):
+        import signal
+        from harness import wait_for
+        a = self.start_agent()
+        os.unlink(a.config_path)
+        os.mkfifo(a.config_path)  # nobody will ever write it: an open for reading would block
+        a.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration not reloaded" in a.log(), timeout=10, what="the refused reload")
+        self.assertIn("not a regular file", a.log())
+        c = a.client()  # the reactor still serves
+        c.sock.settimeout(5)
+        self.assertTrue(c.call({"op": "version"})["ok"])
+        self.assertTrue(a.launch(a.request("after-hup"), wait=True)["state"] == "ready")
+        # and at start-up it is a clear configuration error, not a hang
+        r = run("--config", a.config_path, "--root", self.tmp, "--check-config")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("not a regular file", r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
