@@ -27,6 +27,7 @@ struct SocketServer::Connection {
   std::size_t queued = 0;
   Wake wake;  // the writer waits here for output
   bool closing = false;
+  bool half_closed = false;  // the client sent EOF: it reads its remaining replies, then we close
   std::uint64_t watch_token = 0;
   std::vector<std::uint64_t> waits;  // held launch replies
   std::string peer;
@@ -196,10 +197,19 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
   const std::size_t max_line = config_.limits.max_request_bytes + 64 * 1024;  // request + envelope
   protocol::LineFramer framer(max_line);
   char chunk[65536];
-  while (!c->closing) {
+  bool at_eof = false;
+  while (!c->closing && !at_eof) {
     auto [ec, n] = co_await c->socket.async_read_some(asio::buffer(chunk), use_nothrow);
-    if (ec) break;
-    framer.feed(std::string_view(chunk, n));
+    if (ec == asio::error::eof) {
+      // A half-close ends the requests, not the replies. A last line without its newline
+      // is still a request.
+      at_eof = true;
+      if (framer.buffered() > 0) framer.feed("\n");
+    } else if (ec) {
+      break;
+    } else {
+      framer.feed(std::string_view(chunk, n));
+    }
     std::string_view line;
     while (!c->closing) {
       auto next = framer.next(line);
@@ -213,7 +223,9 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
       }
     }
   }
-  c->closing = true;
+  // Half-closed: the writer closes once every reply is out, held `launch … wait` ones too.
+  if (at_eof) c->half_closed = true;
+  else c->closing = true;
   c->wake.notify();
 }
 
@@ -232,7 +244,7 @@ awaitable<void> SocketServer::write_loop(ConnectionPtr c) {
         break;
       }
     }
-    if (c->closing) break;
+    if (c->closing || (c->half_closed && c->waits.empty() && c->out.empty() && !c->watch_token)) break;
     co_await c->wake.wait();
   }
   drop(c, {});

@@ -135,6 +135,54 @@ class HostileClientTest(AgentTestCase):
         self.assertIn("evil\\n" + forged, a.log())  # escaped, on the agent's own line
 
 
+class HalfCloseTest(AgentTestCase):
+    def half_closed_call(self, a, data, replies, timeout=20):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(a.socket_path)
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)  # like `printf … | nc -N -U agent.sock`
+        buf = b""
+        while buf.count(b"\n") < replies:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        rest = s.recv(65536)  # then the agent closes
+        s.close()
+        return [json.loads(l) for l in buf.splitlines()], rest
+
+    def test_a_held_launch_is_answered_after_a_half_close(self):
+        a = self.start_agent()
+        line = json.dumps({"op": "launch", "wait": "ready", "request": a.request("hc")}).encode() + b"\n"
+        replies, rest = self.half_closed_call(a, line, 1)
+        self.assertEqual(len(replies), 1, replies)
+        self.assertEqual((replies[0]["ok"], replies[0]["state"], replies[0]["id"]), (True, "ready", "hc"))
+        self.assertEqual(rest, b"")
+
+    def test_a_last_line_without_its_newline_is_still_a_request(self):
+        a = self.start_agent()
+        replies, _ = self.half_closed_call(a, b'{"op":"version","tag":1}\n{"op":"version","tag":2}', 2)
+        self.assertEqual([r.get("tag") for r in replies], [1, 2])
+        line = json.dumps({"op": "launch", "wait": "ready", "request": a.request("nl")}).encode()
+        replies, _ = self.half_closed_call(a, line, 1)
+        self.assertEqual((replies[0]["state"], replies[0]["id"]), ("ready", "nl"))
+
+    def test_a_half_closed_watcher_keeps_watching(self):
+        a = self.start_agent()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(a.socket_path)
+        s.sendall(b'{"op":"watch"}\n')
+        s.shutdown(socket.SHUT_WR)
+        f = s.makefile("rb")
+        self.assertTrue(json.loads(f.readline())["ok"])
+        a.launch(a.request("seen"))
+        event = json.loads(f.readline())
+        self.assertEqual((event["id"], event["state"]), ("seen", "accepted"))
+        s.close()
+
+
 class SecondAgentTest(AgentTestCase):
     def test_a_second_agent_on_a_live_root_touches_nothing(self):
         a = self.start_agent()
