@@ -203,7 +203,8 @@ struct StatsOut {
   template <class A> void save(A& ar) const {
     ar(make_nvp("accepted", s.accepted), make_nvp("ready", s.ready), make_nvp("failed", s.failed),
        make_nvp("stopped", s.stopped), make_nvp("in_flight", s.in_flight),
-       make_nvp("runsc_queued", s.runsc_queued), make_nvp("time_to_ready_ms", TimeToReady{s}));
+       make_nvp("runsc_queued", s.runsc_queued), make_nvp("records_unwritten", s.records_unwritten),
+       make_nvp("time_to_ready_ms", TimeToReady{s}));
   }
 };
 

@@ -256,16 +256,21 @@ awaitable<void> SpoolIntake::process(std::string name) {
       error = request.error();
       readable = false;
     } else {
-      // A valid request the agent cannot take now (overloaded, shutting down) is not
-      // rejected: it stays claimed in cur/ and is tried again; a restart finds it there.
+      // A valid request the agent cannot take now is not rejected: it stays claimed in
+      // cur/ and is tried again, with backoff; a restart finds it there. Now: overloaded,
+      // shutting down, or the host failing (`internal`: its record could not be written,
+      // the disk full or read-only), which passes.
       asio::steady_timer timer(ex_);
-      for (Millis wait{20};; wait = std::min(wait * 2, Millis(1000))) {
+      bool said = false;
+      for (Millis wait{20};; wait = std::min(wait * 2, Millis(5000))) {
         auto launched = co_await supervisor_.launch(request.value(), std::string(kOriginPrefix) + name);
         if (launched) {
+          if (said) spdlog::info("spool: {} accepted after waiting", name);
           done_with(name);
           co_return;
         }
-        if (launched.error().code != ErrorCode::overloaded) {
+        auto code = launched.error().code;
+        if (code != ErrorCode::overloaded && code != ErrorCode::internal) {
           error = launched.error();
           break;
         }
@@ -273,8 +278,13 @@ awaitable<void> SpoolIntake::process(std::string name) {
           done_with(name);
           co_return;
         }
-        spdlog::debug("spool: {} waits: {}", name, launched.error().message);
-        timer.expires_after(wait);
+        if (code == ErrorCode::internal && !said) {
+          spdlog::warn("spool: {} waits in cur/ until the host recovers: {}", name, launched.error().message);
+          said = true;
+        } else {
+          spdlog::debug("spool: {} waits: {}", name, launched.error().message);
+        }
+        timer.expires_after(code == ErrorCode::internal ? std::max(wait, Millis(100)) : std::min(wait, Millis(1000)));
         co_await timer.async_wait(use_nothrow);
       }
     }
@@ -304,10 +314,44 @@ void SpoolIntake::on_event(const StateEvent& e, const Sandbox& sb) {
 void SpoolIntake::write_status(const std::string& name, const Sandbox& sb, bool terminal) {
   auto status_file = paths::join(dir("status"), name);
   // The status says so before the file moves to done/.
-  writer_.write(status_file, to_json(sb.status()) + "\n", [this, name, terminal](int err) {
-    if (err) spdlog::error("spool: cannot write the status of {}: {}", name, std::strerror(err));
+  writer_.write(status_file, to_json(sb.status()) + "\n", [this, name, id = sb.id, terminal](int err) {
+    if (err) {
+      spdlog::error("spool: cannot write the status of {}: {}; retrying", name, std::strerror(err));
+      retry_status(name, id);
+      return;
+    }
     if (terminal) finish(name);
   });
+}
+
+// A status the disk refused is written again (the sandbox's newest status) with backoff
+// until it is there; a terminal one then moves the request to done/ as usual.
+void SpoolIntake::retry_status(const std::string& name, const std::string& id) {
+  unwritten_status_[name] = id;
+  if (retrying_status_) return;
+  retrying_status_ = true;
+  asio::co_spawn(ex_, [this]() -> awaitable<void> {
+    asio::steady_timer t(ex_);
+    for (Millis wait{100}; !unwritten_status_.empty() && event_token_; wait = std::min(wait * 2, Millis(5000))) {
+      t.expires_after(wait);
+      co_await t.async_wait(use_nothrow);
+      auto pending = unwritten_status_;
+      for (const auto& [name, id] : pending) {
+        const Sandbox* sb = supervisor_.find(id);
+        if (!sb || sb->origin != std::string(kOriginPrefix) + name) {
+          unwritten_status_.erase(name);
+          continue;
+        }
+        bool terminal = is_terminal(sb->state);
+        if (co_await writer_.write_async(paths::join(dir("status"), name), to_json(sb->status()) + "\n") == 0) {
+          unwritten_status_.erase(name);
+          spdlog::info("spool: status of {} written ({})", name, to_string(sb->state));
+          if (terminal) finish(name);
+        }
+      }
+    }
+    retrying_status_ = false;
+  }, asio::detached);
 }
 
 void SpoolIntake::done_with(const std::string& name) {

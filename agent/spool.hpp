@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "durable_writer.hpp"
@@ -38,6 +39,7 @@ class SpoolIntake {
   void reject(const std::string& from_dir, const std::string& name, const Error& error);
   void on_event(const StateEvent& e, const Sandbox& sb);
   void write_status(const std::string& name, const Sandbox& sb, bool terminal);
+  void retry_status(const std::string& name, const std::string& id);
   void done_with(const std::string& name);  // no longer in progress: look at new/NAME again if asked
   void finish(const std::string& name);
   std::string dir(std::string_view sub) const;
@@ -52,6 +54,8 @@ class SpoolIntake {
   std::unordered_set<std::string> recheck_;      // names seen in new/ while in progress
   std::uint64_t event_token_ = 0;
   int watch_wd_ = -1;
+  std::unordered_map<std::string, std::string> unwritten_status_;  // name -> sandbox id
+  bool retrying_status_ = false;
 };
 
 }  // namespace sandbox_agent

@@ -150,6 +150,7 @@ Stats Supervisor::stats() const {
   s.in_flight = 0;
   for (const auto& [id, sb] : sandboxes_) s.in_flight += !is_terminal(sb->state);
   s.runsc_queued = runsc_.queued();
+  s.records_unwritten = unwritten_records_.size();
   std::vector<double> v(ready_samples_);
   s.samples = v.size();
   if (!v.empty()) {
@@ -406,9 +407,43 @@ void Supervisor::fail(Sandbox& sb, std::string_view why, std::string detail) {
 }
 
 void Supervisor::persist(Sandbox& sb) {
-  writer_.write(layout_.state_file(sb.id), record_to_json(sb), [id = sb.id](int err) {
-    if (err) spdlog::error("{} cannot write its state record: {}", id, std::strerror(err));
+  writer_.write(layout_.state_file(sb.id), record_to_json(sb), [this, id = sb.id](int err) {
+    if (!err) return;
+    spdlog::error("{} cannot write its state record: {}; retrying until the disk takes it", id, std::strerror(err));
+    retry_record(id);
   });
+}
+
+// A record the disk refused (full, read-only, I/O error) is written again, newest content,
+// with backoff, until it is on disk: the record must end up saying what the sandbox is.
+void Supervisor::retry_record(const std::string& id) {
+  unwritten_records_.insert(id);
+  if (retrying_records_) return;
+  retrying_records_ = true;
+  asio::co_spawn(ex_, [this]() -> awaitable<void> {
+    asio::steady_timer t(ex_);
+    unsigned attempts = 0;
+    for (Millis wait{100}; !unwritten_records_.empty(); wait = std::min(wait * 2, Millis(5000))) {
+      t.expires_after(wait);
+      co_await t.async_wait(use_nothrow);
+      auto ids = unwritten_records_;
+      ++attempts;
+      for (const auto& id : ids) {
+        auto it = sandboxes_.find(id);
+        if (it == sandboxes_.end()) {  // forgotten meanwhile (evicted): nothing to record
+          unwritten_records_.erase(id);
+          continue;
+        }
+        auto sb = it->second;
+        if (co_await writer_.write_async(layout_.state_file(id), record_to_json(*sb)) == 0) {
+          unwritten_records_.erase(id);
+          spdlog::info("{} state record written (state {}) after {} retr{}", id, to_string(sb->state), attempts,
+                       attempts == 1 ? "y" : "ies");
+        }
+      }
+    }
+    retrying_records_ = false;
+  }, asio::detached);
 }
 
 awaitable<bool> Supervisor::persist_now(SandboxPtr sb) {

@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,7 @@ class Supervisor {
   void transition(Sandbox& sb, SandboxState to, std::string_view reason = {});
   void fail(Sandbox& sb, std::string_view reason, std::string detail);
   void persist(Sandbox& sb);
+  void retry_record(const std::string& id);
   awaitable<bool> persist_now(SandboxPtr sb);
 
   Status prepare_host_dirs(Sandbox& sb);
@@ -95,6 +97,8 @@ class Supervisor {
   std::uint64_t pending_launches_ = 0;
   bool shutting_down_ = false;
   bool recovered_ = false;
+  std::set<std::string> unwritten_records_;  // ids whose last record write failed
+  bool retrying_records_ = false;
 };
 
 }  // namespace sandbox_agent

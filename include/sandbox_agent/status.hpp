@@ -70,6 +70,7 @@ struct Stats {
   std::uint64_t accepted = 0, ready = 0, failed = 0, stopped = 0;
   std::uint64_t in_flight = 0;  // accepted and not yet stopped or failed
   std::uint64_t runsc_queued = 0;  // launches waiting for a runsc slot
+  std::uint64_t records_unwritten = 0;  // state records that failed to write, being retried
   // Time to ready (accepted → ready) in ms, over the last 10,000 sandboxes that got there.
   std::uint64_t samples = 0;
   double p50 = 0, p90 = 0, p99 = 0, max = 0;
