@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 import unittest
 
@@ -46,44 +47,78 @@ def unprivileged_connections(path, n, hold_s, result_fd):
 
 
 class HostileClientTest(AgentTestCase):
+    def slow_reader(self, sock, chunk, pause, stop):
+        """Reads `chunk` bytes every `pause` seconds until told to stop or closed (10 s at most):
+        writes to it complete now and then, so a completion can be pending when it is dropped."""
+        def run():
+            deadline = time.monotonic() + 10
+            sock.settimeout(0.5)
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    if not sock.recv(chunk):
+                        return
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                time.sleep(pause)
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
     def test_slow_readers_dropped_while_a_write_is_in_flight(self):
         # The write in flight owned the queue's front; dropping the reader cleared the queue
-        # under it (double free, found by ASan). Big replies, tiny limit, many disconnects.
-        a = self.start_agent({"limits": {"max_output_bytes": 8192}})
-        labels = {f"label-{i}": "x" * 200 for i in range(10)}
+        # under it (double free, found by ASan). Replies smaller than the limit, a reader
+        # that keeps reading slowly and keeps asking, many rounds.
+        a = self.start_agent({"limits": {"max_output_bytes": 16384}})
         c = a.client()
-        for i in range(40):
-            self.assertTrue(c.call({"op": "launch", "request": a.request(f"s{i}", labels=labels)})["ok"])
+        for i in range(10):
+            self.assertTrue(c.call({"op": "launch", "request": a.request(f"s{i}", labels={"k": "x" * 100})})["ok"])
         c.close()
         list_line = b'{"op":"list"}\n'
-        for round_ in range(25):
+        for round_ in range(30):
             slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             slow.connect(a.socket_path)
-            slow.sendall(list_line * 64)  # pipelined, never read: the agent's writes block
+            stop = threading.Event()
+            reader = self.slow_reader(slow, 256 * 1024, 0.002, stop)
+            deadline = time.monotonic() + 10
+            try:
+                while a.log().count("does not read its replies") <= round_ and time.monotonic() < deadline:
+                    slow.sendall(list_line * 4)
+            except OSError:
+                pass  # dropped while we were still asking
             wait_for(lambda: a.log().count("does not read its replies") > round_, timeout=10,
                      what=f"slow reader {round_} dropped")
+            stop.set()
+            reader.join()
             slow.close()
+            self.assertIsNone(a.proc.poll(), "the agent died")
         self.assertTrue(a.call({"op": "version"})["ok"])
-        self.assertIsNone(a.proc.poll())
 
     def test_slow_watchers_during_fast_launches(self):
         a = self.start_agent({"limits": {"max_output_bytes": 8192}})
-        watchers = []
+        stop = threading.Event()
+        watchers, readers = [], []
         for _ in range(8):
             w = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             w.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             w.connect(a.socket_path)
             w.sendall(b'{"op":"watch"}\n')
             watchers.append(w)
-        c = a.client()
-        for i in range(300):
-            c.send({"op": "launch", "request": a.request(f"w{i}", labels={"k": "v" * 100})})
-        for _ in range(300):
-            self.assertTrue(c.read()["ok"])
+            readers.append(self.slow_reader(w, 4096, 0.002, stop))
+        c = a.client()  # pipelined in batches it reads: the launcher itself is not slow
+        for batch in range(60):
+            for i in range(10):
+                c.send({"op": "launch", "request": a.request(f"w{batch}-{i}", labels={"k": "v" * 100})})
+            for _ in range(10):
+                self.assertTrue(c.read()["ok"])
         wait_for(lambda: a.log().count("does not read its replies") >= 8, timeout=20, what="8 slow watchers dropped")
+        stop.set()
+        for r in readers:
+            r.join()
         for w in watchers:
             w.close()
+        self.assertIsNone(a.proc.poll(), "the agent died")
         self.assertTrue(a.call({"op": "version"})["ok"])
 
     def test_silent_forbidden_peers_hold_no_slot(self):
