@@ -181,7 +181,7 @@ void SpoolIntake::on_new_entry(std::string_view name, std::uint32_t mask) {
 
 awaitable<void> SpoolIntake::claim(std::string name) {
   if (name.size() > kMaxRequestName) {  // straight from new/: it never becomes a request
-    reject(dir("new"), name, make_error(ErrorCode::invalid_request,
+    co_await reject(dir("new"), name, make_error(ErrorCode::invalid_request,
                                         "the file name is " + std::to_string(name.size()) + " bytes long; at most " +
                                             std::to_string(kMaxRequestName) + " are allowed"));
     done_with(name);
@@ -194,7 +194,7 @@ awaitable<void> SpoolIntake::claim(std::string name) {
   if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0) {
     int err = errno;
     if (err == EEXIST) {
-      reject(dir("new"), name, make_error(ErrorCode::exists, "a request file named " + name +
+      co_await reject(dir("new"), name, make_error(ErrorCode::exists, "a request file named " + name +
                                                                  " is already being processed (spool/cur/" + name + ")"));
     } else if (err != ENOENT) {  // ENOENT: claimed by someone else, or gone
       spdlog::error("spool: cannot claim {}: {}", from, std::strerror(err));
@@ -289,17 +289,29 @@ awaitable<void> SpoolIntake::process(std::string name) {
       }
     }
   }
-  reject(dir("cur"), name, error);
+  co_await reject(dir("cur"), name, error);
   done_with(name);  // after the move: cur/NAME is free for another file of that name
 }
 
-void SpoolIntake::reject(const std::string& from_dir, const std::string& name, const Error& error) {
+awaitable<void> SpoolIntake::reject(std::string from_dir, std::string name, Error error) {
   auto text = protocol::reply_error(error, {});
-  auto moved = move_noreplace(from_dir, dir("rejected"), name, &text,
-                              name.size() > kMaxRequestName ? short_name(name) : std::string());
-  if (moved.empty()) {
-    spdlog::error("spool: cannot move {} to rejected/: {}", paths::join(from_dir, name), paths::errno_text());
-    return;
+  // The disk may refuse (full, read-only): the file stays where it is and is moved once it
+  // can be, with backoff; it is never left behind without a word.
+  asio::steady_timer timer(ex_);
+  std::string moved;
+  for (Millis wait{100};; wait = std::min(wait * 2, Millis(5000))) {
+    moved = move_noreplace(from_dir, dir("rejected"), name, &text,
+                           name.size() > kMaxRequestName ? short_name(name) : std::string());
+    if (!moved.empty()) break;
+    if (errno == ENOENT || !event_token_) {  // gone (taken by someone else), or we are closing
+      spdlog::error("spool: cannot move {} to rejected/: {}", paths::join(from_dir, name), paths::errno_text());
+      co_return;
+    }
+    if (wait == Millis(100))
+      spdlog::error("spool: cannot move {} to rejected/ yet: {}; retrying", paths::join(from_dir, name),
+                    paths::errno_text());
+    timer.expires_after(wait);
+    co_await timer.async_wait(use_nothrow);
   }
   spdlog::warn("spool: rejected {}{}: {}", name, moved == name ? "" : " (as " + moved + ")", error.describe());
   auto error_file = paths::join(dir("rejected"), moved.substr(0, moved.size() - 5) + ".error.json");

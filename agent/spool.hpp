@@ -36,7 +36,8 @@ class SpoolIntake {
   awaitable<void> claim(std::string name);
   awaitable<void> process(std::string name);  // a file already in cur/
   // Moves from_dir/name to rejected/ (never over anything) with its NAME.error.json.
-  void reject(const std::string& from_dir, const std::string& name, const Error& error);
+  // Retried while the disk refuses; completes once moved (or the file is gone, or closing).
+  awaitable<void> reject(std::string from_dir, std::string name, Error error);
   void on_event(const StateEvent& e, const Sandbox& sb);
   void write_status(const std::string& name, const Sandbox& sb, bool terminal);
   void retry_status(const std::string& name, const std::string& id);

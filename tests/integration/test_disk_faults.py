@@ -78,6 +78,23 @@ class DiskFaultTest(AgentTestCase):
                      what=f"full-{i}'s status")
         self.assertEqual(sorted(os.listdir(os.path.join(spool, "rejected"))), [])
 
+    def test_an_invalid_drop_on_a_full_disk_is_rejected_once_there_is_room(self):
+        root = self.small_root()
+        a = self.start_agent(root=root)
+        spool = os.path.join(root, "spool")
+        with open(os.path.join(spool, "tmp", "bad.json"), "w") as f:
+            f.write('{"rootfs": 1}')
+        filler = fill(root)
+        os.rename(os.path.join(spool, "tmp", "bad.json"), os.path.join(spool, "new", "bad.json"))
+        wait_for(lambda: "cannot move" in a.log() and "retrying" in a.log(), timeout=10, what="the move refused")
+        self.assertEqual(os.listdir(os.path.join(spool, "cur")), ["bad.json"])
+        os.unlink(filler)
+        err = os.path.join(spool, "rejected", "bad.error.json")
+        wait_for(lambda: os.path.exists(err) and os.path.getsize(err) > 0, timeout=20, what="bad.json rejected")
+        with open(err) as f:
+            self.assertEqual(json.load(f)["error"]["field"], "/rootfs")
+        self.assertEqual(os.listdir(os.path.join(spool, "cur")), [])
+
     def test_a_read_only_state_dir_delays_spool_requests_instead_of_rejecting_them(self):
         a = self.start_agent()
         undo = self.read_only(os.path.join(a.root, "state"))
