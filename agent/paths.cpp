@@ -79,8 +79,9 @@ bool read_file(const std::string& path, std::string& out, std::size_t max) {
   return read_fd(fd, out, max);
 }
 
-bool read_regular_file(const std::string& path, std::string& out, std::size_t max) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+namespace {
+bool read_if_regular(const std::string& path, std::string& out, std::size_t max, int extra_flags) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | extra_flags);
   if (fd < 0) return false;
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -90,17 +91,14 @@ bool read_regular_file(const std::string& path, std::string& out, std::size_t ma
   }
   return read_fd(fd, out, max);
 }
+}  // namespace
+
+bool read_regular_file(const std::string& path, std::string& out, std::size_t max) {
+  return read_if_regular(path, out, max, 0);
+}
 
 bool read_untrusted_file(const std::string& path, std::string& out, std::size_t max) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
-  if (fd < 0) return false;
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    errno = EINVAL;
-    return false;
-  }
-  return read_fd(fd, out, max);
+  return read_if_regular(path, out, max, O_NOFOLLOW);
 }
 
 namespace {

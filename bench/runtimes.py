@@ -15,7 +15,6 @@ the processes and mounts left behind are reported. Time to ready is from just be
 """
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -25,13 +24,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
+from time_to_ready import api_listen_us, make_skeleton  # noqa: E402
 
 CURRENT = "/usr/local/lib/sandbox-agent/runsc"
 DEBIAN = "/usr/bin/runsc"
 DOCKER = "/usr/bin/docker"
 CONFIGS = [("debian-ptrace", DEBIAN, "ptrace"), ("current-systrap", CURRENT, "systrap"),
            ("current-ptrace", CURRENT, "ptrace")]
-API_LISTEN = re.compile(r'time="([^"]+)".*API listen on')
 
 
 def parse_args():
@@ -42,14 +41,6 @@ def parse_args():
     return p.parse_args()
 
 
-def make_skeleton(path):
-    for d in ("usr", "etc", "proc", "sys", "dev", "tmp", "run", "var", "root"):
-        os.makedirs(os.path.join(path, d), exist_ok=True)
-    for link in ("bin", "sbin", "lib", "lib64"):
-        if not os.path.lexists(os.path.join(path, link)):
-            os.symlink(f"usr/{link}", os.path.join(path, link))
-
-
 def busybox_tar(path):
     with tarfile.open(path, "w") as tar:
         tar.add("/bin/busybox", "bin/busybox")
@@ -57,18 +48,6 @@ def busybox_tar(path):
             info = tarfile.TarInfo(f"bin/{applet}")
             info.type, info.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(info)
-
-
-def api_listen_us(log_dir):
-    try:
-        with open(os.path.join(log_dir, "dockerd.log"), errors="replace") as f:
-            for line in f:
-                m = API_LISTEN.search(line)
-                if m:
-                    return bl.rfc3339_us(m.group(1))
-    except OSError:
-        pass
-    return None
 
 
 def request(rootfs, sid):
