@@ -20,6 +20,10 @@ namespace sandbox_agent {
 
 using asio::local::stream_protocol;
 
+namespace {
+constexpr Millis kForbiddenGrace{1000};
+}  // namespace
+
 struct SocketServer::Connection {
   explicit Connection(stream_protocol::socket s) : socket(std::move(s)), wake(socket.get_executor()) {}
   stream_protocol::socket socket;
@@ -168,11 +172,25 @@ awaitable<void> SocketServer::accept_loop() {
 awaitable<void> SocketServer::serve(ConnectionPtr c) {
   Running running(*this);
   asio::co_spawn(ex_, write_loop(c), asio::detached);
-  // A denied peer is told why once and closed at once: it holds no connection slot. What it
-  // wrote meanwhile is not read; the reply is still there for it to read.
+  // A denied peer is told why at once and closed within kForbiddenGrace, whatever it does;
+  // it holds no connection slot meanwhile. What it sends in that moment is read and thrown
+  // away, so a client that writes first still reads why instead of a broken pipe.
   if (!peer_allowed(c->socket.native_handle(), c->peer)) {
     spdlog::warn("refused a client: {} is not allowed (socket.allowed_uids/allowed_gids)", c->peer);
     send(c, protocol::reply_error(make_error(ErrorCode::forbidden, "this user may not use the agent (" + c->peer + ")"), {}));
+    ++forbidden_;
+    asio::steady_timer grace(ex_, kForbiddenGrace);
+    grace.async_wait([weak = std::weak_ptr<Connection>(c)](std::error_code ec) {
+      std::error_code ignored;
+      if (auto conn = weak.lock(); conn && !ec) conn->socket.cancel(ignored);
+    });
+    char discard[4096];
+    for (std::size_t total = 0; total < 65536;) {
+      auto [ec, n] = co_await c->socket.async_read_some(asio::buffer(discard), use_nothrow);
+      if (ec) break;
+      total += n;
+    }
+    --forbidden_;
     c->closing = true;
     c->wake.notify();
     co_return;
@@ -187,7 +205,7 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
     if (auto conn = weak.lock())
       drop(conn, "no request line within " + std::to_string(config_.limits.first_line_timeout_ms) + " ms");
   });
-  if (connections_.size() > config_.limits.max_connections) {
+  if (connections_.size() - forbidden_ > config_.limits.max_connections) {
     spdlog::warn("refused a client ({}): {} connections already", c->peer, config_.limits.max_connections);
     send(c, protocol::reply_error(make_error(ErrorCode::overloaded, "too many connections"), {}));
     c->closing = true;

@@ -51,6 +51,7 @@ class SocketServer {
   asio::local::stream_protocol::acceptor acceptor_;
   std::set<ConnectionPtr> connections_;
   std::size_t watchers_ = 0;
+  std::size_t forbidden_ = 0;  // refused peers in their last moment: they hold no slot
   bool owns_path_ = false;
   struct RunningCount {  // shared with the coroutines: a frame may outlive the server
     std::size_t count = 0;

@@ -105,14 +105,15 @@ class HostileClientTest(AgentTestCase):
             w.connect(a.socket_path)
             w.sendall(b'{"op":"watch"}\n')
             watchers.append(w)
-            readers.append(self.slow_reader(w, 4096, 0.002, stop))
+            readers.append(self.slow_reader(w, 512, 0.02, stop))
         c = a.client()  # pipelined in batches it reads: the launcher itself is not slow
         for batch in range(60):
             for i in range(10):
                 c.send({"op": "launch", "request": a.request(f"w{batch}-{i}", labels={"k": "v" * 100})})
             for _ in range(10):
                 self.assertTrue(c.read()["ok"])
-        wait_for(lambda: a.log().count("does not read its replies") >= 8, timeout=20, what="8 slow watchers dropped")
+        # How many fall behind depends on the machine; some must, or nothing was tested
+        wait_for(lambda: a.log().count("does not read its replies") >= 1, timeout=20, what="slow watchers dropped")
         stop.set()
         for r in readers:
             r.join()

@@ -1,0 +1,209 @@
+// Start-up recovery: what state/ and runsc say is still there becomes the supervisor's again
+// (docs/durability.md). The supervisor's own job, in a file of its own.
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+
+#include <simdjson.h>
+
+#include "log.hpp"
+#include "paths.hpp"
+#include "store.hpp"
+#include "supervisor.hpp"
+
+namespace sandbox_agent {
+
+namespace {
+
+struct RunscEntry {
+  std::string status;
+  pid_t pid = -1;
+};
+
+// `runsc list --format=json`: [{"id":…,"status":…,"pid":…,…},…] (null when empty).
+std::map<std::string, RunscEntry> parse_runsc_list(const std::string& text) {
+  std::map<std::string, RunscEntry> out;
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (parser.parse(text).get(root)) return out;
+  simdjson::dom::array arr;
+  if (root.get_array().get(arr)) return out;
+  for (auto item : arr) {
+    std::string_view id, status;
+    int64_t pid = -1;
+    if (item["id"].get_string().get(id)) continue;
+    if (item["status"].get_string().get(status)) status = "unknown";
+    if (item["pid"].get_int64().get(pid)) pid = -1;
+    out[std::string(id)] = {std::string(status), static_cast<pid_t>(pid)};
+  }
+  return out;
+}
+
+}  // namespace
+
+// Reconciles state/ with what runsc has (docs/durability.md):
+// - finished records are kept for status queries;
+// - a record that never reached runsc is launched again (it never ran: at-least-once is safe);
+// - a sandbox runsc still runs is adopted: watched again, re-probed if it was not ready;
+// - a sandbox runsc created but never started is started (nothing of it ran yet);
+// - a record whose sandbox is gone or stopped ends failed (agent_restart): it may have
+//   run, so it is not run again (at-most-once);
+// - a runsc sandbox under our runsc root with no record is an orphan: killed and deleted.
+awaitable<void> Supervisor::recover() {
+  std::vector<Record> records;
+  if (DIR* d = ::opendir(layout_.state_dir().c_str())) {
+    while (auto* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name.starts_with(".") || !name.ends_with(".json")) continue;
+      auto path = paths::join(layout_.state_dir(), name);
+      std::string text;
+      auto rec = paths::read_file(path, text, 4 << 20) ? parse_record(text)
+                                                       : Result<Record>(make_error(ErrorCode::internal, paths::errno_text()));
+      if (!rec) {
+        spdlog::error("state record {} is unreadable ({}); moved aside to {}.bad", path, rec.error().message, path);
+        ::rename(path.c_str(), (path + ".bad").c_str());
+        continue;
+      }
+      records.push_back(std::move(rec.value()));
+    }
+    ::closedir(d);
+  }
+  // runsc calls a previous agent started may still be running (they outlive it): let them
+  // finish, so that `runsc list` shows what they did.
+  co_await runsc_.wait_for_strays();
+  recovered_ = true;  // the root is ours (locked) and its runsc state is now in our hands
+  if (auto n = runsc_.release_pinned_netns())
+    spdlog::info("released runsc's pinned gofer network namespace ({} mount{})", n, n == 1 ? "" : "s");
+  auto listed = co_await runsc_.list();
+  auto in_runsc = parse_runsc_list(listed.output);
+  if (!listed.ok())
+    spdlog::warn("runsc list failed ({}): sandboxes it would show are treated as gone", listed.describe());
+  std::sort(records.begin(), records.end(),
+            [](const Record& a, const Record& b) { return a.created_at_us < b.created_at_us; });
+
+  std::size_t adopted = 0, relaunched = 0, lost = 0;
+  for (auto& rec : records) {
+    auto sb = std::make_shared<Sandbox>(ex_);
+    sb->id = rec.id;
+    sb->runsc_id = rec.runsc_id;
+    sb->request = std::move(rec.request);
+    sb->origin = rec.origin;
+    sb->state = rec.state;
+    sb->reason = rec.reason;
+    sb->exit_code = rec.exit_code;
+    sb->created_at_us = rec.created_at_us;
+    sb->ready_at_us = rec.ready_at_us;
+    sb->accepted_at = Clock::now() - std::chrono::microseconds(std::max<std::int64_t>(0, now_unix_us() - rec.created_at_us));
+    sb->timings = rec.timings;
+    sb->pid = rec.pid;
+    sb->docker_socket = rec.docker_socket;
+    sb->log_tail = rec.log_tail;
+    sb->capabilities = rec.capabilities;
+    sb->stop_requested = rec.stop_requested;
+    sb->runsc_created = rec.runsc_created;
+    sandboxes_[sb->id] = sb;
+    // Taken out of the map: whatever is left there afterwards has no record (an orphan).
+    std::optional<RunscEntry> listed_entry;
+    if (auto found = in_runsc.find(sb->runsc_id); found != in_runsc.end()) {
+      listed_entry = std::move(found->second);
+      in_runsc.erase(found);
+    }
+    bool known_to_runsc = listed_entry.has_value();
+
+    if (rec.finished || (is_terminal(sb->state) && !known_to_runsc)) {
+      sb->finished = true;
+      finished_order_.push_back(sb->id);
+      if (!rec.finished) {  // crashed between the end and the last record
+        sb->runsc_created = false;
+        clean_after_restart(*sb);
+      }
+      continue;
+    }
+    if (sb->runsc_created && !known_to_runsc && !is_terminal(sb->state) && !runsc_create_was_run(*sb)) {
+      // The record promised it might exist, but runsc was never asked (the agent died
+      // between the record and the call): it never ran either.
+      sb->runsc_created = false;
+    }
+    if (!sb->runsc_created) {  // never reached runsc: launch it again
+      ++relaunched;
+      sb->state = SandboxState::accepted;
+      sb->pending = true;
+      ++pending_launches_;
+      spdlog::info("{} recovered: never reached runsc, launching again", sb->id);
+      asio::co_spawn(ex_, lifecycle(sb), asio::detached);
+      continue;
+    }
+    sb->adopted = true;
+    auto runsc_status = known_to_runsc ? listed_entry->status : std::string("absent");
+    bool alive = runsc_status == "running" || (runsc_status == "created" && !sb->stop_requested);
+    if (alive && !is_terminal(sb->state)) {
+      ++adopted;
+      if (listed_entry->pid > 0) sb->pid = listed_entry->pid;
+      watch_sandbox(sb);
+      watch_pid(sb);
+      read_markers(*sb);
+      if (runsc_status == "created") {
+        // Created, never started: nothing of it has run yet, so it is started now.
+        sb->state = SandboxState::creating;
+      } else if (sb->state == SandboxState::accepted || sb->state == SandboxState::creating ||
+                 sb->state == SandboxState::starting) {
+        transition(*sb, sb->request.docker.enabled ? SandboxState::probing : SandboxState::ready);
+      }
+      spdlog::info("{} adopted after a restart ({} in runsc, {}, sandbox pid {})", sb->id, runsc_status,
+                   to_string(sb->state), sb->pid);
+    } else if (!is_terminal(sb->state)) {
+      ++lost;
+      if (sb->stop_requested && !known_to_runsc) {
+        transition(*sb, SandboxState::stopped, reason::stop_requested);
+      } else {
+        fail(*sb, reason::agent_restart,
+             known_to_runsc ? "found " + runsc_status + " in runsc after the agent restarted"
+                            : "the sandbox was gone when the agent restarted");
+      }
+    }
+    asio::co_spawn(ex_, lifecycle(sb), asio::detached);
+  }
+
+  std::size_t orphans = 0;
+  for (const auto& [runsc_id, entry] : in_runsc) {
+    ++orphans;
+    if (!config_.clean_orphans) {
+      spdlog::warn("runsc sandbox {} ({}) has no record; leaving it (clean_orphans is off)", runsc_id, entry.status);
+      continue;
+    }
+    spdlog::warn("runsc sandbox {} ({}) has no record: removing it", runsc_id, entry.status);
+    asio::co_spawn(ex_, [this, runsc_id]() -> awaitable<void> {
+      co_await runsc_.kill(runsc_id, "KILL", "");
+      co_await runsc_.remove(runsc_id, "");
+    }, asio::detached);
+  }
+  if (!records.empty() || orphans)
+    spdlog::info("recovered {} records: {} adopted, {} launched again, {} lost, {} orphans", records.size(),
+                 adopted, relaunched, lost, orphans);
+}
+
+// Whether `runsc create` was ever started for this sandbox: the driver writes each call's
+// command line to runsc.log just before it runs it.
+bool Supervisor::runsc_create_was_run(const Sandbox& sb) const {
+  std::string log;
+  auto path = paths::join(layout_.logs_dir(sb.id), "runsc.log");
+  if (!paths::read_untrusted_file(path, log, 16 << 20)) return errno != ENOENT;  // unsure: assume it was
+  std::string tail = " " + sb.runsc_id + "\n";
+  for (std::size_t pos = log.find(" create --bundle "); pos != std::string::npos;
+       pos = log.find(" create --bundle ", pos + 1)) {
+    auto eol = log.find('\n', pos);
+    if (eol != std::string::npos && log.compare(eol + 1 - tail.size(), tail.size(), tail) == 0) return true;
+  }
+  return false;
+}
+
+// Finishes the tear-down of a sandbox that ended (and left runsc) before the agent stopped.
+void Supervisor::clean_after_restart(Sandbox& sb) {
+  paths::remove_tree(layout_.bundle_dir(sb.id));
+  paths::remove_tree(layout_.sockets_dir(sb.id));
+  persist(sb);
+}
+
+}  // namespace sandbox_agent
