@@ -12,15 +12,20 @@ from harness import AgentProcess, AgentTestCase, wait_for
 
 
 def fill(path):
-    """Writes zeros into path until the file system is full; returns the file."""
+    """Writes zeros into path until the file system has not one byte left; returns the file."""
     filler = os.path.join(path, "filler")
-    with open(filler, "wb") as f:
-        try:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 16, 4096, 512, 1):  # ever smaller: no room is left for a small record
+            chunk = b"\0" * size
             while True:
-                f.write(b"\0" * (1 << 16))
-                f.flush()
-        except OSError:
-            pass
+                try:
+                    if os.write(fd, chunk) < size:
+                        break
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
     return filler
 
 
@@ -31,6 +36,13 @@ class DiskFaultTest(AgentTestCase):
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "sa-test", root], check=True)
         self.addCleanup(lambda: subprocess.run(["umount", "-l", root], capture_output=True))
         return root
+
+    def agent_on(self, root):
+        """An agent whose root is `root`, logging outside it (its log must survive the fill)."""
+        a = AgentProcess(root, dict(self.config))
+        a.log_path = os.path.join(self.tmp, "agent-on-small-root.log")
+        self.agents.append(a)
+        return a.start()
 
     def read_only(self, path):
         subprocess.run(["mount", "--bind", path, path], check=True)
@@ -45,7 +57,7 @@ class DiskFaultTest(AgentTestCase):
 
     def test_a_record_refused_by_a_full_disk_is_written_once_it_has_room(self):
         root = self.small_root()
-        a = self.start_agent(root=root)
+        a = self.agent_on(root)
         a.launch(a.request("late", docker={"enabled": True}, env=["FAKE_RUNSC=dockerd_delay_ms=1500"]))
         wait_for(lambda: a.status("late")["state"] == "probing", timeout=10, what="probing")
         filler = fill(root)
@@ -60,7 +72,7 @@ class DiskFaultTest(AgentTestCase):
 
     def test_spool_drops_wait_out_a_full_disk(self):
         root = self.small_root()
-        a = self.start_agent(root=root)
+        a = self.agent_on(root)
         spool = os.path.join(root, "spool")
         for i in range(3):  # staged before the disk fills, as a batch system would have
             with open(os.path.join(spool, "tmp", f"full-{i}.json"), "w") as f:
@@ -68,9 +80,11 @@ class DiskFaultTest(AgentTestCase):
         filler = fill(root)
         for i in range(3):
             os.rename(os.path.join(spool, "tmp", f"full-{i}.json"), os.path.join(spool, "new", f"full-{i}.json"))
-        wait_for(lambda: "waits in cur/ until the host recovers" in a.log(), timeout=10, what="the spool to wait")
-        self.assertEqual(sorted(os.listdir(os.path.join(spool, "rejected"))), [])
+        # each claimed (a rename needs no room) and waiting, none rejected
+        wait_for(lambda: a.log().count("waits in cur/ until the host recovers") == 3, timeout=10,
+                 what="all three waiting in cur/")
         self.assertEqual(len(os.listdir(os.path.join(spool, "cur"))), 3)
+        self.assertEqual(sorted(os.listdir(os.path.join(spool, "rejected"))), [])
         os.unlink(filler)
         for i in range(3):
             wait_for(lambda: (a.status(f"full-{i}") or {}).get("state") == "ready", timeout=20, what=f"full-{i}")
@@ -80,7 +94,7 @@ class DiskFaultTest(AgentTestCase):
 
     def test_an_invalid_drop_on_a_full_disk_is_rejected_once_there_is_room(self):
         root = self.small_root()
-        a = self.start_agent(root=root)
+        a = self.agent_on(root)
         spool = os.path.join(root, "spool")
         with open(os.path.join(spool, "tmp", "bad.json"), "w") as f:
             f.write('{"rootfs": 1}')
