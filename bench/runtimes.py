@@ -14,6 +14,7 @@ the processes and mounts left behind are reported. Time to ready is from just be
     python3 bench/runtimes.py [--runs 5] [--nested-runs 5]
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -123,8 +124,8 @@ def main():
             a.kill()
             rr = os.path.join(a.root, "runsc")
             runsc = a.runsc
-            listed = subprocess.run([runsc, "--root", rr, "list", "-q"], capture_output=True, text=True).stdout.split()
-            for i in listed:
+            listed = subprocess.run([runsc, "--root", rr, "list", "--format=json"], capture_output=True, text=True).stdout
+            for i in [c["id"] for c in (json.loads(listed or "null") or [])]:
                 subprocess.run([runsc, "--root", rr, "delete", "--force", i], capture_output=True, timeout=60)
             for _ in range(64):
                 if subprocess.run(["umount", "-l", os.path.join(rr, "null-netns")], capture_output=True).returncode:
