@@ -7,6 +7,7 @@
 
 #include "json_in.hpp"
 #include "paths.hpp"
+#include "request_parse.hpp"
 
 namespace sandbox_agent {
 
@@ -14,7 +15,9 @@ using json::Ptr;
 using json::invalid;
 
 RequestPolicy Config::request_policy() const {
-  return {allowed_host_prefixes, allow_host_cgroup_bind, static_cast<std::size_t>(limits.max_request_bytes)};
+  RequestPolicy p{allowed_host_prefixes, allow_host_cgroup_bind, static_cast<std::size_t>(limits.max_request_bytes)};
+  p.egress_ceiling = network.egress_ceiling;
+  return p;
 }
 
 unsigned Config::runsc_concurrency() const {
@@ -103,6 +106,30 @@ Status parse_limits(json::value v, const Ptr& at, LimitsConfig& c) {
   });
 }
 
+Status parse_network(json::value v, const Ptr& at, NetworkConfig& c) {
+  return json::for_each_member(v, at, [&](std::string_view k, json::value m, const Ptr& p) -> Status {
+    if (k == "subnet") return json::read_string(m, p, c.subnet, 64);
+    if (k == "cni_conf") return json::read_string(m, p, c.cni_conf);
+    if (k == "cni_path") return json::read_string(m, p, c.cni_path);
+    if (k == "egress_ceiling") {
+      EgressRules e;
+      auto st = parse_egress_rules(m, p, e);
+      if (st) c.egress_ceiling = std::move(e);
+      return st;
+    }
+    if (k == "dns") {
+      auto st = json::read_string_array(m, p, c.dns, 8, 64);
+      for (std::size_t i = 0; st && i < c.dns.size(); ++i)
+        if (!parse_address(c.dns[i])) return invalid(p.child(i), "must be an IPv4 or IPv6 address");
+      return st;
+    }
+    if (k == "resolv_conf") return json::read_string(m, p, c.resolv_conf);
+    if (k == "plugin_timeout_ms") return json::read_u32(m, p, c.plugin_timeout_ms, 100, 600000);
+    if (k == "max_concurrent") return json::read_u32(m, p, c.max_concurrent, 1, 1024);
+    return invalid(p, "unknown key");
+  });
+}
+
 bool is_log_level(std::string_view l) {
   for (auto n : {"trace", "debug", "info", "warn", "error", "critical", "off"})
     if (l == n) return true;
@@ -120,6 +147,7 @@ Status parse_top(json::value root, Config& c) {
     if (k == "probe") return parse_probe(m, p, c.probe);
     if (k == "docker") return parse_docker(m, p, c.docker);
     if (k == "limits") return parse_limits(m, p, c.limits);
+    if (k == "network") return parse_network(m, p, c.network);
     if (k == "stop_sandboxes_on_exit") return json::read_bool(m, p, c.stop_sandboxes_on_exit);
     if (k == "clean_orphans") return json::read_bool(m, p, c.clean_orphans);
     if (k == "log_level") return json::read_string(m, p, c.log_level, 16);
@@ -180,6 +208,20 @@ Status finish(Config& c) {
   if (c.docker.dockerd_path.empty() ||
       (c.docker.dockerd_path[0] != '/' && c.docker.dockerd_path.find('/') != std::string::npos))
     return err("/docker/dockerd_path", "must be an absolute path or a bare program name");
+  {
+    std::string why;
+    auto subnet = parse_cidr(c.network.subnet, &why);
+    if (!subnet) return err("/network/subnet", c.network.subnet + " " + why);
+    if (subnet->v6 || subnet->prefix > 28)
+      return err("/network/subnet", "must be an IPv4 CIDR of /28 or wider (the built-in CNI config's range)");
+  }
+  for (auto* f : {&c.network.cni_conf, &c.network.resolv_conf, &c.network.cni_path}) *f = expand_root(*f, c.root);
+  if (!paths::is_normalized_absolute(c.network.cni_path))
+    return err("/network/cni_path", "must be an absolute, normalised path");
+  if (!c.network.cni_conf.empty() && !paths::is_normalized_absolute(c.network.cni_conf))
+    return err("/network/cni_conf", "must be an absolute, normalised path");
+  if (!c.network.resolv_conf.empty() && !paths::is_normalized_absolute(c.network.resolv_conf))
+    return err("/network/resolv_conf", "must be an absolute, normalised path");
   if (c.probe.max_ms < c.probe.initial_ms) return err("/probe/max_ms", "must be at least probe.initial_ms");
   return Ok{};
 }

@@ -72,7 +72,11 @@ struct Mount {
 
 struct Namespace {
   std::string type;
-  template <class A> void save(A& ar) const { ar(make_nvp("type", type)); }
+  std::string path;  // empty: a new one
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("type", type));
+    if (!path.empty()) ar(make_nvp("path", path));
+  }
 };
 
 struct CpuResources {

@@ -125,6 +125,8 @@ std::string render_spec(const LaunchRequest& r, const SpecContext& ctx, bool ind
     add_cgroup_mount(m, r.docker.cgroup);
   }
   for (const auto& rm : r.mounts) m.push_back(bind(rm.destination, rm.source, rm.readonly));
+  if (r.network == NetworkMode::bridge && !ctx.resolv_conf.empty())
+    m.push_back(bind(std::string("/etc/resolv.conf"), ctx.resolv_conf, true));
   // Last, so nothing the request mounts can hide them.
   m.push_back({std::string(kInitPath), "bind", ctx.sandbox_init, {"bind", "ro"}});
   m.push_back(bind(std::string(kSocketsMount), ctx.sockets_dir, false));
@@ -134,8 +136,10 @@ std::string render_spec(const LaunchRequest& r, const SpecContext& ctx, bool ind
   for (const auto& [k, v] : r.labels) spec.annotations.emplace_back("dev.sandbox-agent.label." + k, v);
 
   auto& ns = spec.linux_.namespaces;
-  for (const char* t : {"pid", "ipc", "uts", "mount"}) ns.push_back({t});
-  if (r.network == NetworkMode::none) ns.push_back({"network"});
+  for (const char* t : {"pid", "ipc", "uts", "mount"}) ns.push_back({t, ""});
+  if (r.network == NetworkMode::none) ns.push_back({"network", ""});
+  // Host network: no entry (runsc --network=host uses the host's). Bridge: the pinned one.
+  if (r.network == NetworkMode::bridge) ns.push_back({"network", ctx.netns_path});
 
   auto& res = spec.linux_.resources;
   if (r.resources.cpus) {

@@ -1,6 +1,7 @@
 #include "process.hpp"
 
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/write.hpp>
 
 #include <cerrno>
 #include <csignal>
@@ -97,7 +98,8 @@ Result<Child> spawn(const SpawnSpec& spec) {
   posix_spawnattr_t attr;
   ::posix_spawn_file_actions_init(&fa);
   ::posix_spawnattr_init(&attr);
-  ::posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  if (spec.stdin_fd >= 0) ::posix_spawn_file_actions_adddup2(&fa, spec.stdin_fd, 0);
+  else ::posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   if (spec.stdout_fd >= 0) ::posix_spawn_file_actions_adddup2(&fa, spec.stdout_fd, 1);
   else ::posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   if (spec.stderr_fd >= 0) ::posix_spawn_file_actions_adddup2(&fa, spec.stderr_fd, 2);
@@ -115,7 +117,12 @@ Result<Child> spawn(const SpawnSpec& spec) {
   ::posix_spawnattr_setflags(&attr, flags);
 
   pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
+  std::vector<char*> envp;
+  if (spec.env) {
+    for (const auto& e : *spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+  }
+  int rc = ::posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), spec.env ? envp.data() : environ);
   ::posix_spawn_file_actions_destroy(&fa);
   ::posix_spawnattr_destroy(&attr);
   if (rc != 0)
@@ -130,6 +137,81 @@ Result<Child> spawn(const SpawnSpec& spec) {
   }
   ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
   return Child(pid, pidfd);
+}
+
+std::string CapturedRun::describe(std::string_view what, Millis timeout) const {
+  std::string w(what);
+  if (!spawn_error.empty()) return spawn_error;
+  if (timed_out) return w + " did not finish within " + std::to_string(timeout.count()) + " ms";
+  return w + ": " + status.describe();
+}
+
+namespace {
+
+// Reads a pipe to its end, keeping at most `max` bytes.
+awaitable<void> drain_pipe(asio::posix::stream_descriptor& in, std::string& out, std::size_t max) {
+  char buf[16384];
+  for (;;) {
+    auto [ec, n] = co_await in.async_read_some(asio::buffer(buf), use_nothrow);
+    if (ec) co_return;  // EOF once the child (and anything holding the pipe) is gone
+    if (out.size() < max) out.append(buf, std::min(n, max - out.size()));
+  }
+}
+
+struct Fd {
+  int fd = -1;
+  ~Fd() { if (fd >= 0) ::close(fd); }
+};
+
+}  // namespace
+
+awaitable<CapturedRun> run_captured(CaptureSpec spec) {
+  CapturedRun run;
+  auto ex = co_await asio::this_coro::executor;
+  int out_pipe[2], in_pipe[2] = {-1, -1};
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0) {
+    run.spawn_error = "pipe: " + paths::errno_text();
+    co_return run;
+  }
+  asio::posix::stream_descriptor out(ex, out_pipe[0]);
+  Fd out_w{out_pipe[1]};
+  if (!spec.input.empty() && ::pipe2(in_pipe, O_CLOEXEC) != 0) {
+    run.spawn_error = "pipe: " + paths::errno_text();
+    co_return run;
+  }
+  Fd in_r{in_pipe[0]};
+  std::optional<asio::posix::stream_descriptor> in;
+  if (in_pipe[1] >= 0) in.emplace(ex, in_pipe[1]);
+  SpawnSpec ss{spec.argv, out_pipe[1], spec.stderr_fd >= 0 ? spec.stderr_fd : out_pipe[1]};
+  ss.stdin_fd = in_pipe[0];
+  if (!spec.env.empty()) ss.env = &spec.env;
+  auto child = spawn(ss);
+  ::close(std::exchange(out_w.fd, -1));
+  if (in_r.fd >= 0) ::close(std::exchange(in_r.fd, -1));
+  if (!child) {
+    run.spawn_error = child.error().message;
+    co_return run;
+  }
+  auto proc = std::make_shared<Child>(std::move(child.value()));
+  auto timed_out = std::make_shared<bool>(false);
+  asio::steady_timer deadline(ex, spec.timeout);
+  deadline.async_wait([proc, timed_out](std::error_code ec) {
+    if (!ec) {
+      *timed_out = true;
+      proc->kill(SIGKILL);
+    }
+  });
+  if (in) {
+    // A child that does not read its input gets its pipe closed under it, not the agent a
+    // SIGPIPE (the agent ignores SIGPIPE; the write just fails).
+    co_await asio::async_write(*in, asio::buffer(spec.input), use_nothrow);
+    in->close();
+  }
+  co_await drain_pipe(out, run.output, spec.max_output);
+  run.status = co_await proc->wait();
+  deadline.cancel();
+  run.timed_out = *timed_out;
+  co_return run;
 }
 
 }  // namespace sandbox_agent

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "reactor.hpp"
@@ -17,6 +18,8 @@ struct SpawnSpec {
   int stdout_fd = -1;             // -1: /dev/null
   int stderr_fd = -1;             // -1: /dev/null
   bool new_session = true;        // keep terminal signals (Ctrl-C) away from the child
+  int stdin_fd = -1;              // -1: /dev/null
+  const std::vector<std::string>* env = nullptr;  // null: the agent's own environment
 };
 
 struct ExitStatus {
@@ -49,6 +52,28 @@ class Child {
 };
 
 Result<Child> spawn(const SpawnSpec& spec);
+
+// A child run to completion: what it printed and how it ended.
+struct CapturedRun {
+  ExitStatus status;
+  bool timed_out = false;
+  std::string spawn_error;  // it could not be run at all
+  std::string output;       // stdout (and stderr unless sent elsewhere), at most max_output bytes
+  bool ok() const { return !timed_out && spawn_error.empty() && status.ok(); }
+  std::string describe(std::string_view what, Millis timeout) const;
+};
+
+struct CaptureSpec {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;  // empty: the agent's own environment
+  std::string input;             // written to its stdin, which is then closed
+  Millis timeout{10000};         // killed (SIGKILL) past it
+  int stderr_fd = -1;            // -1: into the captured output
+  std::size_t max_output = 1 << 20;
+};
+
+// Runs a child on the reactor: stdin fed, stdout/stderr collected, bounded by a deadline.
+awaitable<CapturedRun> run_captured(CaptureSpec spec);
 
 // Opens a pidfd for any process (not only children); -1 with errno on failure.
 int open_pidfd(pid_t pid);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include <simdjson.h>
 
@@ -52,6 +53,7 @@ std::map<std::string, RunscEntry> parse_runsc_list(const std::string& text) {
 //   run, so it is not run again (at-most-once);
 // - a runsc sandbox under our runsc root with no record is an orphan: killed and deleted.
 awaitable<void> Supervisor::recover() {
+  networks_.init();
   std::vector<Record> records;
   if (DIR* d = ::opendir(layout_.state_dir().c_str())) {
     while (auto* e = ::readdir(d)) {
@@ -84,6 +86,10 @@ awaitable<void> Supervisor::recover() {
             [](const Record& a, const Record& b) { return a.created_at_us < b.created_at_us; });
 
   std::size_t adopted = 0, relaunched = 0, lost = 0;
+  std::set<std::string> network_keys;    // namespaces a record accounts for
+  std::vector<SandboxEgress> live_egress;  // the firewall rules of sandboxes that live on
+  // Started once the network is reconciled, so no launch races the firewall's reset.
+  std::vector<SandboxPtr> to_run, to_detach;
   for (auto& rec : records) {
     auto sb = std::make_shared<Sandbox>(ex_);
     sb->id = rec.id;
@@ -103,7 +109,12 @@ awaitable<void> Supervisor::recover() {
     sb->capabilities = rec.capabilities;
     sb->stop_requested = rec.stop_requested;
     sb->runsc_created = rec.runsc_created;
+    sb->network_intent = rec.network_intent;
+    sb->network = std::move(rec.network);
     sandboxes_[sb->id] = sb;
+    if (sb->network_intent) network_keys.insert(sb->runsc_id);
+    if (!rec.finished && !is_terminal(sb->state))  // theirs until DEL, as before the restart
+      (void)networks_.reserve_ports(sb->runsc_id, sb->request.ports, /*check_host=*/false);
     // Taken out of the map: whatever is left there afterwards has no record (an orphan).
     std::optional<RunscEntry> listed_entry;
     if (auto found = in_runsc.find(sb->runsc_id); found != in_runsc.end()) {
@@ -119,6 +130,7 @@ awaitable<void> Supervisor::recover() {
         sb->runsc_created = false;
         clean_after_restart(*sb);
       }
+      if (sb->network_intent) to_detach.push_back(sb);
       continue;
     }
     if (sb->runsc_created && !known_to_runsc && !is_terminal(sb->state) && !runsc_create_was_run(*sb)) {
@@ -132,7 +144,7 @@ awaitable<void> Supervisor::recover() {
       sb->pending = true;
       ++pending_launches_;
       spdlog::info("{} recovered: never reached runsc, launching again", sb->id);
-      asio::co_spawn(ex_, lifecycle(sb), asio::detached);
+      to_run.push_back(sb);
       continue;
     }
     sb->adopted = true;
@@ -153,6 +165,8 @@ awaitable<void> Supervisor::recover() {
       }
       spdlog::info("{} adopted after a restart ({} in runsc, {}, sandbox pid {})", sb->id, runsc_status,
                    to_string(sb->state), sb->pid);
+      if (sb->network_intent && sb->network)
+        live_egress.push_back(networks_.egress_for(sb->runsc_id, sb->network->ip, sb->request));
     } else if (!is_terminal(sb->state)) {
       ++lost;
       if (sb->stop_requested && !known_to_runsc) {
@@ -163,8 +177,15 @@ awaitable<void> Supervisor::recover() {
                             : "the sandbox was gone when the agent restarted");
       }
     }
-    asio::co_spawn(ex_, lifecycle(sb), asio::detached);
+    to_run.push_back(sb);
   }
+
+  // Before any launch: the firewall holds exactly the living sandboxes' rules, and namespaces
+  // no record claims (a crash between creating one and recording it cannot happen: intent
+  // is recorded first; but a record can be lost to a bad disk) are torn down.
+  co_await networks_.reconcile(std::move(live_egress), std::move(network_keys));
+  for (auto& sb : to_detach) asio::co_spawn(ex_, detach_network(sb), asio::detached);
+  for (auto& sb : to_run) asio::co_spawn(ex_, lifecycle(sb), asio::detached);
 
   std::size_t orphans = 0;
   for (const auto& [runsc_id, entry] : in_runsc) {

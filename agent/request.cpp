@@ -25,7 +25,13 @@ std::string_view to_string(CgroupStrategy s) {
   return "auto";
 }
 
-std::string_view to_string(NetworkMode n) { return n == NetworkMode::host ? "host" : "none"; }
+std::string_view to_string(NetworkMode n) {
+  switch (n) {
+    case NetworkMode::host: return "host";
+    case NetworkMode::bridge: return "bridge";
+    default: return "none";
+  }
+}
 
 bool is_valid_sandbox_id(std::string_view id) {
   if (id.empty() || id.size() > 63) return false;
@@ -189,9 +195,75 @@ Status parse_network(json::value v, const Ptr& at, NetworkMode& out) {
   if (auto st = json::read_string(v, at, s, 64); !st) return st;
   if (s == "none") out = NetworkMode::none;
   else if (s == "host") out = NetworkMode::host;
-  else return invalid(at, "must be one of none, host");
+  else if (s == "bridge") out = NetworkMode::bridge;
+  else return invalid(at, "must be one of none, host, bridge");
   return Ok{};
 }
+
+constexpr std::size_t kMaxPorts = 64;
+constexpr std::size_t kMaxEgressEntries = 256;
+
+Status parse_port(json::value v, const Ptr& at, PortMapping& out) {
+  bool has_host = false, has_sandbox = false;
+  auto s = json::for_each_member(v, at, [&](std::string_view key, json::value m, const Ptr& p) -> Status {
+    if (key == "host_port") { has_host = true; return json::read_u32(m, p, out.host_port, 1, 65535); }
+    if (key == "sandbox_port") { has_sandbox = true; return json::read_u32(m, p, out.sandbox_port, 1, 65535); }
+    if (key == "protocol") {
+      auto st = json::read_string(m, p, out.protocol, 16);
+      if (st && out.protocol != "tcp" && out.protocol != "udp") return invalid(p, "must be tcp or udp");
+      return st;
+    }
+    if (key == "host_ip") {
+      auto st = json::read_string(m, p, out.host_ip, 64);
+      if (st && !parse_address(out.host_ip)) return invalid(p, "must be an IPv4 or IPv6 address");
+      return st;
+    }
+    return invalid(p, "unknown field");
+  });
+  if (!s) return s;
+  if (!has_host) return invalid(at.child("host_port"), "is required");
+  if (!has_sandbox) return invalid(at.child("sandbox_port"), "is required");
+  return Ok{};
+}
+
+Status parse_ports(json::value v, const Ptr& at, std::vector<PortMapping>& out) {
+  simdjson::ondemand::array arr;
+  if (auto e = v.get_array().get(arr)) return json::simdjson_error(e, at, "must be an array of port mappings");
+  for (auto item : arr) {
+    Ptr here = at.child(out.size());
+    if (out.size() == kMaxPorts) return invalid(at, "must have at most " + std::to_string(kMaxPorts) + " items");
+    json::value iv;
+    if (auto e = item.get(iv)) return json::simdjson_error(e, here, "must be an object");
+    PortMapping pm;
+    if (auto s = parse_port(iv, here, pm); !s) return s;
+    out.push_back(std::move(pm));
+  }
+  return Ok{};
+}
+
+Status parse_cidr_list(json::value v, const Ptr& at, std::vector<Cidr>& out) {
+  std::vector<std::string> texts;
+  if (auto s = json::read_string_array(v, at, texts, kMaxEgressEntries, 64); !s) return s;
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    std::string why;
+    auto c = parse_cidr(texts[i], &why);
+    if (!c) return invalid(at.child(i), texts[i] + " " + why);
+    out.push_back(*c);
+  }
+  return Ok{};
+}
+
+}  // namespace
+
+Status parse_egress_rules(json::value v, const Ptr& at, EgressRules& out) {
+  return json::for_each_member(v, at, [&](std::string_view key, json::value m, const Ptr& p) -> Status {
+    if (key == "allow") return parse_cidr_list(m, p, out.allow);
+    if (key == "deny") return parse_cidr_list(m, p, out.deny);
+    return invalid(p, "unknown field");
+  });
+}
+
+namespace {
 
 Status parse_fields(json::value root, LaunchRequest& r) {
   bool has_rootfs = false;
@@ -211,6 +283,13 @@ Status parse_fields(json::value root, LaunchRequest& r) {
     if (key == "mounts") return parse_mounts(m, p, r.mounts);
     if (key == "resources") return parse_resources(m, p, r.resources);
     if (key == "network") return parse_network(m, p, r.network);
+    if (key == "ports") return parse_ports(m, p, r.ports);
+    if (key == "egress") {
+      EgressRules e;
+      auto st = parse_egress_rules(m, p, e);
+      if (st) r.egress = std::move(e);
+      return st;
+    }
     if (key == "docker") return parse_docker(m, p, r.docker);
     if (key == "labels") return parse_labels(m, p, r.labels);
     if (key == "socket_owner") {
@@ -289,6 +368,19 @@ Status validate_request(const LaunchRequest& r) {
                    "must be root (0/0) with docker.enabled: dockerd needs it; give the socket to a user with socket_owner");
   if (!r.docker.enabled && r.socket_owner)
     return invalid(top.child("socket_owner"), "needs docker.enabled: the socket is Docker's");
+  if (r.network != NetworkMode::bridge) {
+    if (!r.ports.empty()) return invalid(top.child("ports"), "needs network: bridge");
+    if (r.egress) return invalid(top.child("egress"), "needs network: bridge");
+  }
+  for (std::size_t i = 0; i < r.ports.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j) {
+      const auto& a = r.ports[i];
+      const auto& b = r.ports[j];
+      bool same_ip = a.host_ip.empty() || b.host_ip.empty() || a.host_ip == b.host_ip;
+      if (a.host_port == b.host_port && a.protocol == b.protocol && same_ip)
+        return invalid(top.child("ports").child(i).child("host_port"),
+                       "is already published by /ports/" + std::to_string(j));
+    }
   return Ok{};
 }
 
@@ -325,6 +417,17 @@ Status apply_policy(LaunchRequest& r, const RequestPolicy& policy) {
   for (std::size_t i = 0; i < r.mounts.size(); ++i) {
     Ptr at = mounts_at.child(i);
     if (auto s = resolve_host_dir(r.mounts[i].source, at.child("source"), policy); !s) return s;
+  }
+  if (r.egress) {
+    // A request narrows what the ceiling allows, never widens it: an allow entry the ceiling
+    // refuses entirely is a mistake worth saying, not silently a no-op.
+    auto ceiling = allowed_by(policy.egress_ceiling, /*deny_wins=*/false);
+    for (std::size_t i = 0; i < r.egress->allow.size(); ++i) {
+      const auto& c = r.egress->allow[i];
+      if (!(c.v6 ? ceiling.v6 : ceiling.v4).overlaps(c.first(), c.last()))
+        return invalid(top.child("egress").child("allow").child(i),
+                       c.to_string() + " is outside what this agent allows (network.egress_ceiling)");
+    }
   }
   if (r.docker.enabled && r.docker.cgroup == CgroupStrategy::host_bind && !policy.allow_host_cgroup_bind)
     return invalid(top.child("docker").child("cgroup"),

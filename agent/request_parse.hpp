@@ -10,6 +10,9 @@ namespace sandbox_agent {
 // Parses the fields of a request object and checks the request's own rules (no policy).
 Status parse_request_value(json::value v, LaunchRequest& out);
 
+// An {"allow": [CIDR…], "deny": [CIDR…]} object (a request's egress, the config's ceiling).
+Status parse_egress_rules(json::value v, const json::Ptr& at, EgressRules& out);
+
 // parse_launch_request with a given parser (one not in use by an enclosing document).
 Result<LaunchRequest> parse_launch_request_with(simdjson::ondemand::parser& parser, std::string_view text,
                                                 const RequestPolicy& policy);

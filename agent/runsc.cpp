@@ -61,15 +61,18 @@ Runsc::Runsc(asio::any_io_executor ex, const RunscConfig& config, const RuntimeI
     : ex_(ex), config_(config), runtime_(runtime), state_root_(std::move(state_root)),
       max_concurrent_(max_concurrent), slots_(ex, max_concurrent) {}
 
-std::vector<std::string> Runsc::base_argv(bool host_network, bool docker) const {
+std::vector<std::string> Runsc::base_argv(std::optional<NetworkMode> network, bool docker) const {
   std::vector<std::string> argv{config_.path, "--root", state_root_};
+  // The request's network mode decides runsc's --network; the configured flag is the default
+  // (none) for every other call.
+  bool own_network = network && *network != NetworkMode::none;
   for (const auto& f : config_.flags) {
-    if (host_network && flag_name(f) == "network") continue;
+    if (own_network && flag_name(f) == "network") continue;
     argv.push_back(f);
   }
   argv.insert(argv.end(), runtime_.common_flags.begin(), runtime_.common_flags.end());
   if (docker) argv.insert(argv.end(), runtime_.docker_flags.begin(), runtime_.docker_flags.end());
-  if (host_network) argv.push_back("--network=host");
+  if (own_network) argv.push_back(*network == NetworkMode::host ? "--network=host" : "--network=sandbox");
   return argv;
 }
 
@@ -79,11 +82,11 @@ awaitable<Runsc::Slot> Runsc::reserve() {
 }
 
 awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string log_path,
-                                     bool capture_stdout, bool host_network, bool docker, Slot slot) {
+                                     bool capture_stdout, std::optional<NetworkMode> network, bool docker, Slot slot) {
   if (!slot) slot = co_await reserve();
 
   RunscResult result;
-  auto argv = base_argv(host_network, docker);
+  auto argv = base_argv(network, docker);
   argv.insert(argv.end(), args.begin(), args.end());
 
   int log_fd = open_log(log_path);
@@ -203,8 +206,8 @@ unsigned Runsc::release_pinned_netns() {
 
 awaitable<RunscResult> Runsc::create(const std::string& id, const std::string& bundle,
                                      const std::string& pid_file, const std::string& log_path,
-                                     bool host_network, bool docker, Slot slot) {
-  return invoke({"create", "--bundle", bundle, "--pid-file", pid_file, id}, log_path, false, host_network,
+                                     NetworkMode network, bool docker, Slot slot) {
+  return invoke({"create", "--bundle", bundle, "--pid-file", pid_file, id}, log_path, false, network,
                 docker, std::move(slot));
 }
 

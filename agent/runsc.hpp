@@ -2,6 +2,7 @@
 // reactor, each bounded by a deadline, at most N at once (FIFO beyond that).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -65,7 +66,7 @@ class Runsc {
   // beforehand, else the call waits for one.
   awaitable<RunscResult> create(const std::string& id, const std::string& bundle,
                                 const std::string& pid_file, const std::string& log_path,
-                                bool host_network, bool docker, Slot slot = {});
+                                NetworkMode network, bool docker, Slot slot = {});
   awaitable<RunscResult> start(const std::string& id, const std::string& log_path);
   awaitable<RunscResult> kill(const std::string& id, const char* signal, const std::string& log_path);
   awaitable<RunscResult> remove(const std::string& id, const std::string& log_path);  // delete --force
@@ -88,9 +89,9 @@ class Runsc {
  private:
   // Parameters by value: a coroutine must not hold references to its caller's temporaries.
   awaitable<RunscResult> invoke(std::vector<std::string> args, std::string log_path,
-                                bool capture_stdout, bool host_network = false, bool docker = false,
+                                bool capture_stdout, std::optional<NetworkMode> network = std::nullopt, bool docker = false,
                                 Slot slot = {});
-  std::vector<std::string> base_argv(bool host_network, bool docker) const;
+  std::vector<std::string> base_argv(std::optional<NetworkMode> network, bool docker) const;
 
   asio::any_io_executor ex_;
   const RunscConfig& config_;

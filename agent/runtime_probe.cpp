@@ -1,12 +1,6 @@
 #include "runtime_probe.hpp"
 
-#include <asio/posix/stream_descriptor.hpp>
-
-#include <fcntl.h>
-#include <signal.h>
 #include <unistd.h>
-
-#include <memory>
 
 #include "paths.hpp"
 #include "process.hpp"
@@ -25,41 +19,15 @@ struct Captured {
 
 // Runs argv to completion, collecting what it prints; killed past `timeout`.
 awaitable<Captured> capture(std::vector<std::string> argv, Millis timeout) {
+  CaptureSpec spec;
+  spec.argv = argv;
+  spec.timeout = timeout;
+  spec.max_output = kMaxOutput;
+  auto run = co_await run_captured(std::move(spec));
   Captured c;
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    c.error = "pipe: " + paths::errno_text();
-    co_return c;
-  }
-  auto child = spawn(SpawnSpec{argv, fds[1], fds[1]});
-  ::close(fds[1]);
-  if (!child) {
-    ::close(fds[0]);
-    c.error = child.error().message;
-    co_return c;
-  }
-  auto ex = co_await asio::this_coro::executor;
-  auto proc = std::make_shared<Child>(std::move(child.value()));
-  auto timed_out = std::make_shared<bool>(false);
-  asio::steady_timer deadline(ex, timeout);
-  deadline.async_wait([proc, timed_out](std::error_code ec) {
-    if (!ec) {
-      *timed_out = true;
-      proc->kill(SIGKILL);
-    }
-  });
-  asio::posix::stream_descriptor out(ex, fds[0]);
-  char buf[8192];
-  for (;;) {
-    auto [ec, n] = co_await out.async_read_some(asio::buffer(buf), use_nothrow);
-    if (ec) break;
-    if (c.output.size() + n <= kMaxOutput) c.output.append(buf, n);
-  }
-  auto status = co_await proc->wait();
-  deadline.cancel();
-  c.ok = status.ok() && !*timed_out;
-  if (*timed_out) c.error = argv[0] + " did not answer within " + std::to_string(timeout.count()) + " ms";
-  else if (!status.ok()) c.error = argv[0] + ": " + status.describe();
+  c.ok = run.ok();
+  c.output = std::move(run.output);
+  if (!c.ok) c.error = run.spawn_error.empty() ? run.describe(argv[0], timeout) : run.spawn_error;
   co_return c;
 }
 

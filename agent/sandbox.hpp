@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "network_attachment.hpp"
 #include "reactor.hpp"
 #include "sandbox_agent/request.hpp"
 #include "sandbox_agent/status.hpp"
@@ -35,6 +36,9 @@ struct Sandbox {
   std::string docker_socket;
   std::optional<Capabilities> capabilities;
   pid_t pid = -1;  // the sandbox process (runsc's state pid)
+  // Bridge: set (and recorded) before the namespace is made, cleared once DEL succeeded.
+  bool network_intent = false;
+  std::optional<NetworkAttachment> network;
 
   // What the lifecycle reacts to.
   bool stop_requested = false;
@@ -55,8 +59,10 @@ struct Sandbox {
 
   bool ended() const { return init_exited || dockerd_exited || process_gone; }
   SandboxStatus status() const {
+    std::optional<NetworkStatus> net;
+    if (network) net = NetworkStatus{network->ip, request.ports};
     return {id, state, reason, exit_code, request.labels, created_at_us, ready_at_us,
-            docker_socket, timings, log_tail, capabilities};
+            docker_socket, timings, log_tail, capabilities, std::move(net)};
   }
 };
 

@@ -10,6 +10,7 @@ namespace sandbox_agent::json {
 struct TimingsOut {
   const Timings& t;
   template <class A> void save(A& ar) const {
+    if (t.network_ms) ar(make_nvp("network_ms", *t.network_ms));
     for (auto [name, v] : {std::pair{"create_ms", &t.create_ms}, std::pair{"start_ms", &t.start_ms},
                            std::pair{"ready_ms", &t.ready_ms}}) {
       if (*v) ar(make_nvp(name, **v));
@@ -26,6 +27,30 @@ struct CapabilitiesOut {
   }
 };
 
+struct PortStatusOut {
+  const PortMapping& p;
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("host_port", static_cast<unsigned>(p.host_port)),
+       make_nvp("sandbox_port", static_cast<unsigned>(p.sandbox_port)), make_nvp("protocol", p.protocol));
+    if (!p.host_ip.empty()) ar(make_nvp("host_ip", p.host_ip));
+  }
+};
+
+struct PortsStatusOut {
+  const std::vector<PortMapping>& ports;
+  template <class A> void save(A& ar) const {
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(ports.size())));
+    for (const auto& p : ports) ar(PortStatusOut{p});
+  }
+};
+
+struct NetworkStatusOut {
+  const NetworkStatus& n;
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("ip", n.ip), make_nvp("ports", PortsStatusOut{n.ports}));
+  }
+};
+
 struct StatusOut {
   const SandboxStatus& s;
   template <class A> void save(A& ar) const {
@@ -38,6 +63,7 @@ struct StatusOut {
     if (!s.docker_socket.empty()) ar(make_nvp("docker_socket", s.docker_socket));
     ar(make_nvp("timings", TimingsOut{s.timings}));
     if (s.capabilities) ar(make_nvp("capabilities", CapabilitiesOut{*s.capabilities}));
+    if (s.network) ar(make_nvp("network", NetworkStatusOut{*s.network}));
     if (!s.log_tail.empty()) ar(make_nvp("log_tail", json::utf8_sanitize(s.log_tail)));
   }
 };

@@ -50,6 +50,19 @@ struct DockerOut {
   }
 };
 
+std::vector<std::string> cidr_texts(const std::vector<Cidr>& list) {
+  std::vector<std::string> out;
+  for (const auto& c : list) out.push_back(c.to_string());
+  return out;
+}
+
+struct EgressOut {
+  const EgressRules& e;
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("allow", cidr_texts(e.allow)), make_nvp("deny", cidr_texts(e.deny)));
+  }
+};
+
 struct RequestOut {
   const LaunchRequest& r;
   template <class A> void save(A& ar) const {
@@ -60,9 +73,21 @@ struct RequestOut {
        make_nvp("network", std::string(to_string(r.network))), make_nvp("docker", DockerOut{r.docker}),
        make_nvp("labels", json::StringMap{r.labels}));
     if (r.socket_owner) ar(make_nvp("socket_owner", OwnerOut{*r.socket_owner}));
+    if (!r.ports.empty()) ar(make_nvp("ports", json::PortsStatusOut{r.ports}));
+    if (r.egress) ar(make_nvp("egress", EgressOut{*r.egress}));
   }
 };
 
+
+// Intent first: `attached` is true from before the namespace exists until DEL succeeded.
+struct NetworkRecordOut {
+  bool attached;
+  const NetworkAttachment& a;
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("attached", attached), make_nvp("ip", a.ip), make_nvp("cidr", a.cidr),
+       make_nvp("gateway", a.gateway), make_nvp("cni_result", a.cni_result));
+  }
+};
 
 struct RecordOut {
   const Sandbox& s;
@@ -78,6 +103,8 @@ struct RecordOut {
        make_nvp("stop_requested", s.stop_requested), make_nvp("runsc_created", s.runsc_created),
        make_nvp("finished", s.finished), make_nvp("request", RequestOut{s.request}));
     if (s.capabilities) ar(make_nvp("capabilities", json::CapabilitiesOut{*s.capabilities}));
+    if (s.network_intent || s.network)
+      ar(make_nvp("network", NetworkRecordOut{s.network_intent, s.network ? *s.network : NetworkAttachment{}}));
   }
 };
 
@@ -95,7 +122,8 @@ Status parse_timings(json::value v, const json::Ptr& at, Timings& t) {
     std::int64_t x = 0;
     auto s = json::read_int(m, p, x, 0, INT64_MAX);
     if (!s) return s;
-    if (k == "create_ms") t.create_ms = x;
+    if (k == "network_ms") t.network_ms = x;
+    else if (k == "create_ms") t.create_ms = x;
     else if (k == "start_ms") t.start_ms = x;
     else if (k == "ready_ms") t.ready_ms = x;
     return Ok{};
@@ -158,6 +186,19 @@ Result<Record> parse_record(std::string_view text) {
         Capabilities c;
         auto e = parse_capabilities(m, p, c);
         if (e) r.capabilities = std::move(c);
+        return e;
+      }
+      if (k == "network") {
+        NetworkAttachment a;
+        auto e = json::for_each_member(m, p, [&](std::string_view nk, json::value nv, const json::Ptr& np) -> Status {
+          if (nk == "attached") return json::read_bool(nv, np, r.network_intent);
+          if (nk == "ip") return json::read_string(nv, np, a.ip, 64);
+          if (nk == "cidr") return json::read_string(nv, np, a.cidr, 64);
+          if (nk == "gateway") return json::read_string(nv, np, a.gateway, 64);
+          if (nk == "cni_result") return json::read_string(nv, np, a.cni_result, 1 << 20);
+          return Ok{};
+        });
+        if (e && !a.ip.empty()) r.network = std::move(a);
         return e;
       }
       if (k == "request") {

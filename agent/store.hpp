@@ -28,6 +28,8 @@ struct Record {
   pid_t pid = -1;
   std::string docker_socket, log_tail;
   std::optional<Capabilities> capabilities;
+  bool network_intent = false;
+  std::optional<NetworkAttachment> network;
   bool stop_requested = false;
   bool runsc_created = false;
   bool finished = false;

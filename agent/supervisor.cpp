@@ -51,6 +51,7 @@ Supervisor::Supervisor(asio::any_io_executor ex, const Config& config, const Run
     : ex_(ex), config_(config), runtime_(runtime), layout_{config.root}, events_(events), writer_(writer),
       dirs_(dirs), pids_(pids),
       runsc_(ex, config.runsc, runtime, layout_.runsc_root(), config.runsc_concurrency()),
+      policy_(config.request_policy()), networks_(ex, config.network, policy_, paths::join(config.root, "network")),
       rng_(std::random_device{}()) {}
 
 Capabilities Supervisor::capabilities_for(const LaunchRequest& request) const {
@@ -72,6 +73,9 @@ awaitable<Result<std::string>> Supervisor::launch(LaunchRequest request, std::st
     sandboxes_.erase(it);  // a finished sandbox's id may be reused; its logs are kept
     std::erase(finished_order_, request.id);
   }
+  if (request.network == NetworkMode::bridge && !networks_.available())
+    co_return make_error(ErrorCode::invalid_request,
+                         "bridge is not available on this agent: " + networks_.unavailable_reason(), "/network");
   if (pending_launches_ >= config_.limits.max_pending_launches)
     co_return make_error(ErrorCode::overloaded, "too many launches in progress (limits.max_pending_launches = " +
                                                     std::to_string(config_.limits.max_pending_launches) + ")");
@@ -82,6 +86,8 @@ awaitable<Result<std::string>> Supervisor::launch(LaunchRequest request, std::st
   auto sb = std::make_shared<Sandbox>(ex_);
   sb->id = request.id;
   sb->runsc_id = new_runsc_id();
+  // A port clash is this request's error, told at once; the claim lasts until DEL.
+  if (auto s = networks_.reserve_ports(sb->runsc_id, request.ports, /*check_host=*/true); !s) co_return s.error();
   sb->request = std::move(request);
   sb->origin = std::move(origin);
   sb->created_at_us = now_unix_us();
@@ -94,6 +100,7 @@ awaitable<Result<std::string>> Supervisor::launch(LaunchRequest request, std::st
   // Intent first: the record exists before anyone is told the sandbox was accepted.
   if (!co_await persist_now(sb)) {
     sandboxes_.erase(sb->id);
+    networks_.release_ports(sb->runsc_id);
     sb->pending = false;
     --pending_launches_;
     --counters_.accepted;
@@ -195,6 +202,8 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
     co_return;
   }
   watch_sandbox(sb);
+  if (sb->request.network == NetworkMode::bridge && !co_await attach_network(sb)) co_return;
+  if (sb->stop_requested) co_return;
 
   // `accepted` until runsc can take it: a sandbox only waiting for its turn has not
   // reached runsc, so a restart launches it again instead of giving it up.
@@ -213,7 +222,7 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   auto pid_file = paths::join(layout_.bundle_dir(sb->id), "sandbox.pid");
   auto t0 = Clock::now();
   auto created = co_await runsc_.create(sb->runsc_id, layout_.bundle_dir(sb->id), pid_file, logs,
-                                        sb->request.network == NetworkMode::host, sb->request.docker.enabled,
+                                        sb->request.network, sb->request.docker.enabled,
                                         std::move(slot));
   sb->timings.create_ms = ms_between(t0, Clock::now());
   if (!created.ok()) {
@@ -365,7 +374,44 @@ awaitable<void> Supervisor::tear_down(SandboxPtr sb) {
     paths::remove_tree(layout_.bundle_dir(sb->id));
     paths::remove_tree(layout_.sockets_dir(sb->id));
     sb->docker_socket.clear();  // it is gone
+    // Only once runsc let go of it: the namespace must outlive the sandbox that uses it.
+    if (sb->network_intent) co_await detach_network(sb);
   }
+}
+
+// Intent first: the record says "attached" before the namespace exists, so a crash at any
+// point leaves something recovery can DEL.
+awaitable<bool> Supervisor::attach_network(SandboxPtr sb) {
+  if (sb->network_intent) co_await detach_network(sb);  // what a previous attempt left
+  sb->network_intent = true;
+  if (!co_await persist_now(sb)) {
+    fail(*sb, reason::host_error, "cannot record the sandbox: " + sb->log_tail);
+    co_return false;
+  }
+  auto t0 = Clock::now();
+  auto att = co_await networks_.attach(sb->runsc_id, sb->request, paths::join(layout_.logs_dir(sb->id), "cni.log"));
+  sb->timings.network_ms = ms_between(t0, Clock::now());
+  if (!att) {
+    // attach undid its own work; nothing is left to DEL.
+    sb->network_intent = false;
+    fail(*sb, reason::network_setup_failed, att.error().message);
+    co_return false;
+  }
+  sb->network = std::move(att.value());
+  spdlog::info("{} network attached: {} in {} ms", sb->id, sb->network->cidr, *sb->timings.network_ms);
+  persist(*sb);
+  co_return true;
+}
+
+awaitable<void> Supervisor::detach_network(SandboxPtr sb) {
+  auto done = co_await networks_.detach(sb->runsc_id, sb->network, sb->request.ports,
+                                        paths::join(layout_.logs_dir(sb->id), "cni.log"));
+  if (!done) {
+    spdlog::warn("{} network tear-down failed (retried at the next start): {}", sb->id, done.error().message);
+    co_return;
+  }
+  sb->network_intent = false;
+  persist(*sb);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -473,7 +519,11 @@ Status Supervisor::prepare_host_dirs(Sandbox& sb) {
   if (!paths::make_dirs(sockets, 0700)) return fail("creating " + sockets);
   if (auto& o = sb.request.socket_owner; o && ::chown(sockets.c_str(), o->uid, o->gid) != 0)
     return fail("chown " + sockets);
-  SpecContext ctx{config_.sandbox_init, sockets, logs, config_.docker.dockerd_path, runtime_.dockerd_flags};
+  SpecContext ctx{config_.sandbox_init, sockets, logs, config_.docker.dockerd_path, runtime_.dockerd_flags, {}, {}};
+  if (sb.request.network == NetworkMode::bridge) {
+    ctx.netns_path = networks_.netns_path(sb.runsc_id);
+    ctx.resolv_conf = networks_.resolv_conf();
+  }
   auto spec = render_spec(sb.request, ctx, /*indented=*/false);
   auto config_json = paths::join(bundle, "config.json");
   // Not fsync'ed: a crash before runsc create is recovered by launching again.

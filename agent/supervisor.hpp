@@ -14,6 +14,7 @@
 #include "durable_writer.hpp"
 #include "events.hpp"
 #include "layout.hpp"
+#include "network.hpp"
 #include "reactor.hpp"
 #include "runsc.hpp"
 #include "store.hpp"
@@ -37,6 +38,7 @@ class Supervisor {
   std::vector<std::string> ids_with_origin(const std::string& origin) const;
   std::vector<SandboxStatus> list() const;
   Stats stats() const;
+  const Networks& networks() const { return networks_; }
   std::size_t active() const;  // sandboxes not yet torn down
 
   // Start-up: adopts what state/ and runsc say is still there (see docs/durability.md).
@@ -55,6 +57,8 @@ class Supervisor {
   awaitable<void> supervise(SandboxPtr sb);
   awaitable<void> stop_flow(SandboxPtr sb);
   awaitable<void> tear_down(SandboxPtr sb);
+  awaitable<bool> attach_network(SandboxPtr sb);
+  awaitable<void> detach_network(SandboxPtr sb);
 
   // The one place state changes: updates, logs, publishes, and records (durably; awaited
   // only by callers that must not act before the record is on disk).
@@ -88,6 +92,8 @@ class Supervisor {
   DirWatcher& dirs_;
   PidWatcher& pids_;
   Runsc runsc_;
+  RequestPolicy policy_;
+  Networks networks_;
   std::map<std::string, SandboxPtr> sandboxes_;
   std::deque<std::string> finished_order_;  // oldest finished first, for eviction
   std::mt19937_64 rng_;

@@ -58,6 +58,21 @@ struct LimitsConfig {
   unsigned first_line_timeout_ms = 10000;  // a client silent this long after connecting is dropped
 };
 
+// `network: bridge` sandboxes: a network namespace each, wired by the standard CNI plugins.
+struct NetworkConfig {
+  std::string subnet = "10.231.0.0/16";  // the built-in CNI config's host-local range
+  std::string cni_conf;                  // a .conflist replacing the built-in one
+  std::string cni_path = "/usr/lib/cni";  // Debian's containernetworking-plugins
+  // What any request's egress may allow; a request narrows it, never widens it.
+  EgressRules egress_ceiling = default_egress_ceiling();
+  // The sandbox's /etc/resolv.conf: nameservers written by the agent; empty: the host's
+  // /etc/resolv.conf without its loopback nameservers (unreachable from a sandbox).
+  std::vector<std::string> dns;
+  std::string resolv_conf;  // a file given to sandboxes as it is (wins over `dns`)
+  unsigned plugin_timeout_ms = 10000;
+  unsigned max_concurrent = 8;  // CNI plugin chains at once
+};
+
 struct Config {
   std::string root;  // everything lives under it unless overridden
   SocketConfig socket;
@@ -68,6 +83,7 @@ struct Config {
   ProbeConfig probe;
   DockerConfig docker;
   LimitsConfig limits;
+  NetworkConfig network;
   bool stop_sandboxes_on_exit = false;
   bool clean_orphans = true;  // remove runsc sandboxes under ROOT/runsc that have no record
   std::string log_level = "info";

@@ -8,12 +8,13 @@
 #include <utility>
 #include <vector>
 
+#include "sandbox_agent/cidr.hpp"
 #include "sandbox_agent/error.hpp"
 
 namespace sandbox_agent {
 
 enum class CgroupStrategy { auto_detect, sandbox, userns, host_bind, none };
-enum class NetworkMode { none, host };
+enum class NetworkMode { none, host, bridge };
 
 std::string_view to_string(CgroupStrategy s);
 std::string_view to_string(NetworkMode n);
@@ -37,6 +38,15 @@ struct DockerOptions {
   std::optional<std::uint32_t> ready_timeout_ms;
 };
 
+// A host port published to the sandbox (bridge only), through CNI's portmap plugin.
+struct PortMapping {
+  std::uint16_t host_port = 0;
+  std::uint16_t sandbox_port = 0;
+  std::string protocol = "tcp";  // tcp | udp
+  std::string host_ip;           // empty: every host address
+  bool operator==(const PortMapping&) const = default;
+};
+
 struct Owner {
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
@@ -53,6 +63,8 @@ struct LaunchRequest {
   std::vector<Mount> mounts;
   Resources resources;
   NetworkMode network = NetworkMode::none;
+  std::vector<PortMapping> ports;      // bridge only
+  std::optional<EgressRules> egress;   // bridge only; absent: what the ceiling allows
   DockerOptions docker;
   std::vector<std::pair<std::string, std::string>> labels;  // in the order given
   std::optional<Owner> socket_owner;
@@ -63,6 +75,7 @@ struct RequestPolicy {
   std::vector<std::string> allowed_host_prefixes;  // canonical directories
   bool allow_host_cgroup_bind = false;
   std::size_t max_request_bytes = 1 << 20;
+  EgressRules egress_ceiling = default_egress_ceiling();
 };
 
 // Parses and validates one request (JSON text). Errors name the field as a JSON pointer.

@@ -28,6 +28,10 @@ struct SpecContext {
   // The Docker profile's dockerd flags on this runtime (RuntimeInfo::dockerd_flags); empty:
   // the flags that work on every supported runsc.
   std::vector<std::string> dockerd_flags;
+  // Bridge sandboxes: the pinned network namespace runsc joins (and copies into its netstack),
+  // and the host file given to the sandbox as /etc/resolv.conf.
+  std::string netns_path;
+  std::string resolv_conf;
 };
 
 // The spec as JSON: indented for people, or compact (what the agent writes for runsc).

@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "sandbox_agent/request.hpp"
+
 namespace sandbox_agent {
 
 enum class SandboxState { accepted, creating, starting, probing, ready, stopping, stopped, failed };
@@ -28,13 +30,15 @@ inline constexpr std::string_view dockerd_exited = "dockerd_exited";
 inline constexpr std::string_view exited = "exited";
 inline constexpr std::string_view stop_requested = "stop_requested";
 inline constexpr std::string_view agent_restart = "agent_restart";
-inline constexpr std::string_view host_error = "host_error";  // disk, permissions, fds
+inline constexpr std::string_view host_error = "host_error";
+inline constexpr std::string_view network_setup_failed = "network_setup_failed";  // a CNI plugin, the namespace, the firewall  // disk, permissions, fds
 }  // namespace reason
 
 struct Timings {
   std::optional<std::int64_t> create_ms;  // runsc create took
   std::optional<std::int64_t> start_ms;   // runsc start took
   std::optional<std::int64_t> ready_ms;   // accepted → ready
+  std::optional<std::int64_t> network_ms;  // bridge: namespace + CNI ADD + firewall took
 };
 
 // What the runtime that created the sandbox gives it (decided from the runtime probe).
@@ -42,6 +46,11 @@ struct Capabilities {
   std::string runtime_version;  // `runsc --version`
   std::string platform;         // systrap, ptrace, …
   bool nested_containers = false;  // Docker sandboxes: `docker run` works inside
+};
+
+struct NetworkStatus {
+  std::string ip;  // the sandbox's address on the bridge
+  std::vector<PortMapping> ports;
 };
 
 struct SandboxStatus {
@@ -56,6 +65,7 @@ struct SandboxStatus {
   Timings timings;
   std::string log_tail;  // why it failed, from runsc.log / dockerd.log
   std::optional<Capabilities> capabilities;  // once it reached the runtime
+  std::optional<NetworkStatus> network;       // bridge sandboxes, once attached
 };
 
 struct StateEvent {

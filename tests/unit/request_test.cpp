@@ -257,8 +257,32 @@ std::vector<Row> malformed_rows() {
       {"pids negative", with(R"("resources":{"pids":-1})"), IR, "/resources/pids"},
       {"pids fractional", with(R"("resources":{"pids":1.5})"), IR, "/resources/pids"},
       // Enums.
-      {"network bridge", with(R"("network":"bridge")"), IR, "/network", "must be one of none, host"},
-      {"network is case-sensitive", with(R"("network":"Host")"), IR, "/network", "must be one of none, host"},
+      {"network nat", with(R"("network":"nat")"), IR, "/network", "must be one of none, host, bridge"},
+      {"network is case-sensitive", with(R"("network":"Host")"), IR, "/network", "must be one of none, host, bridge"},
+      // Bridge networking: ports and egress.
+      {"ports without bridge", with(R"("ports":[{"host_port":8080,"sandbox_port":80}])"), IR, "/ports",
+       "needs network: bridge"},
+      {"egress without bridge", with(R"("network":"host","egress":{"allow":["0.0.0.0/0"]})"), IR, "/egress",
+       "needs network: bridge"},
+      {"port 0", with(R"("network":"bridge","ports":[{"host_port":0,"sandbox_port":80}])"), IR,
+       "/ports/0/host_port"},
+      {"port 65536", with(R"("network":"bridge","ports":[{"host_port":8080,"sandbox_port":65536}])"), IR,
+       "/ports/0/sandbox_port"},
+      {"port without sandbox_port", with(R"("network":"bridge","ports":[{"host_port":8080}])"), IR,
+       "/ports/0/sandbox_port", "is required"},
+      {"port protocol sctp", with(R"("network":"bridge","ports":[{"host_port":1,"sandbox_port":1,"protocol":"sctp"}])"),
+       IR, "/ports/0/protocol", "must be tcp or udp"},
+      {"port host_ip a name", with(R"("network":"bridge","ports":[{"host_port":1,"sandbox_port":1,"host_ip":"localhost"}])"),
+       IR, "/ports/0/host_ip", "must be an IPv4 or IPv6 address"},
+      {"port twice", with(R"("network":"bridge","ports":[{"host_port":8080,"sandbox_port":80},{"host_port":8080,"sandbox_port":81}])"),
+       IR, "/ports/1/host_port", "is already published by /ports/0"},
+      {"port unknown field", with(R"("network":"bridge","ports":[{"host_port":1,"sandbox_port":1,"hostPort":2}])"),
+       IR, "/ports/0/hostPort", "unknown field"},
+      {"egress host bits", with(R"("network":"bridge","egress":{"allow":["10.0.0.1/8"]})"), IR,
+       "/egress/allow/0", "did you mean 10.0.0.0/8"},
+      {"egress not a cidr", with(R"("network":"bridge","egress":{"deny":["0.0.0.0/0","metadata.google"]})"), IR,
+       "/egress/deny/1", "is not an IPv4 or IPv6 address"},
+      {"egress unknown key", with(R"("network":"bridge","egress":{"block":[]})"), IR, "/egress/block", "unknown field"},
       {"docker.cgroup systemd", with(R"("docker":{"enabled":true,"cgroup":"systemd"})"), IR,
        "/docker/cgroup", "must be one of auto, sandbox, userns, host-bind, none"},
       {"docker.cgroup host_bind", with(R"("docker":{"enabled":true,"cgroup":"host_bind"})"), IR,
@@ -544,6 +568,35 @@ TEST_CASE("request policy: host-bind is refused unless allow_host_cgroup_bind") 
   auto r = parse_launch_request(expand(json), pol);
   REQUIRE_MESSAGE(r.ok(), r.error().describe());
   CHECK(r->docker.cgroup == CgroupStrategy::host_bind);
+}
+
+TEST_CASE("request policy: egress may narrow the ceiling, never widen it") {
+  auto pol = policy();
+  // The default ceiling denies private ranges: allowing one is an error, not a silent no-op.
+  check_policy_rejects(R"({"rootfs":"@ROOTFS@","network":"bridge","egress":{"allow":["1.1.1.0/24","10.99.0.0/24"]}})",
+                       pol, "/egress/allow/1", "outside what this agent allows (network.egress_ceiling)");
+  // Overlapping the ceiling is fine (the contract's own example): the ceiling still applies.
+  auto r = parse_launch_request(expand(R"({"rootfs":"@ROOTFS@","network":"bridge","egress":{"allow":["0.0.0.0/0"],"deny":["169.254.0.0/16"]}})"), pol);
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  REQUIRE(r->egress);
+  CHECK(r->egress->allow.size() == 1);
+  CHECK(r->egress->deny[0].to_string() == "169.254.0.0/16");
+  // An operator who lists the range lets requests allow it.
+  pol.egress_ceiling.allow.push_back(*parse_cidr("10.99.0.0/24"));
+  auto opened = parse_launch_request(expand(R"({"rootfs":"@ROOTFS@","network":"bridge","egress":{"allow":["10.99.0.0/24"]}})"), pol);
+  CHECK_MESSAGE(opened.ok(), opened.error().describe());
+}
+
+TEST_CASE("request: bridge with ports and egress parses, and survives a record round trip") {
+  auto r = parse_launch_request(expand(R"({"rootfs":"@ROOTFS@","network":"bridge",
+    "ports":[{"host_port":8080,"sandbox_port":80},{"host_port":5353,"sandbox_port":53,"protocol":"udp","host_ip":"127.0.0.1"}],
+    "egress":{"allow":["0.0.0.0/0"],"deny":["8.8.8.8"]}})"), policy());
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->network == NetworkMode::bridge);
+  REQUIRE(r->ports.size() == 2);
+  CHECK(r->ports[0] == PortMapping{8080, 80, "tcp", ""});
+  CHECK(r->ports[1] == PortMapping{5353, 53, "udp", "127.0.0.1"});
+  CHECK(r->egress->deny[0].to_string() == "8.8.8.8/32");
 }
 
 TEST_CASE("request: validate_request and apply_policy for requests built in code") {

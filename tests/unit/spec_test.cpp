@@ -28,7 +28,7 @@ namespace {
 
 SpecContext context_for(const std::string& id) {
   return {"/usr/lib/sandbox-agent/sandbox-init", "/var/lib/sandbox-agent/sockets/" + id,
-          "/var/lib/sandbox-agent/logs/" + id, "dockerd", {}};
+          "/var/lib/sandbox-agent/logs/" + id, "dockerd", {}, {}, {}};
 }
 
 LaunchRequest plain_request(const std::string& id) {

@@ -143,7 +143,7 @@ TEST_CASE("status: to_json with every field") {
   s.created_at_us = 1795942069123456;
   s.ready_at_us = 1795942070000001;
   s.docker_socket = "/var/lib/sandbox-agent/sockets/job-42/docker.sock";
-  s.timings = {131, 41, 900};
+  s.timings = {131, 41, 900, {}};
   s.log_tail = "failed to start daemon: \"Devices cgroup isn't mounted\"\n";
   s.capabilities = Capabilities{"release-20260831.0", "systrap", true};
   Json j(to_json(s));

@@ -89,6 +89,12 @@ void check_same_request(const LaunchRequest& a, const LaunchRequest& b) {
   CHECK(a.resources.memory_mb == b.resources.memory_mb);
   CHECK(a.resources.pids == b.resources.pids);
   CHECK(a.network == b.network);
+  CHECK(a.ports == b.ports);
+  REQUIRE(a.egress.has_value() == b.egress.has_value());
+  if (a.egress) {
+    CHECK(a.egress->allow == b.egress->allow);
+    CHECK(a.egress->deny == b.egress->deny);
+  }
   CHECK(a.docker.enabled == b.docker.enabled);
   CHECK(a.docker.cgroup == b.docker.cgroup);
   CHECK(a.docker.dockerd_args == b.docker.dockerd_args);
@@ -126,6 +132,9 @@ TEST_CASE("store: record_to_json and parse_record round-trip every field") {
   sb.timings.create_ms = 131;
   sb.timings.start_ms = 41;
   sb.timings.ready_ms = 900;
+  sb.timings.network_ms = 17;
+  sb.network_intent = true;
+  sb.network = NetworkAttachment{"10.231.0.5", "10.231.0.5/16", "10.231.0.1", R"({"cniVersion":"1.0.0","ips":[{"address":"10.231.0.5/16"}]})"};
   sb.log_tail = "line 1\nfailed to start daemon: \"Devices cgroup isn't mounted\"\n\ttab \\ backslash\n";
   sb.docker_socket = "/var/lib/sandbox-agent/sockets/job-42/docker.sock";
   sb.capabilities = Capabilities{"0.0~20221219.0", "ptrace", false};
@@ -151,6 +160,13 @@ TEST_CASE("store: record_to_json and parse_record round-trip every field") {
   CHECK(rec.timings.create_ms == sb.timings.create_ms);
   CHECK(rec.timings.start_ms == sb.timings.start_ms);
   CHECK(rec.timings.ready_ms == sb.timings.ready_ms);
+  CHECK(rec.timings.network_ms == 17);
+  CHECK(rec.network_intent);
+  REQUIRE(rec.network.has_value());
+  CHECK(rec.network->ip == "10.231.0.5");
+  CHECK(rec.network->cidr == "10.231.0.5/16");
+  CHECK(rec.network->gateway == "10.231.0.1");
+  CHECK(rec.network->cni_result == sb.network->cni_result);
   CHECK(rec.log_tail == sb.log_tail);
   CHECK(rec.docker_socket == sb.docker_socket);
   REQUIRE(rec.capabilities.has_value());
@@ -235,6 +251,19 @@ TEST_CASE("store: request_to_json parses back with parse_launch_request into an 
     const auto json = request_to_json(original);
     INFO("request json: " << json);
     CHECK(json.find('\n') == std::string::npos);
+    auto r = parse_launch_request(json, policy());
+    REQUIRE_MESSAGE(r.ok(), r.error().describe());
+    check_same_request(*r, original);
+  }
+  SUBCASE("bridge with ports and egress") {
+    LaunchRequest original;
+    original.id = "job-9";
+    original.rootfs = dirs().rootfs;
+    original.network = NetworkMode::bridge;
+    original.ports = {{8080, 80, "tcp", ""}, {53, 5353, "udp", "127.0.0.1"}};
+    original.egress = EgressRules{{*parse_cidr("0.0.0.0/0")}, {*parse_cidr("169.254.0.0/16"), *parse_cidr("8.8.8.8")}};
+    const auto json = request_to_json(original);
+    INFO("request json: " << json);
     auto r = parse_launch_request(json, policy());
     REQUIRE_MESSAGE(r.ok(), r.error().describe());
     check_same_request(*r, original);

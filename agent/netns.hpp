@@ -1,0 +1,23 @@
+// Network namespaces held open by a bind mount on a file (what `ip netns add` does), made in
+// code from the agent's own mount namespace: CNI and runsc both take the file's path.
+#pragma once
+
+#include <string>
+
+#include "sandbox_agent/error.hpp"
+
+namespace sandbox_agent::netns {
+
+// Creates a new, empty network namespace pinned at `path` (the file is created). Only the
+// calling thread enters it, and only between two syscalls: it is back in its own namespace
+// before this returns. Fails if `path` exists.
+Status create(const std::string& path);
+
+// Unmounts and removes `path`. Idempotent: a missing or unmounted file is fine. The kernel
+// frees the namespace once nothing (a runsc sandbox, a veth) holds it.
+Status remove(const std::string& path);
+
+// Whether `path` is a pinned network namespace (nsfs), as CNI requires.
+bool is_pinned(const std::string& path);
+
+}  // namespace sandbox_agent::netns
