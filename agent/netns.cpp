@@ -1,6 +1,9 @@
 #include "netns.hpp"
 
 #include <fcntl.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -8,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "paths.hpp"
 
@@ -19,6 +23,20 @@ namespace sandbox_agent::netns {
 
 namespace {
 Status fail(const std::string& what) { return make_error(ErrorCode::internal, what + ": " + paths::errno_text()); }
+
+// A new namespace's lo is down; runsc copies only interfaces that are up into its netstack,
+// and dockerd inside wants 127.0.0.1.
+bool loopback_up() {
+  int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return false;
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  bool ok = ::ioctl(s, SIOCGIFFLAGS, &ifr) == 0;
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+  ok = ok && ::ioctl(s, SIOCSIFFLAGS, &ifr) == 0;
+  ::close(s);
+  return ok;
+}
 }  // namespace
 
 Status create(const std::string& path) {
@@ -37,6 +55,8 @@ Status create(const std::string& path) {
   } else {
     if (::mount("/proc/thread-self/ns/net", path.c_str(), nullptr, MS_BIND, nullptr) != 0)
       result = fail("pinning the namespace at " + path);
+    else if (!loopback_up())
+      result = fail("bringing up lo in the new namespace");
     // Back home whatever happened: everything else this thread does is in the host's namespace.
     if (::setns(own, CLONE_NEWNET) != 0) {
       ::close(own);

@@ -242,7 +242,7 @@ awaitable<void> Supervisor::start(SandboxPtr sb) {
   auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
   transition(*sb, SandboxState::starting);
   auto t0 = Clock::now();
-  auto started = co_await runsc_.start(sb->runsc_id, logs);
+  auto started = co_await runsc_.start(sb->runsc_id, logs, sb->request.network, sb->request.docker.enabled);
   sb->timings.start_ms = ms_between(t0, Clock::now());
   if (!started.ok()) {
     fail(*sb, started.timed_out ? reason::runsc_timeout : reason::runsc_start_failed,
