@@ -112,7 +112,7 @@ Status parse_network(json::value v, const Ptr& at, NetworkConfig& c) {
     if (k == "cni_conf") return json::read_string(m, p, c.cni_conf);
     if (k == "cni_path") return json::read_string(m, p, c.cni_path);
     if (k == "egress_ceiling") {
-      EgressRules e;
+      EgressRules e = default_egress_ceiling();  // a list not given keeps its default
       auto st = parse_egress_rules(m, p, e);
       if (st) c.egress_ceiling = std::move(e);
       return st;

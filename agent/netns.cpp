@@ -1,7 +1,9 @@
 #include "netns.hpp"
 
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sched.h>
@@ -74,6 +76,39 @@ Status remove(const std::string& path) {
   if (errno != EINVAL && errno != ENOENT) return fail("unmounting " + path);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) return fail("removing " + path);
   return Ok{};
+}
+
+std::string ipv4_of(const std::string& path, const std::string& ifname) {
+  int target = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (target < 0) return {};
+  int own = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (own < 0) {
+    ::close(target);
+    return {};
+  }
+  int s = -1;
+  if (::setns(target, CLONE_NEWNET) == 0) {
+    s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);  // a socket stays in the namespace it was made in
+    if (::setns(own, CLONE_NEWNET) != 0) std::abort();    // never stay in a sandbox's namespace
+  }
+  ::close(target);
+  ::close(own);
+  if (s < 0) return {};
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
+  std::string out;
+  if (::ioctl(s, SIOCGIFADDR, &ifr) == 0) {
+    auto* addr = reinterpret_cast<sockaddr_in*>(&ifr.ifr_addr);
+    char text[INET_ADDRSTRLEN];
+    ::inet_ntop(AF_INET, &addr->sin_addr, text, sizeof text);
+    out = text;
+    if (::ioctl(s, SIOCGIFNETMASK, &ifr) == 0) {
+      auto mask = ntohl(reinterpret_cast<sockaddr_in*>(&ifr.ifr_netmask)->sin_addr.s_addr);
+      out += "/" + std::to_string(__builtin_popcount(mask));
+    }
+  }
+  ::close(s);
+  return out;
 }
 
 bool is_pinned(const std::string& path) {

@@ -17,6 +17,11 @@ Status create(const std::string& path);
 // frees the namespace once nothing (a runsc sandbox, a veth) holds it.
 Status remove(const std::string& path);
 
+// The IPv4 address and prefix ("10.231.0.5/16") of `ifname` inside the namespace at `path`,
+// or empty. For DEL after a crash cut ADD short: the plugins' result was never recorded, but
+// the interface they configured still says what they gave it.
+std::string ipv4_of(const std::string& path, const std::string& ifname);
+
 // Whether `path` is a pinned network namespace (nsfs), as CNI requires.
 bool is_pinned(const std::string& path);
 

@@ -84,12 +84,13 @@ Networks::Networks(asio::any_io_executor ex, const NetworkConfig& config, const 
 
 std::string Networks::netns_path(const std::string& key) const { return paths::join(root_, "netns/" + key); }
 
-void Networks::init() {
+void Networks::init(const RuntimeInfo& runtime) {
   available_ = false;
   auto unavailable = [&](std::string why) {
     why_unavailable_ = std::move(why);
     spdlog::info("bridge networking unavailable: {}", why_unavailable_);
   };
+  if (!runtime.isolated_network) return unavailable(runtime.network_reason);
   for (const auto& d : {root_, paths::join(root_, "netns"), paths::join(root_, "ipam")})
     if (!paths::make_dirs(d, 0700)) return unavailable("cannot create " + d + ": " + paths::errno_text());
 
@@ -263,6 +264,18 @@ awaitable<Status> Networks::detach(std::string key, std::optional<NetworkAttachm
     AsyncSemaphore& s;
     ~Release() { s.release(); }
   } release{slots_};
+  if (!attachment || attachment->cni_result.empty()) {
+    // ADD was cut short (a crash) before its result was recorded: plugins that clean up by
+    // address (firewall) need one, and the namespace's interface still has it.
+    auto cidr = netns::ipv4_of(netns_path(key), std::string(cni::kInterface));
+    if (!cidr.empty()) {
+      NetworkAttachment a;
+      a.cidr = cidr;
+      a.ip = cidr.substr(0, cidr.find('/'));
+      a.cni_result = "{\"cniVersion\":\"" + list_.cni_version + "\",\"ips\":[{\"address\":\"" + cidr + "\"}]}";
+      attachment = std::move(a);
+    }
+  }
   firewall_.remove(key, attachment ? attachment->ip : "");
   Fd log{log_path.empty() ? -1 : ::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640)};
   std::optional<Error> first_error;

@@ -17,6 +17,7 @@
 #include "reactor.hpp"
 #include "sandbox_agent/config.hpp"
 #include "sandbox_agent/request.hpp"
+#include "sandbox_agent/runtime.hpp"
 #include "semaphore.hpp"
 
 namespace sandbox_agent {
@@ -28,7 +29,7 @@ class Networks {
   // Start-up: reads the CNI config, checks the plugins, br_netfilter and nftables. When any is
   // missing, bridge is unavailable (requests for it are refused with the reason) and this
   // says why in one log line; nothing else depends on it.
-  void init();
+  void init(const RuntimeInfo& runtime);
   bool available() const { return available_; }
   const std::string& unavailable_reason() const { return why_unavailable_; }
 

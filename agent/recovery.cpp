@@ -53,7 +53,7 @@ std::map<std::string, RunscEntry> parse_runsc_list(const std::string& text) {
 //   run, so it is not run again (at-most-once);
 // - a runsc sandbox under our runsc root with no record is an orphan: killed and deleted.
 awaitable<void> Supervisor::recover() {
-  networks_.init();
+  networks_.init(runtime_);
   std::vector<Record> records;
   if (DIR* d = ::opendir(layout_.state_dir().c_str())) {
     while (auto* e = ::readdir(d)) {

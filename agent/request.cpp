@@ -257,8 +257,9 @@ Status parse_cidr_list(json::value v, const Ptr& at, std::vector<Cidr>& out) {
 
 Status parse_egress_rules(json::value v, const Ptr& at, EgressRules& out) {
   return json::for_each_member(v, at, [&](std::string_view key, json::value m, const Ptr& p) -> Status {
-    if (key == "allow") return parse_cidr_list(m, p, out.allow);
-    if (key == "deny") return parse_cidr_list(m, p, out.deny);
+    // A list given replaces that list (the config's ceiling starts from its defaults).
+    if (key == "allow") return out.allow.clear(), parse_cidr_list(m, p, out.allow);
+    if (key == "deny") return out.deny.clear(), parse_cidr_list(m, p, out.deny);
     return invalid(p, "unknown field");
   });
 }

@@ -162,6 +162,17 @@ RuntimeInfo describe_runtime(const RuntimeProbeOutput& out, const RunscConfig& c
     info.nested_reason = "current gVisor: overlay2 storage, cgroups served by the sandbox";
   }
 
+  // Debian's 20221219 takes every namespace on this kernel for the root one (it looks for
+  // /proc/sys/net/core/rmem_default) and refuses to run there; the same generation mark tells.
+  if (!info.probed) {
+    info.network_reason = "runsc could not be asked";
+  } else if (!contains(info.platforms, "systrap")) {
+    info.network_reason = "this runsc predates isolated networking in a prepared namespace (no systrap platform)";
+  } else {
+    info.isolated_network = true;
+    info.network_reason = "runsc joins the sandbox's namespace and copies its interfaces";
+  }
+
   info.dockerd_flags = {"--iptables=false", "--ip6tables=false", "--bridge=none"};
   if (info.nested_containers) info.dockerd_flags.push_back("--storage-driver=overlay2");
   return info;
@@ -175,6 +186,8 @@ std::string RuntimeInfo::summary() const {
   s << "; platform " << platform << " (" << platform_source;
   if (!platforms.empty()) s << "; offers " << join(platforms, ", ");
   s << "); nested containers: " << (nested_containers ? "yes" : "no") << " (" << nested_reason << ")";
+  s << "; bridge networking: " << (isolated_network ? "yes" : "no");
+  if (!isolated_network) s << " (" << network_reason << ")";
   std::vector<std::string> added = common_flags;
   for (const auto& f : docker_flags) added.push_back(f + " (Docker sandboxes)");
   if (!added.empty()) s << "; adds " << join(added, " ");

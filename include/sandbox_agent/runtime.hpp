@@ -36,6 +36,9 @@ struct RuntimeInfo {
   // Docker inside: containers run inside a Docker sandbox (`docker run`), overlay2 storage.
   bool nested_containers = false;
   std::string nested_reason;
+  // network: bridge: runsc copies a prepared network namespace into its netstack.
+  bool isolated_network = false;
+  std::string network_reason;
 
   // Added to every runsc call after runsc.flags (which win where they name the same flag).
   std::vector<std::string> common_flags;

@@ -122,7 +122,7 @@ def fd_count(pid):
 class AgentProcess:
     """A sandbox-agent with its own root, config and (by default) the fake runtime."""
 
-    def __init__(self, root, config=None, runsc=None, extra_args=(), env=None):
+    def __init__(self, root, config=None, runsc=None, extra_args=(), env=None, argv_prefix=()):
         self.root = root
         self.config_path = os.path.join(root, "config.json")
         self.socket_path = os.path.join(root, "agent.sock")
@@ -135,6 +135,7 @@ class AgentProcess:
         with open(self.config_path, "w") as f:
             json.dump(cfg, f)
         self.extra_args = list(extra_args)
+        self.argv_prefix = list(argv_prefix)  # e.g. nsenter into a test network namespace
         self.env = env
         self.proc = None
 
@@ -145,7 +146,7 @@ class AgentProcess:
     def start(self, wait=True):
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [os.path.abspath(AGENT), "--root", self.root, "--config", self.config_path,
+            self.argv_prefix + [os.path.abspath(AGENT), "--root", self.root, "--config", self.config_path,
              "--runsc", self.runsc] + self.extra_args,
             stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()

@@ -55,6 +55,8 @@ TEST_CASE("runtime: Debian's runsc gets ptrace, host UDS, and no nested containe
   // vfs: overlay2 fails on this runsc, so it is not asked for
   CHECK(info.dockerd_flags == std::vector<std::string>{"--iptables=false", "--ip6tables=false", "--bridge=none"});
   CHECK(info.summary().find("nested containers: no") != std::string::npos);
+  CHECK_FALSE(info.isolated_network);
+  CHECK(info.summary().find("bridge networking: no (this runsc predates") != std::string::npos);
   CHECK(info.warnings.empty());
 }
 
@@ -68,6 +70,8 @@ TEST_CASE("runtime: current gVisor gets systrap, --net-raw for Docker, overlay2,
   CHECK(info.docker_flags == std::vector<std::string>{"--net-raw"});
   CHECK(has(info.dockerd_flags, "--storage-driver=overlay2"));
   CHECK(info.summary().find("nested containers: yes") != std::string::npos);
+  CHECK(info.isolated_network);
+  CHECK(info.summary().find("bridge networking: yes") != std::string::npos);
   CHECK(info.summary().find("platform systrap") != std::string::npos);
 }
 

@@ -28,7 +28,10 @@ namespace {
 
 SpecContext context_for(const std::string& id) {
   return {"/usr/lib/sandbox-agent/sandbox-init", "/var/lib/sandbox-agent/sockets/" + id,
-          "/var/lib/sandbox-agent/logs/" + id, "dockerd", {}, {}, {}};
+          "/var/lib/sandbox-agent/logs/" + id, "dockerd", {},
+          // used by bridge requests only
+          "/var/lib/sandbox-agent/network/netns/sa00000000000000" + std::to_string(id.size()),
+          "/var/lib/sandbox-agent/network/resolv.conf"};
 }
 
 LaunchRequest plain_request(const std::string& id) {
@@ -84,6 +87,15 @@ std::vector<Case> cases() {
     r.network = NetworkMode::host;
     r.hostname = "web-1";
     c.push_back({"network-host", r});
+  }
+  {
+    // Bridge: the pinned namespace by path, the agent's resolv.conf; ports and egress are
+    // the host side's business and leave no trace in the spec.
+    auto r = docker_request("docker-bridge", CgroupStrategy::auto_detect);
+    r.network = NetworkMode::bridge;
+    r.ports = {{8080, 80, "tcp", ""}};
+    r.egress = EgressRules{{*parse_cidr("0.0.0.0/0")}, {*parse_cidr("169.254.0.0/16")}};
+    c.push_back({"docker-bridge", r});
   }
   {
     auto r = plain_request("labelled");
@@ -452,6 +464,19 @@ TEST_CASE("spec: a network namespace only for network none") {
   CHECK(std::find(host.begin(), host.end(), "network") == host.end());
   for (const char* t : {"pid", "ipc", "uts", "mount"})
     CHECK(std::find(host.begin(), host.end(), t) != host.end());
+  // bridge: the prepared namespace, by path (runsc joins it and copies its interfaces)
+  r.network = NetworkMode::bridge;
+  Doc bridge(render(r));
+  simdjson::dom::array arr;
+  REQUIRE(!bridge.at("/linux/namespaces").get_array().get(arr));
+  std::string_view path;
+  for (auto n : arr) {
+    std::string_view t;
+    REQUIRE(!n["type"].get_string().get(t));
+    if (t == "network") REQUIRE(!n["path"].get_string().get(path));
+  }
+  CHECK(path == context_for(r.id).netns_path);
+  CHECK(std::string(render(r)).find("\"/etc/resolv.conf\"") != std::string::npos);
 }
 
 TEST_CASE("spec: resources become cpu quota/period, memory bytes and a pids limit") {
