@@ -74,7 +74,9 @@ def docker(sock, *args, timeout=120, check=True):
     return r
 
 
-class RealRunscTest(AgentTestCase):
+class RealRunscCase(AgentTestCase):
+    """Setup, helpers and the clean-up every real-runsc test needs (no tests of its own)."""
+
     def setUp(self):
         super().setUp()
         os.chmod(self.tmp, 0o755)
@@ -115,11 +117,11 @@ class RealRunscTest(AgentTestCase):
                 found.append((int(pid), cmd[:160]))
         return found
 
-    def agent(self, config=None):
+    def agent(self, config=None, **kw):
         cfg = {"runsc": {"path": RUNSC, "timeout_ms": 60000},
                "allowed_host_prefixes": ["ROOT/images", "/usr", "/etc"], "allow_host_cgroup_bind": True}
         cfg.update(config or {})
-        a = self.start_agent(cfg, runsc=RUNSC)
+        a = self.start_agent(cfg, runsc=RUNSC, **kw)
         make_skeleton(a.rootfs)
         return a
 
@@ -143,6 +145,8 @@ class RealRunscTest(AgentTestCase):
         self.assertEqual(mounts_under(a.root, except_runsc_pin=True), [])
         return s
 
+
+class RealRunscTest(RealRunscCase):
     # --- plain sandboxes -------------------------------------------------------------
 
     def test_rendered_plain_spec_runs_on_real_runsc(self):
