@@ -148,6 +148,18 @@ void print_status(simdjson::dom::element s) {
     else if (docker) what += ", nested containers: no (this runsc cannot run them)";
     line("runtime", what);
   }
+  simdjson::dom::element net;
+  if (!s["network"].get(net) && net.is_object()) {
+    std::string what = str(net, "ip");
+    simdjson::dom::array ports;
+    if (!net["ports"].get_array().get(ports))
+      for (auto p : ports) {  // docker's notation: 0.0.0.0:8080->80/tcp
+        auto host_ip = str(p, "host_ip");
+        what += (what.empty() ? "" : ", ") + (host_ip.empty() ? "0.0.0.0" : host_ip) + ":" + num(p, "host_port") +
+                "->" + num(p, "sandbox_port") + "/" + str(p, "protocol");
+      }
+    line("network", what);
+  }
   simdjson::dom::object labels;
   if (!s["labels"].get_object().get(labels)) {
     std::string l;

@@ -12,7 +12,7 @@ import sys
 import time
 import unittest
 
-from harness import AgentTestCase, wait_for
+from harness import AgentTestCase, sandboxctl, wait_for
 import netlab
 
 SKIP = netlab.tools_missing()
@@ -52,6 +52,8 @@ class BridgeNetworkTest(AgentTestCase):
         self.assertTrue(ip.startswith("10.231."), s)
         self.assertEqual(s["network"]["ports"], [{"host_port": 18080, "sandbox_port": 80, "protocol": "tcp"}])
         self.assertIn("network_ms", s["timings"])
+        shown = sandboxctl(a, "status", "web").stdout
+        self.assertRegex(shown, r"network\s+" + ip.replace(".", r"\.") + r", 0\.0\.0\.0:18080->80/tcp", shown)
 
         # the spec names the pinned namespace; it is nsfs, holding the sandbox's eth0
         with open(os.path.join(a.root, "bundles", "web", "config.json")) as f:

@@ -382,3 +382,34 @@ TEST_CASE("config: runsc concurrency") {
   CHECK(c.runsc_concurrency() % 2 == 0u);
   CHECK(parse_ok(R"({"runsc":{"max_concurrent":3}})").runsc_concurrency() == 3u);
 }
+
+TEST_CASE("config: network defaults, keys and errors") {
+  auto d = parse_ok("{}");
+  CHECK(d.network.subnet == "10.231.0.0/16");
+  CHECK(d.network.cni_path == "/usr/lib/cni");
+  CHECK(d.network.cni_conf.empty());
+  CHECK(d.network.egress_ceiling.allow.size() == 2);     // everything, v4 and v6
+  CHECK(d.network.egress_ceiling.deny.size() >= 10);     // loopback, link-local, private, …
+  auto c = parse_ok(R"({"network":{"subnet":"10.50.0.0/24","cni_conf":"ROOT/net.conflist","cni_path":"/opt/cni/bin",
+    "egress_ceiling":{"allow":["0.0.0.0/0","10.99.0.0/24"]},"dns":["192.0.2.53"],"plugin_timeout_ms":2000,
+    "max_concurrent":2}})");
+  CHECK(c.network.subnet == "10.50.0.0/24");
+  CHECK(c.network.cni_conf == root() + "/net.conflist");
+  CHECK(c.network.cni_path == "/opt/cni/bin");
+  CHECK(c.network.egress_ceiling.allow.size() == 2);
+  CHECK(c.network.egress_ceiling.deny == default_egress_ceiling().deny);  // a list not given keeps its default
+  CHECK(c.network.dns == std::vector<std::string>{"192.0.2.53"});
+  CHECK(c.network.plugin_timeout_ms == 2000u);
+  CHECK(c.network.max_concurrent == 2u);
+  // what requests are held to
+  CHECK(c.request_policy().egress_ceiling.allow.size() == 2);
+
+  check_error(R"({"network":{"subnet":"10.50.0.1/24"}})", "/network/subnet", "host bits set");
+  check_error(R"({"network":{"subnet":"fd00::/64"}})", "/network/subnet", "IPv4");
+  check_error(R"({"network":{"subnet":"10.50.0.0/30"}})", "/network/subnet", "/28 or wider");
+  check_error(R"({"network":{"egress_ceiling":{"allow":["nowhere"]}}})", "/network/egress_ceiling/allow/0",
+              "not an IPv4 or IPv6 address");
+  check_error(R"({"network":{"dns":["dns.example"]}})", "/network/dns/0", "IPv4 or IPv6 address");
+  check_error(R"({"network":{"cni_path":"lib/cni"}})", "/network/cni_path", "absolute");
+  check_error(R"({"network":{"bridge":"br0"}})", "/network/bridge", "unknown key");
+}
