@@ -7,7 +7,6 @@
 
 #include <cstring>
 
-#include "json_in.hpp"
 #include "paths.hpp"
 
 namespace sandbox_agent {
@@ -54,32 +53,6 @@ void Firewall::remove(const std::string& key, const std::string& ip) {
 void Firewall::remove_all() {
   (void)run("add table inet " + std::string(kFirewallTable) + "\ndelete table inet " + std::string(kFirewallTable) +
             "\nadd table ip " + std::string(kNatTable) + "\ndelete table ip " + std::string(kNatTable));
-}
-
-std::vector<std::string> Firewall::chains() {
-  std::vector<std::string> out;
-  if (!ctx_) return out;
-  auto flags = nft_ctx_output_get_flags(ctx_);
-  nft_ctx_output_set_flags(ctx_, flags | NFT_CTX_OUTPUT_JSON);
-  std::string cmd = "list chains inet";
-  int rc = nft_run_cmd_from_buffer(ctx_, cmd.c_str());
-  std::string text = rc == 0 ? nft_ctx_get_output_buffer(ctx_) : "";
-  nft_ctx_output_set_flags(ctx_, flags);
-  // {"nftables": [{"metainfo": …}, {"chain": {"table": …, "name": …}}, …]}
-  std::size_t pos = 0;
-  const std::string table_key = "\"table\": \"" + std::string(kFirewallTable) + "\"";
-  while ((pos = text.find("\"chain\"", pos)) != std::string::npos) {
-    auto end = text.find('}', pos);
-    auto obj = text.substr(pos, end - pos);
-    pos = end;
-    if (obj.find(table_key) == std::string::npos) continue;
-    auto n = obj.find("\"name\": \"");
-    if (n == std::string::npos) continue;
-    n += 9;
-    auto name = obj.substr(n, obj.find('"', n) - n);
-    if (name.starts_with("sb_")) out.push_back(name);
-  }
-  return out;
 }
 
 bool ensure_bridge_netfilter(std::string& why) {

@@ -36,6 +36,8 @@ std::string sandbox_rules(const SandboxEgress& sb);
 std::vector<std::string> sandbox_removal(const std::string& key, const std::string& ip);
 std::string chain_name(const std::string& key);
 
+// Not thread-safe: one thread uses it (the network module's worker, never the reactor: a
+// transaction is a netlink round trip of a few milliseconds).
 class Firewall {
  public:
   Firewall();
@@ -53,8 +55,6 @@ class Firewall {
   void remove(const std::string& key, const std::string& ip);
   // Drops both tables (tests; the agent keeps them across restarts for sandboxes that live on).
   void remove_all();
-  // The chain names present (sb_*), to find leftovers.
-  std::vector<std::string> chains();
 
  private:
   Status run(const std::string& commands);

@@ -42,9 +42,7 @@ class BridgeRealTest(RealRunscCase):
                 p.wait(10)
         for a in self.agents:
             a.kill()
-            netns_dir = os.path.join(a.root, "network", "netns")
-            for name in os.listdir(netns_dir) if os.path.isdir(netns_dir) else []:
-                subprocess.run(["umount", "-l", os.path.join(netns_dir, name)], capture_output=True)
+            self.lab.release_pins(a.root)
         super().tearDown()
 
     def bridge_agent(self, ceiling_allow=(netlab.SUBNET,)):

@@ -87,6 +87,13 @@ class NetLab:
                     pass
             run("ip", "netns", "del", ns, check=False)
 
+    @staticmethod
+    def release_pins(root):
+        """Unmounts what a killed agent left pinned under ROOT/network (a failed test's)."""
+        netns_dir = os.path.join(root, "network", "netns")
+        for name in os.listdir(netns_dir) if os.path.isdir(netns_dir) else []:
+            run("umount", "-l", os.path.join(netns_dir, name), check=False)
+
     # ---- what a bridge sandbox leaves behind ----
 
     def leftovers(self, root, bridge="sa-br0"):

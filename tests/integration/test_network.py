@@ -26,6 +26,12 @@ class BridgeNetworkTest(AgentTestCase):
         self.lab = netlab.NetLab()
         self.addCleanup(self.lab.close)
 
+    def tearDown(self):
+        for a in self.agents:  # a failed test's agent: killed, its pins released
+            a.kill()
+            self.lab.release_pins(a.root)
+        super().tearDown()
+
     def start(self, config=None, **kw):
         cfg = {"network": {"egress_ceiling": {"allow": ["0.0.0.0/0", netlab.SUBNET]}}}
         cfg.update(config or {})
