@@ -159,6 +159,29 @@ class BridgeRealTest(RealRunscCase):
                               capture_output=True, text=True)
         self.assertNotEqual(gone.returncode, 0)
 
+    @unittest.skipUnless(CURRENT, "Debian's runsc cannot run a sandbox in its own network namespace")
+    def test_kill_9_in_the_middle_of_20_bridge_launches_then_restart_leaves_nothing(self):
+        a = self.bridge_agent()
+        ids = [f"k{i}" for i in range(20)]
+        for sid in ids:
+            r = a.launch(self.request(a, sid, args=["/bin/sleep", "600"]) | {"network": "bridge"})
+            self.assertTrue(r["ok"], r)
+        # some ready, some attached and in runsc, some still in their plugin chain or waiting
+        wait_for(lambda: sum(1 for sid in ids if (a.status(sid) or {}).get("state") == "ready") >= 3,
+                 timeout=60, what="a few sandboxes to be ready")
+        a.proc.send_signal(9)
+        a.proc.wait()
+        a.start()
+        final = {sid: a.wait_state(sid, ("ready", "failed"), timeout=120) for sid in ids}
+        living = [sid for sid, s in final.items() if s["state"] == "ready"]
+        self.assertGreaterEqual(len(living), 3, final)
+        # each living sandbox still has its address and its rules after the restart
+        table = subprocess.run(self.lab.in_host("nft", "list", "table", "inet", "sandbox_agent"),
+                               capture_output=True, text=True).stdout
+        for sid in living:
+            self.assertIn(final[sid]["network"]["ip"] + " : jump sb_", table)
+        self.stop_all_and_check_nothing_left(a, living)
+
     @unittest.skipIf(CURRENT, "current gVisor can run bridge sandboxes")
     def test_bridge_is_refused_on_a_runsc_that_cannot_do_it(self):
         a = self.bridge_agent()
