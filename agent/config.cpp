@@ -130,6 +130,18 @@ Status parse_network(json::value v, const Ptr& at, NetworkConfig& c) {
   });
 }
 
+Status parse_logs(json::value v, const Ptr& at, LogsConfig& c) {
+  return json::for_each_member(v, at, [&](std::string_view k, json::value m, const Ptr& p) -> Status {
+    if (k == "max_bytes_per_sandbox") {
+      auto st = json::read_uint(m, p, c.max_bytes_per_sandbox, 0, 1ull << 36);
+      if (st && c.max_bytes_per_sandbox != 0 && c.max_bytes_per_sandbox < (64u << 10))
+        return invalid(p, "must be 0 (no quota) or at least 65536");
+      return st;
+    }
+    return invalid(p, "unknown key");
+  });
+}
+
 bool is_log_level(std::string_view l) {
   for (auto n : {"trace", "debug", "info", "warn", "error", "critical", "off"})
     if (l == n) return true;
@@ -148,6 +160,7 @@ Status parse_top(json::value root, Config& c) {
     if (k == "docker") return parse_docker(m, p, c.docker);
     if (k == "limits") return parse_limits(m, p, c.limits);
     if (k == "network") return parse_network(m, p, c.network);
+    if (k == "logs") return parse_logs(m, p, c.logs);
     if (k == "stop_sandboxes_on_exit") return json::read_bool(m, p, c.stop_sandboxes_on_exit);
     if (k == "clean_orphans") return json::read_bool(m, p, c.clean_orphans);
     if (k == "log_level") return json::read_string(m, p, c.log_level, 16);

@@ -1,58 +1,42 @@
 #include "firewall.hpp"
 
-#include <nftables/libnftables.h>
-
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cstring>
 
 #include "paths.hpp"
+#include "process.hpp"
 
 namespace sandbox_agent {
 
-Firewall::Firewall() : ctx_(nft_ctx_new(NFT_CTX_DEFAULT)) {
-  if (ctx_) {
-    nft_ctx_buffer_output(ctx_);
-    nft_ctx_buffer_error(ctx_);
-  }
+awaitable<Status> Firewall::run(std::string commands) {
+  CaptureSpec spec;
+  spec.argv = {nft_, "-f", "-"};
+  spec.input = std::move(commands);
+  spec.timeout = timeout_;
+  auto r = co_await run_captured(std::move(spec));
+  if (r.ok()) co_return Ok{};
+  std::string why = r.spawn_error.empty() && !r.timed_out ? r.output : r.describe("nft", timeout_);
+  while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+  co_return make_error(ErrorCode::internal, "nftables: " + (why.empty() ? r.describe("nft", timeout_) : why.substr(0, 1024)));
 }
 
-Firewall::~Firewall() {
-  if (ctx_) nft_ctx_free(ctx_);
-}
-
-Status Firewall::run(const std::string& commands) {
-  if (!ctx_) return make_error(ErrorCode::internal, "nftables: cannot create a context");
-  // One buffer is one netlink batch: all of it applies, or none of it.
-  if (nft_run_cmd_from_buffer(ctx_, commands.c_str()) == 0) return Ok{};
-  std::string err = nft_ctx_get_error_buffer(ctx_);
-  while (!err.empty() && err.back() == '\n') err.pop_back();
-  return make_error(ErrorCode::internal, "nftables: " + err.substr(0, 1024));
-}
-
-Status Firewall::reset(const std::string& subnet, const std::vector<SandboxEgress>& live) {
+awaitable<Status> Firewall::reset(std::string subnet, std::vector<SandboxEgress> live) {
   std::string all = firewall_base_rules(subnet);
   for (const auto& sb : live) all += sandbox_rules(sb);
-  return run(all);
+  co_return co_await run(std::move(all));
 }
 
-Status Firewall::reset_probe() { return run("add table inet " + std::string(kFirewallTable)); }
+awaitable<Status> Firewall::add(SandboxEgress sb) { co_return co_await run(sandbox_rules(sb)); }
 
-Status Firewall::add(const SandboxEgress& sb) { return run(sandbox_rules(sb)); }
-
-void Firewall::remove(const std::string& key, const std::string& ip) {
+awaitable<void> Firewall::remove(std::string key, std::string ip) {
   auto cmds = sandbox_removal(key, ip);
   std::string all;
   for (const auto& c : cmds) all += c + "\n";
-  if (run(all)) return;
+  if (co_await run(std::move(all))) co_return;
   // Something was missing (a crash between two steps): remove what is there, piece by piece.
-  for (const auto& c : cmds) (void)run(c);
-}
-
-void Firewall::remove_all() {
-  (void)run("add table inet " + std::string(kFirewallTable) + "\ndelete table inet " + std::string(kFirewallTable) +
-            "\nadd table ip " + std::string(kNatTable) + "\ndelete table ip " + std::string(kNatTable));
+  for (const auto& c : cmds) (void)co_await run(c);
 }
 
 bool ensure_bridge_netfilter(std::string& why) {

@@ -1,4 +1,4 @@
-#include "firewall.hpp"
+#include "firewall_rules.hpp"
 
 namespace sandbox_agent {
 

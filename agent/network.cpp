@@ -1,8 +1,5 @@
 #include "network.hpp"
 
-#include <asio/async_result.hpp>
-#include <asio/post.hpp>
-#include <asio/use_awaitable.hpp>
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -82,57 +79,10 @@ std::string host_port_problem(const PortMapping& p) {
 
 }  // namespace
 
-NetlinkWorker::NetlinkWorker() : thread_([this] { loop(); }) {}
-
-NetlinkWorker::~NetlinkWorker() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_one();
-  thread_.join();
-}
-
-void NetlinkWorker::submit(std::function<void()> job) {
-  {
-    std::lock_guard lock(mu_);
-    jobs_.push_back(std::move(job));
-  }
-  cv_.notify_one();
-}
-
-void NetlinkWorker::loop() {
-  for (;;) {
-    std::function<void()> job;
-    {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;  // stopping, nothing left
-      job = std::move(jobs_.front());
-      jobs_.pop_front();
-    }
-    job();
-  }
-}
-
-// Callers pass a named std::function: g++ 12 destroys a temporary in a co_await expression
-// twice (seen here as a double free of a lambda's captures).
-awaitable<Status> Networks::on_worker(std::function<Status()> f) {
-  auto ex = co_await asio::this_coro::executor;
-  auto initiate = [this, ex, f = std::move(f)](auto handler) mutable {
-    auto h = std::make_shared<decltype(handler)>(std::move(handler));
-    worker_.submit([ex, f = std::move(f), h] {
-      Status s = f();
-      asio::post(ex, [h, s = std::move(s)]() mutable { std::move (*h)(std::move(s)); });
-    });
-  };
-  // Named, not a temporary of the co_await expression (see above).
-  co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(Status)>(initiate, asio::use_awaitable);
-}
-
 Networks::Networks(asio::any_io_executor ex, const NetworkConfig& config, const RequestPolicy& policy,
                    std::string root)
-    : ex_(ex), config_(config), policy_(policy), root_(std::move(root)), slots_(ex, config.max_concurrent) {}
+    : ex_(ex), config_(config), policy_(policy), root_(std::move(root)),
+      firewall_("/usr/sbin/nft", Millis(config.plugin_timeout_ms)), slots_(ex, config.max_concurrent) {}
 
 std::string Networks::netns_path(const std::string& key) const { return paths::join(root_, "netns/" + key); }
 
@@ -168,8 +118,8 @@ void Networks::init(const RuntimeInfo& runtime) {
   }
   std::string why;
   if (!ensure_bridge_netfilter(why)) return unavailable(why);
-  // A harmless transaction: nftables works here (kernel support, permission) or we say why.
-  if (auto s = firewall_.reset_probe(); !s) return unavailable(s.error().message);
+  if (::access(firewall_.program().c_str(), X_OK) != 0)
+    return unavailable("no " + firewall_.program() + " (install nftables): egress could not be enforced");
 
   if (!config_.resolv_conf.empty()) {
     std::string probe;
@@ -294,8 +244,7 @@ awaitable<Result<NetworkAttachment>> Networks::attach(std::string key, LaunchReq
     if (auto parsed = cni::parse_result(result)) {
       att = {parsed->ip, parsed->cidr, parsed->gateway, parsed->result};
       auto rules = egress_for(key, att.ip, request);
-      std::function<Status()> job = [this, rules = std::move(rules)] { return firewall_.add(rules); };
-      auto added = co_await on_worker(std::move(job));
+      auto added = co_await firewall_.add(std::move(rules));
       if (!added) error = added.error();
     } else {
       error = make_error(ErrorCode::internal, "CNI result: " + parsed.error().message);
@@ -305,8 +254,7 @@ awaitable<Result<NetworkAttachment>> Networks::attach(std::string key, LaunchReq
 
   // Undo what was done, last first: the plugins that ran get DEL, then the namespace goes.
   spdlog::debug("{} network setup failed ({}); undoing it", key, error->message);
-  std::function<Status()> undo = [this, key, ip = att.ip] { return firewall_.remove(key, ip), Status(Ok{}); };
-  co_await on_worker(std::move(undo));
+  co_await firewall_.remove(key, att.ip);
   for (std::size_t i = ran; i-- > 0;)
     (void)co_await run_plugin(list_.plugins[i], "DEL", key, att.cni_result, request.ports, log.fd);
   (void)netns::remove(ns);
@@ -332,10 +280,8 @@ awaitable<Status> Networks::detach(std::string key, std::optional<NetworkAttachm
       attachment = std::move(a);
     }
   }
-  std::function<Status()> unfilter = [this, key, ip = attachment ? attachment->ip : ""] {
-    return firewall_.remove(key, ip), Status(Ok{});
-  };
-  co_await on_worker(std::move(unfilter));
+  std::string ip = attachment ? attachment->ip : "";  // named: no temporary in a co_await (g++ 12)
+  co_await firewall_.remove(key, ip);
   Fd log{log_path.empty() ? -1 : ::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640)};
   std::optional<Error> first_error;
   if (!list_.plugins.empty()) {
@@ -355,10 +301,14 @@ awaitable<Status> Networks::detach(std::string key, std::optional<NetworkAttachm
 
 awaitable<void> Networks::reconcile(std::vector<SandboxEgress> live, std::set<std::string> known) {
   if (!available_) co_return;
-  auto subnet = masquerade_ ? config_.subnet : "";
-  std::function<Status()> job = [this, subnet, live = std::move(live)] { return firewall_.reset(subnet, live); };
-  if (auto s = co_await on_worker(std::move(job)); !s)
-    spdlog::error("cannot restore the egress rules of the sandboxes that live on: {}", s.error().message);
+  std::string subnet = masquerade_ ? config_.subnet : "";
+  if (auto s = co_await firewall_.reset(std::move(subnet), std::move(live)); !s) {
+    // Without its tables no egress could be enforced: bridge is off until a restart says otherwise.
+    spdlog::error("bridge networking unavailable: {}", s.error().message);
+    why_unavailable_ = s.error().message;
+    available_ = false;
+    co_return;
+  }
   std::vector<std::string> strays;
   if (DIR* d = ::opendir(paths::join(root_, "netns").c_str())) {
     while (auto* e = ::readdir(d)) {

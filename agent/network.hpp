@@ -4,12 +4,7 @@
 // reactor: plugins are child processes with a deadline, at most N chains at once.
 #pragma once
 
-#include <condition_variable>
-#include <deque>
-#include <functional>
 #include <map>
-#include <mutex>
-#include <thread>
 #include <optional>
 #include <set>
 #include <string>
@@ -26,22 +21,6 @@
 #include "semaphore.hpp"
 
 namespace sandbox_agent {
-
-// One thread for the nftables transactions, so the reactor never waits for netlink. FIFO.
-class NetlinkWorker {
- public:
-  NetlinkWorker();
-  ~NetlinkWorker();
-  void submit(std::function<void()> job);
-
- private:
-  void loop();
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  bool stop_ = false;
-  std::thread thread_;  // last: started once the rest exists
-};
 
 class Networks {
  public:
@@ -80,8 +59,6 @@ class Networks {
   std::size_t attached() const { return ports_by_key_.size(); }
 
  private:
-  // Runs `f` (which returns Status) on the worker; resumes on the reactor with its result.
-  awaitable<Status> on_worker(std::function<Status()> f);
   awaitable<Result<std::string>> run_plugin(const cni::Plugin& plugin, std::string_view command,
                                             const std::string& key, std::string prev,
                                             const std::vector<PortMapping>& ports, int log_fd);
@@ -94,12 +71,11 @@ class Networks {
   bool available_ = false;
   bool masquerade_ = false;  // the built-in list: the agent masquerades its subnet
   std::string why_unavailable_ = "not initialised";
-  Firewall firewall_;  // used on the worker only (after init)
+  Firewall firewall_;
   AsyncSemaphore slots_;
   using PortKey = std::tuple<std::string, std::uint16_t, std::string>;  // protocol, port, host ip
   std::map<PortKey, std::string> ports_in_use_;
   std::map<std::string, std::vector<PortKey>> ports_by_key_;
-  NetlinkWorker worker_;  // last: joined first, while everything its jobs touch still exists
 };
 
 }  // namespace sandbox_agent

@@ -89,7 +89,7 @@ awaitable<void> Supervisor::recover() {
   std::set<std::string> network_keys;    // namespaces a record accounts for
   std::vector<SandboxEgress> live_egress;  // the firewall rules of sandboxes that live on
   // Started once the network is reconciled, so no launch races the firewall's reset.
-  std::vector<SandboxPtr> to_run, to_detach;
+  std::vector<SandboxPtr> to_run, to_detach, to_keep_logs;
   for (auto& rec : records) {
     auto sb = std::make_shared<Sandbox>(ex_);
     sb->id = rec.id;
@@ -131,6 +131,7 @@ awaitable<void> Supervisor::recover() {
         clean_after_restart(*sb);
       }
       if (sb->network_intent) to_detach.push_back(sb);
+      to_keep_logs.push_back(sb);  // a crash before its logs left their tmpfs
       continue;
     }
     if (sb->runsc_created && !known_to_runsc && !is_terminal(sb->state) && !runsc_create_was_run(*sb)) {
@@ -185,6 +186,7 @@ awaitable<void> Supervisor::recover() {
   // is recorded first; but a record can be lost to a bad disk) are torn down.
   co_await networks_.reconcile(std::move(live_egress), std::move(network_keys));
   for (auto& sb : to_detach) asio::co_spawn(ex_, detach_network(sb), asio::detached);
+  for (auto& sb : to_keep_logs) asio::co_spawn(ex_, keep_logs(sb), asio::detached);
   for (auto& sb : to_run) asio::co_spawn(ex_, lifecycle(sb), asio::detached);
 
   std::size_t orphans = 0;

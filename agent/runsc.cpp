@@ -211,10 +211,9 @@ awaitable<RunscResult> Runsc::create(const std::string& id, const std::string& b
                 docker, std::move(slot));
 }
 
-awaitable<RunscResult> Runsc::start(const std::string& id, const std::string& log_path, NetworkMode network,
-                                    bool docker) {
-  // Current runsc sets up the sandbox's network at start, from start's own flags.
-  return invoke({"start", id}, log_path, false, network, docker);
+awaitable<RunscResult> Runsc::start(const std::string& id, const std::string& log_path, NetworkMode network) {
+  // Current runsc sets up the sandbox's network at start, from start's own --network.
+  return invoke({"start", id}, log_path, false, network, false);
 }
 
 awaitable<RunscResult> Runsc::kill(const std::string& id, const char* signal, const std::string& log_path) {

@@ -67,9 +67,8 @@ class Runsc {
   awaitable<RunscResult> create(const std::string& id, const std::string& bundle,
                                 const std::string& pid_file, const std::string& log_path,
                                 NetworkMode network, bool docker, Slot slot = {});
-  // `network` and `docker` as given to create: current runsc configures the network at start.
-  awaitable<RunscResult> start(const std::string& id, const std::string& log_path, NetworkMode network,
-                               bool docker);
+  // `network` as given to create: current runsc configures the network at start.
+  awaitable<RunscResult> start(const std::string& id, const std::string& log_path, NetworkMode network);
   awaitable<RunscResult> kill(const std::string& id, const char* signal, const std::string& log_path);
   awaitable<RunscResult> remove(const std::string& id, const std::string& log_path);  // delete --force
   awaitable<RunscResult> state(const std::string& id);

@@ -12,6 +12,7 @@
 
 #include "json_in.hpp"
 #include "log.hpp"
+#include "log_quota.hpp"
 #include "paths.hpp"
 #include "ping.hpp"
 #include "sandbox_agent/spec.hpp"
@@ -51,7 +52,8 @@ Supervisor::Supervisor(asio::any_io_executor ex, const Config& config, const Run
     : ex_(ex), config_(config), runtime_(runtime), layout_{config.root}, events_(events), writer_(writer),
       dirs_(dirs), pids_(pids),
       runsc_(ex, config.runsc, runtime, layout_.runsc_root(), config.runsc_concurrency()),
-      policy_(config.request_policy()), networks_(ex, config.network, policy_, paths::join(config.root, "network")),
+      policy_(config.request_policy()),
+      networks_(ex, config.network, policy_, paths::join(config.root, "network")),
       rng_(std::random_device{}()) {}
 
 Capabilities Supervisor::capabilities_for(const LaunchRequest& request) const {
@@ -242,7 +244,7 @@ awaitable<void> Supervisor::start(SandboxPtr sb) {
   auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
   transition(*sb, SandboxState::starting);
   auto t0 = Clock::now();
-  auto started = co_await runsc_.start(sb->runsc_id, logs, sb->request.network, sb->request.docker.enabled);
+  auto started = co_await runsc_.start(sb->runsc_id, logs, sb->request.network);
   sb->timings.start_ms = ms_between(t0, Clock::now());
   if (!started.ok()) {
     fail(*sb, started.timed_out ? reason::runsc_timeout : reason::runsc_start_failed,
@@ -376,7 +378,17 @@ awaitable<void> Supervisor::tear_down(SandboxPtr sb) {
     sb->docker_socket.clear();  // it is gone
     // Only once runsc let go of it: the namespace must outlive the sandbox that uses it.
     if (sb->network_intent) co_await detach_network(sb);
+    co_await keep_logs(sb);  // last: DEL wrote cni.log
   }
+}
+
+// The logs leave the sandbox's tmpfs for the disk. Idempotent: nothing to do once the tmpfs
+// is gone.
+awaitable<void> Supervisor::keep_logs(SandboxPtr sb) {
+  auto dir = layout_.logs_dir(sb->id);
+  if (!log_quota::mounted(dir)) co_return;
+  if (auto kept = co_await log_quota::unmount_keeping(dir); !kept)
+    spdlog::warn("{} logs: {}", sb->id, kept.error().message);
 }
 
 // Intent first: the record says "attached" before the namespace exists, so a crash at any
@@ -516,6 +528,9 @@ Status Supervisor::prepare_host_dirs(Sandbox& sb) {
   };
   if (!paths::make_dirs(bundle, 0700)) return fail("creating " + bundle);
   if (!paths::make_dirs(logs, 0750)) return fail("creating " + logs);
+  // The quota first: nothing of this sandbox's is written to logs/ID before it is in place.
+  if (auto quota = config_.logs.max_bytes_per_sandbox; quota && !log_quota::mounted(logs))
+    if (auto s = log_quota::mount(logs, quota); !s) return s;
   if (!paths::make_dirs(sockets, 0700)) return fail("creating " + sockets);
   if (auto& o = sb.request.socket_owner; o && ::chown(sockets.c_str(), o->uid, o->gid) != 0)
     return fail("chown " + sockets);

@@ -59,6 +59,7 @@ class Supervisor {
   awaitable<void> tear_down(SandboxPtr sb);
   awaitable<bool> attach_network(SandboxPtr sb);
   awaitable<void> detach_network(SandboxPtr sb);
+  awaitable<void> keep_logs(SandboxPtr sb);
 
   // The one place state changes: updates, logs, publishes, and records (durably; awaited
   // only by callers that must not act before the record is on disk).

@@ -280,9 +280,19 @@ class Agent:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        release_log_quotas(self.root)
 
     def kill_fake_daemon(self):
         kill_pids(pids_with_cmdline(os.path.join(self.root, "runsc")))
+
+
+def release_log_quotas(root):
+    """Unmounts the logs tmpfs (the log quota) of sandboxes a killed agent left, deepest first."""
+    logs = os.path.join(root, "logs") + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = sorted((line.split()[4] for line in f if line.split()[4].startswith(logs)), key=len, reverse=True)
+    for p in points:
+        subprocess.run(["umount", "-l", p], capture_output=True)
 
 
 def fake_ready_log(root):

@@ -225,6 +225,11 @@ def run_agent(args, root, names, timeout):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # the log quota's tmpfs of the sandboxes left running
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f if line.split()[4].startswith(os.path.join(root, "logs") + "/")]
+        for p in sorted(points, key=len, reverse=True):
+            subprocess.run(["umount", "-l", p], capture_output=True)
 
 
 def rate(n, seconds):

@@ -73,6 +73,13 @@ struct NetworkConfig {
   unsigned max_concurrent = 8;  // CNI plugin chains at once
 };
 
+struct LogsConfig {
+  // What one sandbox's logs (logs/ID: its stdout/stderr, dockerd's and sandbox-init's logs,
+  // anything it writes under /.sandbox-agent/logs) may take on the host; a size-limited tmpfs
+  // while it lives (memory, at most this much each). 0: no quota (the logs go straight to disk).
+  std::uint64_t max_bytes_per_sandbox = 16 << 20;
+};
+
 struct Config {
   std::string root;  // everything lives under it unless overridden
   SocketConfig socket;
@@ -84,6 +91,7 @@ struct Config {
   DockerConfig docker;
   LimitsConfig limits;
   NetworkConfig network;
+  LogsConfig logs;
   bool stop_sandboxes_on_exit = false;
   bool clean_orphans = true;  // remove runsc sandboxes under ROOT/runsc that have no record
   std::string log_level = "info";

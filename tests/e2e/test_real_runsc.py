@@ -18,7 +18,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from harness import AGENT, AgentTestCase, Client, wait_for  # noqa: E402
+from harness import AGENT, AgentTestCase, Client, release_log_quotas, wait_for  # noqa: E402
 
 RUNTIME = os.environ.get("E2E_RUNTIME", "current")
 RUNSC = {"current": "/usr/local/lib/sandbox-agent/runsc", "debian": "/usr/bin/runsc"}[RUNTIME]
@@ -92,11 +92,13 @@ class RealRunscCase(AgentTestCase):
                      for c in runsc_list(runsc_root)]
             for p in procs:
                 p.wait(60)
-            # whatever the agent could not release (it was killed): runsc's pinned netns
+            # whatever the agent could not release (it was killed): runsc's pinned netns, and
+            # the log quota of sandboxes it left running
             pin = os.path.join(runsc_root, "null-netns")
             for _ in range(64):
                 if subprocess.run(["umount", "-l", pin], capture_output=True).returncode != 0:
                     break
+            release_log_quotas(a.root)
         leftovers = self.leftover_processes()
         mounts = mounts_under(self.tmp)
         super().tearDown()
@@ -181,6 +183,24 @@ class RealRunscTest(RealRunscCase):
         s = a.wait_state("short", "failed", timeout=60)
         self.assertEqual((s["reason"], s["exit_code"]), ("exited", 7))
         wait_for(lambda: runsc_list(os.path.join(a.root, "runsc")) == [], timeout=60, what="runsc list empty")
+
+    def test_a_sandbox_flooding_its_output_and_logs_stops_at_its_quota(self):
+        quota = 4 << 20
+        a = self.agent({"logs": {"max_bytes_per_sandbox": quota}})
+        flood = ("dd if=/dev/zero bs=1M count=64 2>/dev/null; "             # 64 MiB to stdout (runsc.log)
+                 "dd if=/dev/zero of=/.sandbox-agent/logs/big bs=1M count=64; "  # and a file in its logs
+                 "ln -s /etc/shadow /.sandbox-agent/logs/escape; echo flooded > /dev/null; sleep 600")
+        a.launch(self.request(a, "flood", args=["/bin/sh", "-c", flood]), wait=True)
+        logs = os.path.join(a.root, "logs", "flood")
+        wait_for(lambda: os.path.lexists(os.path.join(logs, "escape")), timeout=60, what="the flood to be done")
+        st = os.statvfs(logs)
+        self.assertLessEqual((st.f_blocks - st.f_bfree) * st.f_frsize, quota)  # bounded while it lives
+        self.assertEqual(a.status("flood")["state"], "ready")  # the sandbox lives on
+        self.stop_and_check_gone(a, "flood")  # and no mount is left once it is stopped
+        kept = {n: os.path.getsize(os.path.join(logs, n)) for n in os.listdir(logs)}
+        self.assertNotIn("escape", kept)
+        self.assertLessEqual(sum(kept.values()), quota, kept)
+        self.assertIn("runsc.log", kept)
 
     def test_agent_stop_leaves_no_mount(self):
         a = self.agent()

@@ -246,6 +246,20 @@ class AgentProcess:
             time.sleep(0.05)
 
 
+def mounts_under(path):
+    """Mount points at or under `path`, deepest first."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    found = [p for p in points if p == path or p.startswith(path.rstrip("/") + "/")]
+    return sorted(found, key=len, reverse=True)
+
+
+def release_log_quotas(root):
+    """Unmounts the logs tmpfs of sandboxes a killed agent left running (the log quota)."""
+    for point in mounts_under(os.path.join(root, "logs")):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
 def sandboxctl(agent, *args, input=None, timeout=60):
     return subprocess.run([os.path.abspath(SANDBOXCTL), "--socket", agent.socket_path, *args],
                           input=input, capture_output=True, text=True, timeout=timeout)
@@ -264,6 +278,7 @@ class AgentTestCase(unittest.TestCase):
         for a in self.agents:
             a.kill()
             a.kill_fake_daemon()
+            release_log_quotas(a.root)
         if hasattr(self, "_outcome") and not self._passed():
             for a in self.agents:
                 print(f"--- agent log ({a.root}) ---\n{a.log()[-20000:]}")

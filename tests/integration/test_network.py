@@ -94,6 +94,31 @@ class BridgeNetworkTest(AgentTestCase):
         with open(os.path.join(a.root, "state", "web.json")) as f:
             self.assertFalse(json.load(f)["network"]["attached"])
 
+    def test_the_sandbox_gets_the_resolv_conf_the_operator_sets(self):
+        a = self.start({"network": {"egress_ceiling": {"allow": ["0.0.0.0/0", netlab.SUBNET]},
+                                    "dns": ["192.0.2.53", "2001:db8::53"]}})
+        with open(os.path.join(a.root, "network", "resolv.conf")) as f:
+            self.assertEqual([l for l in f.read().splitlines() if l.startswith("nameserver")],
+                             ["nameserver 192.0.2.53", "nameserver 2001:db8::53"])
+        own = os.path.join(self.tmp, "resolv.conf")
+        with open(own, "w") as f:
+            f.write("nameserver 198.51.100.1\noptions ndots:2\n")
+        b = self.start({"network": {"resolv_conf": own}})
+        self.assertTrue(b.launch(b.request("dns", network="bridge"), wait=True)["ok"])
+        with open(os.path.join(b.root, "bundles", "dns", "config.json")) as f:
+            mounts = json.load(f)["mounts"]
+        self.assertIn({"destination": "/etc/resolv.conf", "type": "bind", "source": own, "options": ["rbind", "ro"]},
+                      mounts)
+        # without either: the host's, minus loopback resolvers a sandbox cannot reach
+        c = self.start({"network": {}})
+        with open(os.path.join(c.root, "network", "resolv.conf")) as f:
+            text = f.read()
+        self.assertNotRegex(text, r"nameserver\s+127\.")
+        with open("/etc/resolv.conf") as f:
+            for line in f:
+                if line.startswith("nameserver") and not line.split()[1].startswith("127."):
+                    self.assertIn(line.strip(), text)
+
     def test_a_host_port_taken_is_that_requests_error_only(self):
         a = self.start()
         self.assertTrue(a.launch(a.request("one", network="bridge", ports=[{"host_port": 18080, "sandbox_port": 80}]),

@@ -413,3 +413,12 @@ TEST_CASE("config: network defaults, keys and errors") {
   check_error(R"({"network":{"cni_path":"lib/cni"}})", "/network/cni_path", "absolute");
   check_error(R"({"network":{"bridge":"br0"}})", "/network/bridge", "unknown key");
 }
+
+TEST_CASE("config: the log quota") {
+  CHECK(parse_ok("{}").logs.max_bytes_per_sandbox == (16u << 20));
+  CHECK(parse_ok(R"({"logs":{"max_bytes_per_sandbox":0}})").logs.max_bytes_per_sandbox == 0u);
+  CHECK(parse_ok(R"({"logs":{"max_bytes_per_sandbox":65536}})").logs.max_bytes_per_sandbox == 65536u);
+  check_error(R"({"logs":{"max_bytes_per_sandbox":1000}})", "/logs/max_bytes_per_sandbox", "at least 65536");
+  check_error(R"({"logs":{"max_bytes_per_sandbox":-1}})", "/logs/max_bytes_per_sandbox");
+  check_error(R"({"logs":{"rotate":true}})", "/logs/rotate", "unknown key");
+}

@@ -2,7 +2,7 @@
 // tests/integration/test_network.py; here: what it says.
 #include <doctest/doctest.h>
 
-#include "firewall.hpp"
+#include "firewall_rules.hpp"
 
 using namespace sandbox_agent;
 

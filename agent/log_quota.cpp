@@ -1,0 +1,117 @@
+#include "log_quota.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <utility>
+#include <vector>
+
+#include <asio/random_access_file.hpp>
+
+#include "paths.hpp"
+
+namespace sandbox_agent::log_quota {
+
+namespace {
+
+constexpr unsigned kInodes = 256;  // a sandbox making files to exhaust something gets ENOSPC
+
+std::string parent_of(const std::string& dir) {
+  auto slash = dir.find_last_of('/');
+  return slash == 0 ? "/" : dir.substr(0, slash);
+}
+
+// Reads or writes a whole file through the ring.
+awaitable<bool> read_whole(asio::any_io_executor ex, int fd, std::size_t size, std::string& out) {
+  asio::random_access_file file(ex);
+  file.assign(fd);
+  out.resize(size);
+  std::size_t got = 0;
+  while (got < out.size()) {
+    auto [ec, n] = co_await file.async_read_some_at(got, asio::buffer(out.data() + got, out.size() - got), use_nothrow);
+    got += n;
+    if (ec == asio::error::eof || n == 0) break;
+    if (ec) co_return false;
+  }
+  out.resize(got);
+  co_return true;
+}
+
+awaitable<bool> write_whole(asio::any_io_executor ex, int fd, const std::string& data) {
+  asio::random_access_file file(ex);
+  file.assign(fd);
+  std::size_t done = 0;
+  while (done < data.size()) {
+    auto [ec, n] = co_await file.async_write_some_at(done, asio::buffer(data.data() + done, data.size() - done), use_nothrow);
+    if (ec || n == 0) co_return false;
+    done += n;
+  }
+  co_return true;
+}
+
+}  // namespace
+
+Status mount(const std::string& dir, std::uint64_t bytes) {
+  std::string options = "size=" + std::to_string(bytes) + ",nr_inodes=" + std::to_string(kInodes) + ",mode=0750";
+  if (::mount("sandbox-logs", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.c_str()) != 0)
+    return make_error(ErrorCode::internal, "mounting the log quota (tmpfs) on " + dir + ": " + paths::errno_text());
+  return Ok{};
+}
+
+bool mounted(const std::string& dir) {
+  struct stat here {}, up {};
+  if (::lstat(dir.c_str(), &here) != 0 || !S_ISDIR(here.st_mode)) return false;
+  if (::stat(parent_of(dir).c_str(), &up) != 0) return false;
+  return here.st_dev != up.st_dev;
+}
+
+awaitable<Status> unmount_keeping(std::string dir) {
+  auto ex = co_await asio::this_coro::executor;
+  std::vector<std::pair<std::string, std::string>> files;
+  std::string first_error;
+  auto note = [&](const std::string& what) {
+    if (first_error.empty()) first_error = what + ": " + paths::errno_text();
+  };
+  int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (d < 0) note("opening " + dir);
+  std::vector<std::pair<std::string, off_t>> names;
+  if (DIR* listing = d >= 0 ? ::fdopendir(::dup(d)) : nullptr) {
+    while (auto* e = ::readdir(listing)) {
+      std::string name = e->d_name;
+      struct stat st {};
+      if (name == "." || name == ".." || ::fstatat(d, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+          !S_ISREG(st.st_mode))
+        continue;
+      names.emplace_back(std::move(name), st.st_size);
+    }
+    ::closedir(listing);
+  }
+  for (auto& [name, size] : names) {
+    int f = ::openat(d, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    std::string content;
+    if (f < 0 || !co_await read_whole(ex, f, static_cast<std::size_t>(size), content)) {
+      if (f < 0) note("reading " + paths::join(dir, name));
+      else first_error = first_error.empty() ? "reading " + paths::join(dir, name) + " failed" : first_error;
+      continue;
+    }
+    files.emplace_back(std::move(name), std::move(content));
+  }
+  if (d >= 0) ::close(d);
+  if (::umount2(dir.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) note("unmounting " + dir);
+  for (const auto& [name, content] : files) {
+    auto path = paths::join(dir, name);
+    int f = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
+    if (f < 0) {
+      note("keeping " + path);
+      continue;
+    }
+    if (!co_await write_whole(ex, f, content) && first_error.empty()) first_error = "writing " + path + " failed";
+  }
+  if (!first_error.empty()) co_return make_error(ErrorCode::internal, first_error);
+  co_return Ok{};
+}
+
+}  // namespace sandbox_agent::log_quota
