@@ -54,6 +54,8 @@ def parse_args():
     p.add_argument("--syscalls", action="store_true",
                    help="count the reactor thread's system calls per sandbox during the launch phase (strace -c on "
                         "the main thread; slows the agent a lot: figures of such a run are not the reference)")
+    p.add_argument("--log-quota", type=int, default=None,
+                   help="logs.max_bytes_per_sandbox (default: the agent's; 0: no quota, to see what it costs)")
     p.add_argument("--json", help="write the figures here too")
     p.add_argument("--keep", action="store_true", help="keep the temporary roots")
     return p.parse_args()
@@ -95,6 +97,8 @@ def run_one(args, n, base):
                       "max_connections": max(1024, args.connections + 16)},
            "runsc": {"max_concurrent": args.max_concurrent, "timeout_ms": 120000},
            "docker": {"ready_timeout_ms": 600000}}
+    if args.log_quota is not None:
+        cfg["logs"] = {"max_bytes_per_sandbox": args.log_quota}
     agent = bl.Agent(root, cfg).start()
     res = {"n": n, "wait": args.wait, "connections": args.connections, "max_concurrent": args.max_concurrent}
     try:
