@@ -165,6 +165,10 @@ Result<SandboxState> Agent::stop(const std::string& id, unsigned timeout_ms) {
   return impl_->supervisor.stop(id, timeout_ms);
 }
 
+Result<std::int64_t> Agent::extend(const std::string& id, std::uint64_t ttl_ms) {
+  return impl_->supervisor.extend(id, ttl_ms);
+}
+
 std::optional<SandboxStatus> Agent::status(const std::string& id) const {
   if (auto* sb = impl_->supervisor.find(id)) return sb->status();
   return std::nullopt;

@@ -40,7 +40,7 @@ awaitable<void> Firewall::remove(std::string key, std::string ip) {
 }
 
 bool ensure_bridge_netfilter(std::string& why) {
-  const char* knob = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+  const char* knob = kBridgeNetfilterKnob;
   std::string value;
   if (!paths::read_file(knob, value, 16)) {
     why = "br_netfilter is not available (no " + std::string(knob) +

@@ -34,7 +34,10 @@ class Firewall {
   Millis timeout_;
 };
 
-// Makes bridged IPv4 traffic pass the inet hooks (br_netfilter); false with `why` if it cannot.
+inline constexpr const char* kBridgeNetfilterKnob = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+
+// Makes bridged IPv4 traffic pass the inet hooks (br_netfilter), turning the knob on when it is
+// off (as Docker does); false with `why` if it cannot.
 bool ensure_bridge_netfilter(std::string& why);
 
 }  // namespace sandbox_agent

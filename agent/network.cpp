@@ -116,8 +116,9 @@ void Networks::init(const RuntimeInfo& runtime) {
     if (::access(bin.c_str(), X_OK) != 0)
       return unavailable("no CNI plugin " + bin + " (install containernetworking-plugins, or set network.cni_path)");
   }
-  std::string why;
-  if (!ensure_bridge_netfilter(why)) return unavailable(why);
+  if (::access(kBridgeNetfilterKnob, F_OK) != 0)
+    return unavailable(std::string("br_netfilter is not available (no ") + kBridgeNetfilterKnob +
+                       "): traffic between sandboxes on the bridge could not be filtered");
   if (::access(firewall_.program().c_str(), X_OK) != 0)
     return unavailable("no " + firewall_.program() + " (install nftables): egress could not be enforced");
 
@@ -222,6 +223,8 @@ awaitable<Result<NetworkAttachment>> Networks::attach(std::string key, LaunchReq
     ~Release() { s.release(); }
   } release{slots_};
 
+  // The host setting is changed only once bridge is used, not at every start.
+  if (std::string why; !ensure_bridge_netfilter(why)) co_return make_error(ErrorCode::internal, why);
   auto ns = netns_path(key);
   (void)netns::remove(ns);  // a leftover of an attempt a crash cut short
   if (auto s = netns::create(ns); !s) co_return make_error(ErrorCode::internal, "network namespace: " + s.error().message);

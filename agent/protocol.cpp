@@ -46,14 +46,14 @@ Status read_op(json::value v, const Ptr& at, Op& op) {
   if (auto st = json::read_string(v, at, s, 64); !st) return st;
   static constexpr std::pair<std::string_view, Op> ops[] = {
       {"launch", Op::launch}, {"status", Op::status}, {"list", Op::list}, {"stop", Op::stop},
-      {"watch", Op::watch},   {"stats", Op::stats},   {"version", Op::version}};
+      {"watch", Op::watch},   {"stats", Op::stats},   {"version", Op::version}, {"extend", Op::extend}};
   for (auto [name, o] : ops)
     if (s == name) {
       op = o;
       return Ok{};
     }
   return make_error(ErrorCode::unknown_op,
-                    "unknown op \"" + s + "\" (one of launch, status, list, stop, watch, stats, version)",
+                    "unknown op \"" + s + "\" (one of launch, status, list, stop, watch, stats, version, extend)",
                     at.path());
 }
 
@@ -76,7 +76,7 @@ Tag salvage_tag(std::string_view line) {
 
 std::variant<Message, ParseError> parse_line(std::string_view line, const RequestPolicy& policy) {
   Message m;
-  bool has_op = false, has_request = false, has_id = false, has_wait = false, has_timeout = false;
+  bool has_op = false, has_request = false, has_id = false, has_wait = false, has_timeout = false, has_ttl = false;
   std::vector<std::string> seen;
   auto s = json::parse_object_document(json::thread_parser(), line, [&](json::value root) {
     return json::for_each_member(root, Ptr{}, [&](std::string_view k, json::value v, const Ptr& p) -> Status {
@@ -107,6 +107,7 @@ std::variant<Message, ParseError> parse_line(std::string_view line, const Reques
       }
       if (k == "id") { has_id = true; return json::read_string(v, p, m.id, 256); }
       if (k == "timeout_ms") { has_timeout = true; return json::read_u32(v, p, m.timeout_ms, 0, 3600000); }
+      if (k == "ttl_ms") { has_ttl = true; return json::read_uint(v, p, m.ttl_ms, 1, 366ull * 24 * 3600 * 1000); }
       return json::invalid(p, "unknown field");
     });
   });
@@ -134,6 +135,12 @@ std::variant<Message, ParseError> parse_line(std::string_view line, const Reques
       args = m.op == Op::status ? only({"id"}) : only({"id", "timeout_ms"});
       if (args && !has_id) args = json::invalid(Ptr{"/id"}, "is required");
       else if (args && !is_valid_sandbox_id(m.id)) args = json::invalid(Ptr{"/id"}, "is not a valid sandbox id");
+      break;
+    case Op::extend:
+      args = only({"id", "ttl_ms"});
+      if (args && !has_id) args = json::invalid(Ptr{"/id"}, "is required");
+      else if (args && !is_valid_sandbox_id(m.id)) args = json::invalid(Ptr{"/id"}, "is not a valid sandbox id");
+      else if (args && !has_ttl) args = json::invalid(Ptr{"/ttl_ms"}, "is required");
       break;
     default:
       args = only({});
@@ -237,6 +244,10 @@ std::string reply_list(const std::vector<SandboxStatus>& all, const Tag& tag) {
 
 std::string reply_stop(const std::string& id, SandboxState state, const Tag& tag) {
   return reply_launched(id, state, tag);
+}
+
+std::string reply_extend(const std::string& id, std::int64_t deadline_us, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) { ar(make_nvp("id", id), make_nvp("ttl_deadline", format_time(deadline_us))); });
 }
 
 std::string reply_ok(const Tag& tag) {

@@ -108,6 +108,8 @@ awaitable<void> Supervisor::recover() {
     sb->log_tail = rec.log_tail;
     sb->capabilities = rec.capabilities;
     sb->stop_requested = rec.stop_requested;
+    if (rec.stop_requested && rec.reason == reason::ttl_expired) sb->stop_reason = rec.reason;
+    sb->ttl_deadline_us = rec.ttl_deadline_us;
     sb->runsc_created = rec.runsc_created;
     sb->network_intent = rec.network_intent;
     sb->network = std::move(rec.network);

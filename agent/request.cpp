@@ -201,6 +201,7 @@ Status parse_network(json::value v, const Ptr& at, NetworkMode& out) {
 }
 
 constexpr std::size_t kMaxPorts = 64;
+constexpr std::uint64_t kMaxTtlMs = 366ull * 24 * 3600 * 1000;  // a year and a day
 constexpr std::size_t kMaxEgressEntries = 256;
 
 Status parse_port(json::value v, const Ptr& at, PortMapping& out) {
@@ -293,6 +294,12 @@ Status parse_fields(json::value root, LaunchRequest& r) {
     }
     if (key == "docker") return parse_docker(m, p, r.docker);
     if (key == "labels") return parse_labels(m, p, r.labels);
+    if (key == "ttl_ms") {
+      std::uint64_t x = 0;
+      auto st = json::read_uint(m, p, x, 1, kMaxTtlMs);
+      if (st) r.ttl_ms = x;
+      return st;
+    }
     if (key == "socket_owner") {
       Owner o;
       auto st = parse_owner(m, p, o);

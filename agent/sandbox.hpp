@@ -39,9 +39,11 @@ struct Sandbox {
   // Bridge: set (and recorded) before the namespace is made, cleared once DEL succeeded.
   bool network_intent = false;
   std::optional<NetworkAttachment> network;
+  std::optional<std::int64_t> ttl_deadline_us;  // Unix µs; set at ready from ttl_ms, or by extend
 
   // What the lifecycle reacts to.
   bool stop_requested = false;
+  std::string stop_reason{"stop_requested"};  // or ttl_expired
   unsigned stop_timeout_ms = 10000;
   bool init_exited = false;
   std::optional<int> init_exit_code;
@@ -62,7 +64,7 @@ struct Sandbox {
     std::optional<NetworkStatus> net;
     if (network) net = NetworkStatus{network->ip, request.ports};
     return {id, state, reason, exit_code, request.labels, created_at_us, ready_at_us,
-            docker_socket, timings, log_tail, capabilities, std::move(net)};
+            docker_socket, timings, log_tail, capabilities, std::move(net), ttl_deadline_us};
   }
 };
 

@@ -350,6 +350,12 @@ awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line
       else send(c, protocol::reply_error(r.error(), m.tag));
       co_return;
     }
+    case Op::extend: {
+      auto r = supervisor_.extend(m.id, m.ttl_ms);
+      if (r) send(c, protocol::reply_extend(m.id, *r, m.tag));
+      else send(c, protocol::reply_error(r.error(), m.tag));
+      co_return;
+    }
     case Op::watch: {
       if (c->watch_token) {
         send(c, protocol::reply_ok(m.tag));

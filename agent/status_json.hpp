@@ -64,6 +64,7 @@ struct StatusOut {
     ar(make_nvp("timings", TimingsOut{s.timings}));
     if (s.capabilities) ar(make_nvp("capabilities", CapabilitiesOut{*s.capabilities}));
     if (s.network) ar(make_nvp("network", NetworkStatusOut{*s.network}));
+    if (s.ttl_deadline_us) ar(make_nvp("ttl_deadline", format_time(*s.ttl_deadline_us)));
     if (!s.log_tail.empty()) ar(make_nvp("log_tail", json::utf8_sanitize(s.log_tail)));
   }
 };

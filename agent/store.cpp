@@ -75,6 +75,7 @@ struct RequestOut {
     if (r.socket_owner) ar(make_nvp("socket_owner", OwnerOut{*r.socket_owner}));
     if (!r.ports.empty()) ar(make_nvp("ports", json::PortsStatusOut{r.ports}));
     if (r.egress) ar(make_nvp("egress", EgressOut{*r.egress}));
+    save_optional(ar, "ttl_ms", r.ttl_ms);
   }
 };
 
@@ -103,6 +104,7 @@ struct RecordOut {
        make_nvp("stop_requested", s.stop_requested), make_nvp("runsc_created", s.runsc_created),
        make_nvp("finished", s.finished), make_nvp("request", RequestOut{s.request}));
     if (s.capabilities) ar(make_nvp("capabilities", json::CapabilitiesOut{*s.capabilities}));
+    save_optional(ar, "ttl_deadline_us", s.ttl_deadline_us);
     if (s.network_intent || s.network)
       ar(make_nvp("network", NetworkRecordOut{s.network_intent, s.network ? *s.network : NetworkAttachment{}}));
   }
@@ -186,6 +188,11 @@ Result<Record> parse_record(std::string_view text) {
         Capabilities c;
         auto e = parse_capabilities(m, p, c);
         if (e) r.capabilities = std::move(c);
+        return e;
+      }
+      if (k == "ttl_deadline_us") {
+        auto e = json::read_int(m, p, x, 0, INT64_MAX);
+        if (e) r.ttl_deadline_us = x;
         return e;
       }
       if (k == "network") {

@@ -28,6 +28,7 @@ struct Record {
   pid_t pid = -1;
   std::string docker_socket, log_tail;
   std::optional<Capabilities> capabilities;
+  std::optional<std::int64_t> ttl_deadline_us;
   bool network_intent = false;
   std::optional<NetworkAttachment> network;
   bool stop_requested = false;

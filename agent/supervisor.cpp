@@ -129,6 +129,21 @@ Result<SandboxState> Supervisor::stop(const std::string& id, unsigned timeout_ms
   return SandboxState::stopping;
 }
 
+Result<std::int64_t> Supervisor::extend(const std::string& id, std::uint64_t ttl_ms) {
+  auto it = sandboxes_.find(id);
+  if (it == sandboxes_.end()) return make_error(ErrorCode::not_found, "no sandbox " + id, "/id");
+  auto& sb = *it->second;
+  if (is_terminal(sb.state) || sb.stop_requested)
+    return make_error(ErrorCode::invalid_request,
+                      "sandbox " + id + " is " + std::string(to_string(sb.state)) + (sb.stop_requested ? " (stopping)" : ""),
+                      "/id");
+  sb.ttl_deadline_us = now_unix_us() + static_cast<std::int64_t>(ttl_ms) * 1000;
+  spdlog::info("{} deadline set to {} ({} ms from now)", id, format_time(*sb.ttl_deadline_us), ttl_ms);
+  persist(sb);
+  sb.wake.notify();  // its lifecycle waits for the deadline it knew
+  return *sb.ttl_deadline_us;
+}
+
 const Sandbox* Supervisor::find(const std::string& id) const {
   auto it = sandboxes_.find(id);
   return it == sandboxes_.end() ? nullptr : it->second.get();
@@ -313,7 +328,22 @@ awaitable<void> Supervisor::probe_docker(SandboxPtr sb) {
 }
 
 awaitable<void> Supervisor::supervise(SandboxPtr sb) {
-  while (!sb->stop_requested && !sb->ended()) co_await sb->wake.wait();
+  while (!sb->stop_requested && !sb->ended()) {
+    if (!sb->ttl_deadline_us) {
+      co_await sb->wake.wait();
+      continue;
+    }
+    // The deadline is wall-clock (it is in the record, and survives restarts); woken early by
+    // extend, a stop or an end.
+    auto left = std::chrono::microseconds(*sb->ttl_deadline_us - now_unix_us());
+    if (left.count() <= 0) {
+      spdlog::info("{} reached its deadline: stopping", sb->id);
+      sb->stop_requested = true;
+      sb->stop_reason = std::string(reason::ttl_expired);
+      break;
+    }
+    co_await sb->wake.wait_until(Clock::now() + std::chrono::duration_cast<Clock::duration>(left));
+  }
   if (sb->stop_requested) {
     co_await stop_flow(sb);
     co_return;
@@ -340,7 +370,7 @@ void Supervisor::resolve_end(Sandbox& sb) {
 }
 
 awaitable<void> Supervisor::stop_flow(SandboxPtr sb) {
-  transition(*sb, SandboxState::stopping, reason::stop_requested);
+  transition(*sb, SandboxState::stopping, sb->stop_reason);
   co_await persist_now(sb);
   auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
   if (sb->runsc_created && !sb->ended()) {
@@ -357,7 +387,7 @@ awaitable<void> Supervisor::stop_flow(SandboxPtr sb) {
   co_await tear_down(sb);
   read_markers(*sb);
   sb->exit_code = sb->init_exit_code;
-  transition(*sb, SandboxState::stopped, reason::stop_requested);
+  transition(*sb, SandboxState::stopped, sb->stop_reason);
 }
 
 // Removes everything but the logs. Idempotent.
@@ -440,6 +470,8 @@ void Supervisor::transition(Sandbox& sb, SandboxState to, std::string_view why) 
   }
   if (to == SandboxState::ready) {
     sb.ready_at_us = now_unix_us();
+    if (sb.request.ttl_ms && !sb.ttl_deadline_us)
+      sb.ttl_deadline_us = *sb.ready_at_us + static_cast<std::int64_t>(*sb.request.ttl_ms) * 1000;
     sb.timings.ready_ms = elapsed;
     ++counters_.ready;
     note_ready_time(elapsed);

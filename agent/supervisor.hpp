@@ -34,6 +34,9 @@ class Supervisor {
   // sandbox durably, answers, then runs its lifecycle. Errors: exists, overloaded, internal.
   awaitable<Result<std::string>> launch(LaunchRequest request, std::string origin);
   Result<SandboxState> stop(const std::string& id, unsigned timeout_ms);
+  // Sets the sandbox's deadline to `ttl_ms` from now (shorter or longer than before); at the
+  // deadline it is stopped with reason ttl_expired. Returns the deadline (Unix µs).
+  Result<std::int64_t> extend(const std::string& id, std::uint64_t ttl_ms);
   const Sandbox* find(const std::string& id) const;
   std::vector<std::string> ids_with_origin(const std::string& origin) const;
   std::vector<SandboxStatus> list() const;

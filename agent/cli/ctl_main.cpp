@@ -33,6 +33,9 @@ commands:
   stop ID [--timeout MS] [--wait]
                              stop a sandbox (TERM, then KILL after MS, default 10000);
                              --wait holds until it is stopped
+  extend ID MS               stop the sandbox MS milliseconds from now (ttl_expired), sooner
+                             or later than its deadline so far; prints the new deadline
+  inspect ID                 the sandbox's whole status as JSON
   watch                      print state changes as they happen, until interrupted
   stats                      counters and time-to-ready percentiles
   version                    the agent's version (--version: this client's)
@@ -130,6 +133,7 @@ void print_status(simdjson::dom::element s) {
   line("created", str(s, "created_at"));
   line("ready", str(s, "ready_at"));
   line("docker socket", str(s, "docker_socket"));
+  line("deadline", str(s, "ttl_deadline"));
   simdjson::dom::object timings;
   if (!s["timings"].get_object().get(timings)) {
     std::string t;
@@ -207,9 +211,15 @@ int run(const Options& o) {
     flat.resize(len);
     if (flat.empty()) flat = "null";
     line = std::string("{\"op\":\"launch\"") + (wait ? ",\"wait\":\"ready\"" : "") + ",\"request\":" + flat + "}";
-  } else if (cmd == "status") {
-    if (a.size() != 2) return usage("status needs one sandbox id");
+  } else if (cmd == "status" || cmd == "inspect") {
+    if (a.size() != 2) return usage(cmd + " needs one sandbox id");
     line = "{\"op\":\"status\",\"id\":\"" + a[1] + "\"}";
+  } else if (cmd == "extend") {
+    if (a.size() != 3) return usage("extend needs a sandbox id and milliseconds");
+    if (a[2].empty() || a[2].size() > 15 || a[2].find_first_not_of("0123456789") != std::string::npos)
+      return usage("extend takes milliseconds");
+    stop_id = a[1];
+    line = "{\"op\":\"extend\",\"id\":\"" + a[1] + "\",\"ttl_ms\":" + a[2] + "}";
   } else if (cmd == "ps" || cmd == "list") {
     line = "{\"op\":\"list\"}";
   } else if (cmd == "stop") {
@@ -235,7 +245,7 @@ int run(const Options& o) {
     return usage("unknown command " + cmd);
   }
   // Ids go into the line as JSON strings: refuse anything that would need escaping.
-  for (char c : stop_id + (cmd == "status" ? a[1] : std::string()))
+  for (char c : stop_id + (cmd == "status" || cmd == "inspect" ? a[1] : std::string()))
     if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) return usage("not a sandbox id");
 
   Client client;
@@ -286,6 +296,15 @@ int run(const Options& o) {
   if (cmd == "status") {
     if (o.json) std::puts(raw.c_str());
     else print_status(reply["sandbox"].value_unsafe());
+    return 0;
+  }
+  if (cmd == "inspect") {  // the status object alone, as docker inspect prints its object
+    std::puts(simdjson::to_string(reply["sandbox"].value_unsafe()).c_str());
+    return 0;
+  }
+  if (cmd == "extend") {
+    if (o.json) std::puts(raw.c_str());
+    else std::printf("%s ttl_deadline %s\n", str(reply, "id").c_str(), str(reply, "ttl_deadline").c_str());
     return 0;
   }
   if (cmd == "ps" || cmd == "list") {

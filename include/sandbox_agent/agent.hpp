@@ -40,6 +40,8 @@ class Agent {
   // Submits a request built in code (validated and checked against the policy here).
   void launch(LaunchRequest request, std::function<void(Result<std::string>)> done);
   Result<SandboxState> stop(const std::string& id, unsigned timeout_ms = 10000);
+  // The sandbox is stopped (ttl_expired) `ttl_ms` from now; returns that deadline (Unix µs).
+  Result<std::int64_t> extend(const std::string& id, std::uint64_t ttl_ms);
   std::optional<SandboxStatus> status(const std::string& id) const;
   std::vector<SandboxStatus> list() const;
   Stats stats() const;

@@ -68,6 +68,7 @@ struct LaunchRequest {
   DockerOptions docker;
   std::vector<std::pair<std::string, std::string>> labels;  // in the order given
   std::optional<Owner> socket_owner;
+  std::optional<std::uint64_t> ttl_ms;  // stopped (ttl_expired) this long after it became ready
 };
 
 // What the configuration allows; applied to every request from every intake.

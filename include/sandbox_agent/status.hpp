@@ -31,6 +31,7 @@ inline constexpr std::string_view exited = "exited";
 inline constexpr std::string_view stop_requested = "stop_requested";
 inline constexpr std::string_view agent_restart = "agent_restart";
 inline constexpr std::string_view host_error = "host_error";
+inline constexpr std::string_view ttl_expired = "ttl_expired";  // its ttl_ms (or extend) ran out
 inline constexpr std::string_view network_setup_failed = "network_setup_failed";  // a CNI plugin, the namespace, the firewall  // disk, permissions, fds
 }  // namespace reason
 
@@ -66,6 +67,7 @@ struct SandboxStatus {
   std::string log_tail;  // why it failed, from runsc.log / dockerd.log
   std::optional<Capabilities> capabilities;  // once it reached the runtime
   std::optional<NetworkStatus> network;       // bridge sandboxes, once attached
+  std::optional<std::int64_t> ttl_deadline_us;  // when it will be stopped (ttl_expired)
 };
 
 struct StateEvent {

@@ -360,6 +360,13 @@ class RealRunscTest(RealRunscCase):
                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
             for i, p in enumerate(runs):
                 out, err = p.communicate(timeout=120)
+                if p.returncode != 0 and "interrupted system call" in err:
+                    # runc inside gVisor sometimes gets EINTR opening its exec fifo when four
+                    # start at once ("open exec fifo /proc/self/fd/5: interrupted system call",
+                    # seen once in ~10 runs on 2 cores): the nested runtime's, not the agent's.
+                    # Once more, alone; anything else is a failure.
+                    r = docker(socks[i], "run", "--rm", "bb", "echo", f"in-{i}", check=False)
+                    p.returncode, out, err = r.returncode, r.stdout, r.stderr
                 self.assertEqual((p.returncode, out.strip()), (0, f"in-{i}"), err)
         for i in range(4):
             a.call({"op": "stop", "id": f"many-{i}"})

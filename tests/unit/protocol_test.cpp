@@ -220,6 +220,23 @@ TEST_CASE("protocol: status and stop") {
   check_err(R"({"op":"stop","id":"j","timeout_ms":3600001})", "invalid_request", "/timeout_ms");
 }
 
+TEST_CASE("protocol: extend") {
+  auto e = parse_ok(R"({"op":"extend","id":"job-42","ttl_ms":60000})");
+  CHECK(e.op == Op::extend);
+  CHECK(e.id == "job-42");
+  CHECK(e.ttl_ms == 60000u);
+  check_err(R"({"op":"extend","id":"j"})", "invalid_request", "/ttl_ms", "is required");
+  check_err(R"({"op":"extend","ttl_ms":5})", "invalid_request", "/id", "is required");
+  check_err(R"({"op":"extend","id":"j","ttl_ms":0})", "invalid_request", "/ttl_ms");
+  check_err(R"({"op":"extend","id":"j","ttl_ms":5,"timeout_ms":1})", "invalid_request", "/timeout_ms",
+            "is not an argument of this op");
+  Reply r(reply_extend("j", 1795942069123456, Tag{std::string("E")}));
+  CHECK(r.boolean("/ok"));
+  CHECK(r.str("/id") == "j");
+  CHECK(r.str("/ttl_deadline") == format_time(1795942069123456));
+  CHECK(r.str("/tag") == "E");
+}
+
 TEST_CASE("protocol: ops without arguments") {
   CHECK(parse_ok(R"({"op":"list"})").op == Op::list);
   CHECK(parse_ok(R"({"op":"watch"})").op == Op::watch);

@@ -133,6 +133,8 @@ TEST_CASE("store: record_to_json and parse_record round-trip every field") {
   sb.timings.start_ms = 41;
   sb.timings.ready_ms = 900;
   sb.timings.network_ms = 17;
+  sb.ttl_deadline_us = 1795942071000000;
+  sb.request.ttl_ms = 3600000;
   sb.network_intent = true;
   sb.network = NetworkAttachment{"10.231.0.5", "10.231.0.5/16", "10.231.0.1", R"({"cniVersion":"1.0.0","ips":[{"address":"10.231.0.5/16"}]})"};
   sb.log_tail = "line 1\nfailed to start daemon: \"Devices cgroup isn't mounted\"\n\ttab \\ backslash\n";
@@ -161,6 +163,8 @@ TEST_CASE("store: record_to_json and parse_record round-trip every field") {
   CHECK(rec.timings.start_ms == sb.timings.start_ms);
   CHECK(rec.timings.ready_ms == sb.timings.ready_ms);
   CHECK(rec.timings.network_ms == 17);
+  CHECK(rec.ttl_deadline_us == 1795942071000000);
+  CHECK(rec.request.ttl_ms == 3600000u);
   CHECK(rec.network_intent);
   REQUIRE(rec.network.has_value());
   CHECK(rec.network->ip == "10.231.0.5");
