@@ -1,0 +1,214 @@
+"""A client of sandbox-agent's socket protocol (docs/protocol.md): NDJSON over a Unix socket.
+Standard library only."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+DEFAULT_SOCKET = "/var/lib/sandbox-agent/agent.sock"
+TERMINAL = ("stopped", "failed")
+
+
+class AgentError(Exception):
+    """An error the agent answered: its `code` (invalid_request, not_found, …), message and
+    the request field at fault (a JSON pointer such as "/docker/cgroup"), if any."""
+
+    def __init__(self, code: str, message: str, field: Optional[str] = None):
+        self.code, self.message, self.field = code, message, field
+        super().__init__(f"{code}{' ' + field if field else ''}: {message}")
+
+
+class SandboxFailed(AgentError):
+    """A launch that ended `failed` (or `stopped`) instead of `ready`; `sandbox` says why
+    (`sandbox.reason`, `sandbox.status["log_tail"]`)."""
+
+    def __init__(self, sandbox: "Sandbox"):
+        self.sandbox = sandbox
+        status = sandbox.status
+        tail = (status.get("log_tail") or "").strip().splitlines()
+        super().__init__(status.get("reason") or status.get("state", "failed"),
+                         f"sandbox {sandbox.id} is {status.get('state')}" + (f": {tail[-1]}" if tail else ""))
+
+
+class ConnectionError_(OSError):
+    """The agent's socket could not be reached or closed mid-reply."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A state change (`watch`): sandbox id, new state, reason, time (RFC 3339), exit code."""
+
+    id: str
+    state: str
+    reason: str
+    ts: str
+    exit_code: Optional[int] = None
+
+
+class _Connection:
+    def __init__(self, path: str, timeout: Optional[float]):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except OSError as e:
+            self.sock.close()
+            raise ConnectionError_(e.errno, f"cannot connect to {path}: {e.strerror}") from e
+        self.buf = b""
+
+    def send(self, obj: Mapping[str, Any]) -> None:
+        self.sock.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+    def read(self) -> Dict[str, Any]:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError_(0, "the agent closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _check(reply: Dict[str, Any]) -> Dict[str, Any]:
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        raise AgentError(err.get("code", "internal"), err.get("message", "no message"), err.get("field"))
+    return reply
+
+
+class Sandbox:
+    """One sandbox, as the agent last described it (`status`); `refresh()` asks again. As a
+    context manager it is stopped (and waited for) on exit."""
+
+    def __init__(self, agent: "Agent", status: Dict[str, Any]):
+        self.agent = agent
+        self.status = status
+
+    @property
+    def id(self) -> str:
+        return self.status["id"]
+
+    @property
+    def state(self) -> str:
+        return self.status["state"]
+
+    @property
+    def reason(self) -> Optional[str]:
+        return self.status.get("reason")
+
+    @property
+    def docker_socket(self) -> Optional[str]:
+        return self.status.get("docker_socket")
+
+    @property
+    def docker_host(self) -> Optional[str]:
+        """What `docker -H` / DOCKER_HOST takes, for a Docker sandbox once ready."""
+        return f"unix://{self.docker_socket}" if self.docker_socket else None
+
+    @property
+    def ip(self) -> Optional[str]:
+        """A bridge sandbox's address."""
+        return (self.status.get("network") or {}).get("ip")
+
+    def refresh(self) -> "Sandbox":
+        self.status = _check(self.agent.call({"op": "status", "id": self.id}))["sandbox"]
+        return self
+
+    def wait(self, states: Union[str, Sequence[str]] = TERMINAL, timeout: float = 60.0) -> "Sandbox":
+        """Until the sandbox is in one of `states` (default: stopped or failed)."""
+        wanted = (states,) if isinstance(states, str) else tuple(states)
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while self.refresh().state not in wanted:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sandbox {self.id} is {self.state}, not {'/'.join(wanted)}, after {timeout} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+        return self
+
+    def stop(self, timeout_ms: int = 10000, wait: bool = True) -> "Sandbox":
+        self.agent.call({"op": "stop", "id": self.id, "timeout_ms": timeout_ms})
+        return self.wait(TERMINAL, timeout=timeout_ms / 1000 + 60) if wait else self.refresh()
+
+    def extend(self, ttl_ms: int) -> str:
+        """Stops the sandbox `ttl_ms` from now (sooner or later than before); returns the deadline."""
+        deadline = self.agent.call({"op": "extend", "id": self.id, "ttl_ms": ttl_ms})["ttl_deadline"]
+        self.status["ttl_deadline"] = deadline
+        return deadline
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.refresh().state not in TERMINAL:
+            self.stop()
+
+    def __repr__(self) -> str:
+        return f"Sandbox(id={self.id!r}, state={self.state!r})"
+
+
+class Agent:
+    """The agent on this host: `Agent(root=DIR)` uses DIR/agent.sock, `Agent(socket=PATH)` that
+    socket; with neither, $SANDBOX_AGENT_SOCKET or /var/lib/sandbox-agent/agent.sock."""
+
+    def __init__(self, root: Optional[str] = None, socket: Optional[str] = None, timeout: Optional[float] = 30.0):
+        if root and socket:
+            raise ValueError("give root or socket, not both")
+        self.socket_path = socket or (os.path.join(root, "agent.sock") if root else
+                                      os.environ.get("SANDBOX_AGENT_SOCKET", DEFAULT_SOCKET))
+        self.timeout = timeout
+
+    def call(self, msg: Mapping[str, Any], timeout: Optional[float] = None) -> Dict[str, Any]:
+        """One request, one reply; an error reply raises AgentError."""
+        c = _Connection(self.socket_path, timeout if timeout is not None else self.timeout)
+        try:
+            c.send(msg)
+            return _check(c.read())
+        finally:
+            c.close()
+
+    def version(self) -> str:
+        return self.call({"op": "version"})["version"]
+
+    def launch(self, request: Mapping[str, Any], wait: bool = True, timeout: Optional[float] = None) -> Sandbox:
+        """Submits a launch request (docs/protocol.md). With `wait`, returns once the sandbox is
+        ready, and raises SandboxFailed if it failed instead; without, once it is accepted."""
+        if not wait:
+            reply = self.call({"op": "launch", "request": dict(request)})
+            return self.get(reply["id"])
+        reply = self.call({"op": "launch", "request": dict(request), "wait": "ready"},
+                          timeout=timeout if timeout is not None else None)
+        sandbox = Sandbox(self, reply["sandbox"])
+        if sandbox.state != "ready":
+            raise SandboxFailed(sandbox)
+        return sandbox
+
+    def get(self, sandbox_id: str) -> Sandbox:
+        return Sandbox(self, self.call({"op": "status", "id": sandbox_id})["sandbox"])
+
+    def list(self) -> List[Sandbox]:
+        return [Sandbox(self, s) for s in self.call({"op": "list"})["sandboxes"]]
+
+    def stats(self) -> Dict[str, Any]:
+        return self.call({"op": "stats"})["stats"]
+
+    def watch(self) -> Iterator[Event]:
+        """State changes as they happen, for as long as the iterator is used (close it, or
+        leave the loop, to stop)."""
+        c = _Connection(self.socket_path, None)
+        try:
+            c.send({"op": "watch"})
+            _check(c.read())
+            while True:
+                e = c.read()
+                if e.get("event") == "state":
+                    yield Event(e["id"], e["state"], e.get("reason", ""), e["ts"], e.get("exit_code"))
+        finally:
+            c.close()

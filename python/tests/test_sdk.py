@@ -1,0 +1,112 @@
+"""The Python SDK against the real agent over its real socket (fake runtime for speed; the
+e2e suite runs the docs/python.md example on the real runsc)."""
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
+from harness import AgentProcess, release_log_quotas  # noqa: E402
+
+import sandbox_agent as sa  # noqa: E402
+
+
+@pytest.fixture
+def agent(tmp_path):
+    proc = AgentProcess(str(tmp_path / "root"))
+    proc.start()
+    yield proc
+    proc.kill()
+    proc.kill_fake_daemon()
+    release_log_quotas(proc.root)
+
+
+def request(proc, **kw):
+    r = {"rootfs": proc.rootfs, "args": ["/bin/sleep", "infinity"]}
+    r.update(kw)
+    return r
+
+
+def test_launch_waits_for_ready_and_stop_waits_for_stopped(agent):
+    client = sa.Agent(root=agent.root)
+    assert client.version()
+    sb = client.launch(request(agent, id="one", labels={"job": "7"}))
+    assert (sb.id, sb.state) == ("one", "ready")
+    assert sb.status["labels"] == {"job": "7"}
+    assert [s.id for s in client.list()] == ["one"]
+    assert sb.stop().state == "stopped"
+    assert sb.reason == "stop_requested"
+    assert client.stats()["stopped"] == 1
+
+
+def test_docker_sandbox_gives_a_docker_host(agent):
+    client = sa.Agent(socket=agent.socket_path)
+    sb = client.launch(request(agent, id="d", docker={"enabled": True}))
+    assert sb.docker_host == "unix://" + os.path.join(agent.root, "sockets", "d", "docker.sock")
+    sb.stop()
+
+
+def test_errors_are_exceptions_with_the_agents_code_and_field(agent):
+    client = sa.Agent(root=agent.root)
+    with pytest.raises(sa.AgentError) as e:
+        client.launch(request(agent, docker={"enabled": True, "cgroup": "systemd"}))
+    assert (e.value.code, e.value.field) == ("invalid_request", "/docker/cgroup")
+    assert "must be one of" in e.value.message
+    with pytest.raises(sa.AgentError) as e:
+        client.get("nope")
+    assert e.value.code == "not_found"
+    with pytest.raises(sa.AgentUnreachable):
+        sa.Agent(socket=os.path.join(agent.root, "no.sock")).version()
+
+
+def test_a_failed_launch_raises_with_the_sandbox(agent):
+    client = sa.Agent(root=agent.root)
+    with pytest.raises(sa.SandboxFailed) as e:
+        # the fake runtime fails this sandbox's runsc create (a directive in its env)
+        client.launch(request(agent, id="bad", env=["FAKE_RUNSC=create=fail"]))
+    assert e.value.sandbox.id == "bad"
+    assert e.value.sandbox.state == "failed"
+    assert e.value.code == "runsc_create_failed"
+
+
+def test_a_sandbox_is_stopped_when_its_with_block_ends(agent):
+    client = sa.Agent(root=agent.root)
+    with client.launch(request(agent, id="ctx")) as sb:
+        assert sb.state == "ready"
+    assert client.get("ctx").state == "stopped"
+
+
+def test_extend_and_ttl(agent):
+    client = sa.Agent(root=agent.root)
+    sb = client.launch(request(agent, id="t", ttl_ms=600000))
+    first = sb.status["ttl_deadline"]
+    deadline = sb.extend(200)
+    assert deadline < first
+    assert sb.wait("stopped", timeout=20).reason == "ttl_expired"
+
+
+def test_watch_yields_state_changes(agent):
+    client = sa.Agent(root=agent.root)
+    seen = []
+
+    def follow():
+        for e in client.watch():
+            seen.append(e)
+            if e.id == "w" and e.state == "stopped":
+                return
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    # the subscription is in place once the agent answered it; a launch after that is seen
+    time.sleep(0.3)
+    sb = client.launch(request(agent, id="w"))
+    sb.stop()
+    t.join(20)
+    states = [e.state for e in seen if e.id == "w"]
+    assert states[0] == "accepted"
+    assert "ready" in states and states[-1] == "stopped"
+    assert all(isinstance(e, sa.Event) for e in seen)
