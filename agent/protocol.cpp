@@ -46,14 +46,14 @@ Status read_op(json::value v, const Ptr& at, Op& op) {
   if (auto st = json::read_string(v, at, s, 64); !st) return st;
   static constexpr std::pair<std::string_view, Op> ops[] = {
       {"launch", Op::launch}, {"status", Op::status}, {"list", Op::list}, {"stop", Op::stop},
-      {"watch", Op::watch},   {"stats", Op::stats},   {"version", Op::version}, {"extend", Op::extend}};
+      {"watch", Op::watch},   {"stats", Op::stats},   {"version", Op::version}, {"extend", Op::extend}, {"logs", Op::logs}};
   for (auto [name, o] : ops)
     if (s == name) {
       op = o;
       return Ok{};
     }
   return make_error(ErrorCode::unknown_op,
-                    "unknown op \"" + s + "\" (one of launch, status, list, stop, watch, stats, version, extend)",
+                    "unknown op \"" + s + "\" (one of launch, status, list, stop, watch, stats, version, extend, logs)",
                     at.path());
 }
 
@@ -107,6 +107,12 @@ std::variant<Message, ParseError> parse_line(std::string_view line, const Reques
       }
       if (k == "id") { has_id = true; return json::read_string(v, p, m.id, 256); }
       if (k == "timeout_ms") { has_timeout = true; return json::read_u32(v, p, m.timeout_ms, 0, 3600000); }
+      if (k == "source") {
+        if (auto st = json::read_string(v, p, m.source, 16); !st) return st;
+        if (m.source != "main" && m.source != "dockerd" && m.source != "runsc")
+          return json::invalid(p, "must be one of main, dockerd, runsc");
+        return Ok{};
+      }
       if (k == "ttl_ms") { has_ttl = true; return json::read_uint(v, p, m.ttl_ms, 1, 366ull * 24 * 3600 * 1000); }
       return json::invalid(p, "unknown field");
     });
@@ -133,6 +139,11 @@ std::variant<Message, ParseError> parse_line(std::string_view line, const Reques
     case Op::status:
     case Op::stop:
       args = m.op == Op::status ? only({"id"}) : only({"id", "timeout_ms"});
+      if (args && !has_id) args = json::invalid(Ptr{"/id"}, "is required");
+      else if (args && !is_valid_sandbox_id(m.id)) args = json::invalid(Ptr{"/id"}, "is not a valid sandbox id");
+      break;
+    case Op::logs:
+      args = only({"id", "source"});
       if (args && !has_id) args = json::invalid(Ptr{"/id"}, "is required");
       else if (args && !is_valid_sandbox_id(m.id)) args = json::invalid(Ptr{"/id"}, "is not a valid sandbox id");
       break;
@@ -248,6 +259,12 @@ std::string reply_stop(const std::string& id, SandboxState state, const Tag& tag
 
 std::string reply_extend(const std::string& id, std::int64_t deadline_us, const Tag& tag) {
   return reply(true, tag, [&](auto& ar) { ar(make_nvp("id", id), make_nvp("ttl_deadline", format_time(deadline_us))); });
+}
+
+std::string reply_logs(const std::string& id, const std::string& source, const std::string& path, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) {
+    ar(make_nvp("id", id), make_nvp("source", source), make_nvp("path", path));
+  });
 }
 
 std::string reply_ok(const Tag& tag) {

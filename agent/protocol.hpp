@@ -33,7 +33,7 @@ class LineFramer {
   std::size_t max_;
 };
 
-enum class Op { launch, status, list, stop, watch, stats, version, extend };
+enum class Op { launch, status, list, stop, watch, stats, version, extend, logs };
 
 // A client's tag, echoed as given: a string or an integer.
 using Tag = std::variant<std::monostate, std::string, std::int64_t>;
@@ -46,6 +46,7 @@ struct Message {
   std::string id;           // status, stop
   unsigned timeout_ms = 10000;  // stop
   std::uint64_t ttl_ms = 0;     // extend
+  std::string source = "main";  // logs: main, dockerd, runsc
 };
 
 struct ParseError {
@@ -65,6 +66,8 @@ std::string reply_status(const SandboxStatus& s, const Tag& tag);
 std::string reply_list(const std::vector<SandboxStatus>& all, const Tag& tag);
 std::string reply_stop(const std::string& id, SandboxState state, const Tag& tag);
 std::string reply_extend(const std::string& id, std::int64_t deadline_us, const Tag& tag);
+// Sent with the log file's descriptor (SCM_RIGHTS).
+std::string reply_logs(const std::string& id, const std::string& source, const std::string& path, const Tag& tag);
 std::string reply_ok(const Tag& tag);  // watch
 std::string reply_stats(const Stats& s, const Tag& tag);
 std::string reply_version(std::string_view version, const Tag& tag);

@@ -2,8 +2,10 @@
 
 #include <asio/write.hpp>
 
+#include <fcntl.h>
 #include <grp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 
 #include <cstring>
@@ -24,10 +26,48 @@ namespace {
 constexpr Millis kForbiddenGrace{1000};
 }  // namespace
 
+namespace {
+
+// A reply line, and a descriptor to pass with it (SCM_RIGHTS), owned until it is sent.
+struct Outgoing {
+  std::string line;
+  int fd = -1;
+  Outgoing(std::string l, int f) : line(std::move(l)), fd(f) {}
+  Outgoing(Outgoing&& o) noexcept : line(std::move(o.line)), fd(std::exchange(o.fd, -1)) {}
+  Outgoing& operator=(Outgoing&& o) noexcept {
+    if (this != &o) {
+      if (fd >= 0) ::close(fd);
+      line = std::move(o.line);
+      fd = std::exchange(o.fd, -1);
+    }
+    return *this;
+  }
+  ~Outgoing() { if (fd >= 0) ::close(fd); }
+};
+
+// Sends as much of `data` as the socket takes now, with `fd` attached to its first byte.
+ssize_t send_with_fd(int sock, std::string_view data, int fd) {
+  iovec iov{const_cast<char*>(data.data()), data.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+  return ::sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+}  // namespace
+
 struct SocketServer::Connection {
   explicit Connection(stream_protocol::socket s) : socket(std::move(s)), wake(socket.get_executor()) {}
   stream_protocol::socket socket;
-  std::deque<std::string> out;
+  std::deque<Outgoing> out;
   std::size_t queued = 0;
   Wake wake;  // the writer waits here for output
   bool closing = false;
@@ -253,9 +293,34 @@ awaitable<void> SocketServer::write_loop(ConnectionPtr c) {
     while (!c->out.empty()) {
       // The line being written is this coroutine's own: drop() (a slow reader over its
       // limit) clears the queue while a write is in flight, and must not free its buffer.
-      std::string line = std::move(c->out.front());
+      Outgoing item = std::move(c->out.front());
       c->out.pop_front();
-      auto [ec, n] = co_await asio::async_write(c->socket, asio::buffer(line), use_nothrow);
+      const std::string& line = item.line;
+      std::size_t sent = 0;
+      std::error_code ec;
+      if (item.fd >= 0) {
+        // The descriptor rides on the line's first bytes: sendmsg once the socket is writable.
+        for (;;) {
+          auto [wec] = co_await c->socket.async_wait(stream_protocol::socket::wait_write, use_nothrow);
+          if (wec) {
+            ec = wec;
+            break;
+          }
+          ssize_t n = send_with_fd(c->socket.native_handle(), line, item.fd);
+          if (n >= 0) {
+            sent = static_cast<std::size_t>(n);
+            break;
+          }
+          if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            ec = std::error_code(errno, std::system_category());
+            break;
+          }
+        }
+      }
+      if (!ec && sent < line.size()) {
+        auto [wec, n] = co_await asio::async_write(c->socket, asio::buffer(line.data() + sent, line.size() - sent), use_nothrow);
+        ec = wec;
+      }
       c->queued -= std::min(c->queued, line.size());
       if (ec) {
         c->closing = true;
@@ -268,13 +333,14 @@ awaitable<void> SocketServer::write_loop(ConnectionPtr c) {
   drop(c, {});
 }
 
-void SocketServer::send(const ConnectionPtr& c, std::string line) {
-  if (c->queued + line.size() > config_.limits.max_output_bytes) {
+void SocketServer::send(const ConnectionPtr& c, std::string line, int fd) {
+  Outgoing item(std::move(line), fd);  // owns fd from here, whatever happens
+  if (c->queued + item.line.size() > config_.limits.max_output_bytes) {
     drop(c, "it does not read its replies (" + std::to_string(c->queued) + " bytes queued)");
     return;
   }
-  c->queued += line.size();
-  c->out.push_back(std::move(line));
+  c->queued += item.line.size();
+  c->out.push_back(std::move(item));
   c->wake.notify();
 }
 
@@ -348,6 +414,30 @@ awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line
       auto r = supervisor_.stop(m.id, m.timeout_ms);
       if (r) send(c, protocol::reply_stop(m.id, *r, m.tag));
       else send(c, protocol::reply_error(r.error(), m.tag));
+      co_return;
+    }
+    case Op::logs: {
+      auto path = supervisor_.log_path(m.id, m.source);
+      if (!path) {
+        send(c, protocol::reply_error(path.error(), m.tag));
+        co_return;
+      }
+      // Read-only, never through a link (logs/ID is writable from inside the sandbox), a
+      // regular file only: what the client gets is that log and nothing else.
+      int fd = ::open(path->c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+      struct stat st {};
+      if (fd >= 0 && (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+        ::close(fd);
+        fd = -1;
+        errno = EINVAL;
+      }
+      if (fd < 0) {
+        send(c, protocol::reply_error(make_error(errno == ENOENT ? ErrorCode::not_found : ErrorCode::internal,
+                                                 "no " + m.source + " log for " + m.id + " yet (" + *path + ": " +
+                                                     paths::errno_text() + ")", "/source"), m.tag));
+        co_return;
+      }
+      send(c, protocol::reply_logs(m.id, m.source, *path, m.tag), fd);
       co_return;
     }
     case Op::extend: {

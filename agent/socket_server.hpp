@@ -40,7 +40,8 @@ class SocketServer {
   awaitable<void> serve(ConnectionPtr c);
   awaitable<void> write_loop(ConnectionPtr c);
   awaitable<void> handle_line(ConnectionPtr c, std::string_view line);
-  void send(const ConnectionPtr& c, std::string line);
+  // `fd`, when given, is passed with the line (SCM_RIGHTS) and closed once sent or dropped.
+  void send(const ConnectionPtr& c, std::string line, int fd = -1);
   void drop(const ConnectionPtr& c, std::string_view why);
   bool peer_allowed(int fd, std::string& who) const;
 

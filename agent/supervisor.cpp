@@ -144,6 +144,15 @@ Result<std::int64_t> Supervisor::extend(const std::string& id, std::uint64_t ttl
   return *sb.ttl_deadline_us;
 }
 
+Result<std::string> Supervisor::log_path(const std::string& id, const std::string& source) const {
+  auto it = sandboxes_.find(id);
+  if (it == sandboxes_.end()) return make_error(ErrorCode::not_found, "no sandbox " + id, "/id");
+  if (source == "dockerd" && !it->second->request.docker.enabled)
+    return make_error(ErrorCode::invalid_request, "sandbox " + id + " runs no dockerd", "/source");
+  // The main process writes to the sandbox's console, which is runsc.log.
+  return paths::join(layout_.logs_dir(id), source == "dockerd" ? "dockerd.log" : "runsc.log");
+}
+
 const Sandbox* Supervisor::find(const std::string& id) const {
   auto it = sandboxes_.find(id);
   return it == sandboxes_.end() ? nullptr : it->second.get();

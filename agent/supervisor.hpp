@@ -37,6 +37,9 @@ class Supervisor {
   // Sets the sandbox's deadline to `ttl_ms` from now (shorter or longer than before); at the
   // deadline it is stopped with reason ttl_expired. Returns the deadline (Unix µs).
   Result<std::int64_t> extend(const std::string& id, std::uint64_t ttl_ms);
+  // The host path of a sandbox's log: main (its console: the main process's stdout/stderr,
+  // with runsc's own lines), dockerd, runsc.
+  Result<std::string> log_path(const std::string& id, const std::string& source) const;
   const Sandbox* find(const std::string& id) const;
   std::vector<std::string> ids_with_origin(const std::string& origin) const;
   std::vector<SandboxStatus> list() const;

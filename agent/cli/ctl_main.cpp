@@ -36,6 +36,8 @@ commands:
   extend ID MS               stop the sandbox MS milliseconds from now (ttl_expired), sooner
                              or later than its deadline so far; prints the new deadline
   inspect ID                 the sandbox's whole status as JSON
+  logs [-f] [--source S] ID  its log: main (default: its stdout/stderr), dockerd or runsc;
+                             -f follows it until the sandbox ends
   watch                      print state changes as they happen, until interrupted
   stats                      counters and time-to-ready percentiles
   version                    the agent's version (--version: this client's)
@@ -79,20 +81,46 @@ class Client {
         buf_.erase(0, nl + 1);
         return true;
       }
+      // recvmsg: a reply may carry a descriptor (logs); it is kept for the caller.
       char chunk[65536];
-      ssize_t n = ::read(fd_, chunk, sizeof chunk);
+      iovec iov{chunk, sizeof chunk};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      ssize_t n = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return false;
+      for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+        std::size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
+          int received;
+          std::memcpy(&received, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+          fds_.push_back(received);
+        }
+      }
       buf_.append(chunk, static_cast<std::size_t>(n));
     }
   }
+  // A descriptor a reply carried (SCM_RIGHTS), or -1; the caller owns it.
+  int take_fd() {
+    if (fds_.empty()) return -1;
+    int fd = fds_.front();
+    fds_.erase(fds_.begin());
+    return fd;
+  }
   ~Client() {
     if (fd_ >= 0) ::close(fd_);
+    for (int f : fds_) ::close(f);
   }
 
  private:
   int fd_ = -1;
   std::string buf_;
+  std::vector<int> fds_;  // descriptors replies carried
 };
 
 std::string str(simdjson::dom::element e, const char* key) {
@@ -183,12 +211,58 @@ struct Options {
   std::vector<std::string> args;
 };
 
+// Whether the sandbox has ended (or is unknown): a status on a connection of its own.
+bool sandbox_ended(const std::string& socket, const std::string& id) {
+  Client c;
+  std::string raw;
+  if (!c.connect(socket) || !c.send("{\"op\":\"status\",\"id\":\"" + id + "\"}\n") || !c.read_line(raw)) return true;
+  simdjson::dom::parser parser;
+  simdjson::dom::element reply;
+  if (parser.parse(raw).get(reply)) return true;
+  bool ok = false;
+  if (reply["ok"].get_bool().get(ok) || !ok) return true;
+  auto state = str(reply["sandbox"].value_unsafe(), "state");
+  return state == "stopped" || state == "failed";
+}
+
+// Copies the log the agent handed over (a read-only descriptor, SCM_RIGHTS) to stdout; with
+// `follow`, keeps reading as it grows, until the sandbox has ended and nothing more comes.
+int print_log(Client& client, const Options& o, const std::string& id, bool follow) {
+  int fd = client.take_fd();
+  if (fd < 0) {
+    std::fprintf(stderr, "sandboxctl: the agent sent no descriptor with its reply\n");
+    return 2;
+  }
+  char buf[65536];
+  bool ended = false;
+  for (unsigned idle = 0;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      std::fprintf(stderr, "sandboxctl: reading the log: %s\n", std::strerror(errno));
+      ::close(fd);
+      return 2;
+    }
+    if (n > 0) {
+      std::fwrite(buf, 1, static_cast<std::size_t>(n), stdout);
+      idle = 0;
+      continue;
+    }
+    if (!follow || ended) break;  // at the end (once more after the sandbox ended)
+    std::fflush(stdout);
+    if (++idle % 10 == 0) ended = sandbox_ended(o.socket, id);
+    if (!ended) ::usleep(100000);
+  }
+  ::close(fd);
+  return 0;
+}
+
 int run(const Options& o) {
   const auto& a = o.args;
   const std::string& cmd = a[0];
   auto want = [&](std::size_t n) { return a.size() >= n; };
   std::string line;
-  bool wait = false;
+  bool wait = false, follow = false;
   std::string stop_id;
 
   if (cmd == "launch") {
@@ -214,6 +288,19 @@ int run(const Options& o) {
   } else if (cmd == "status" || cmd == "inspect") {
     if (a.size() != 2) return usage(cmd + " needs one sandbox id");
     line = "{\"op\":\"status\",\"id\":\"" + a[1] + "\"}";
+  } else if (cmd == "logs") {
+    std::string source = "main";
+    for (std::size_t i = 1; i < a.size(); ++i) {
+      if (a[i] == "-f" || a[i] == "--follow") follow = true;
+      else if (a[i] == "--source" && i + 1 < a.size()) source = a[++i];
+      else if (a[i].starts_with("--source=")) source = a[i].substr(9);
+      else if (!a[i].empty() && a[i][0] != '-' && stop_id.empty()) stop_id = a[i];
+      else return usage("unknown logs argument " + a[i]);
+    }
+    if (stop_id.empty()) return usage("logs needs a sandbox id");
+    if (source != "main" && source != "dockerd" && source != "runsc")
+      return usage("--source is main, dockerd or runsc");
+    line = "{\"op\":\"logs\",\"id\":\"" + stop_id + "\",\"source\":\"" + source + "\"}";
   } else if (cmd == "extend") {
     if (a.size() != 3) return usage("extend needs a sandbox id and milliseconds");
     if (a[2].empty() || a[2].size() > 15 || a[2].find_first_not_of("0123456789") != std::string::npos)
@@ -302,6 +389,7 @@ int run(const Options& o) {
     std::puts(simdjson::to_string(reply["sandbox"].value_unsafe()).c_str());
     return 0;
   }
+  if (cmd == "logs") return print_log(client, o, stop_id, follow);
   if (cmd == "extend") {
     if (o.json) std::puts(raw.c_str());
     else std::printf("%s ttl_deadline %s\n", str(reply, "id").c_str(), str(reply, "ttl_deadline").c_str());

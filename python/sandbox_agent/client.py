@@ -7,7 +7,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 DEFAULT_SOCKET = "/var/lib/sandbox-agent/agent.sock"
 TERMINAL = ("stopped", "failed")
@@ -71,6 +71,18 @@ class _Connection:
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
+
+    def read_with_fds(self) -> "tuple[Dict[str, Any], List[int]]":
+        """One reply line and the descriptors that came with it."""
+        fds: List[int] = []
+        while b"\n" not in self.buf:
+            data, got, _flags, _addr = socket.recv_fds(self.sock, 65536, 4)
+            fds.extend(got)
+            if not data:
+                raise ConnectionError_(0, "the agent closed the connection")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line), fds
 
     def close(self) -> None:
         self.sock.close()
@@ -137,6 +149,11 @@ class Sandbox:
         self.agent.call({"op": "stop", "id": self.id, "timeout_ms": timeout_ms})
         return self.wait(TERMINAL, timeout=timeout_ms / 1000 + 60) if wait else self.refresh()
 
+    def logs(self, source: str = "main") -> BinaryIO:
+        """Its log as a read-only file the agent hands over (SCM_RIGHTS): `main` (its stdout and
+        stderr), `dockerd` or `runsc`. Read it now, or keep reading as it grows."""
+        return self.agent.open_log(self.id, source)
+
     def extend(self, ttl_ms: int) -> str:
         """Stops the sandbox `ttl_ms` from now (sooner or later than before); returns the deadline."""
         deadline = self.agent.call({"op": "extend", "id": self.id, "ttl_ms": ttl_ms})["ttl_deadline"]
@@ -171,6 +188,25 @@ class Agent:
         try:
             c.send(msg)
             return _check(c.read())
+        finally:
+            c.close()
+
+    def open_log(self, sandbox_id: str, source: str = "main") -> BinaryIO:
+        c = _Connection(self.socket_path, self.timeout)
+        try:
+            c.send({"op": "logs", "id": sandbox_id, "source": source})
+            reply, fds = c.read_with_fds()
+            try:
+                _check(reply)
+            except AgentError:
+                for fd in fds:
+                    os.close(fd)
+                raise
+            if not fds:
+                raise ConnectionError_(0, "the agent sent no descriptor with its logs reply")
+            for extra in fds[1:]:
+                os.close(extra)
+            return os.fdopen(fds[0], "rb")
         finally:
             c.close()
 

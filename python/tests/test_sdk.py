@@ -110,3 +110,22 @@ def test_watch_yields_state_changes(agent):
     assert states[0] == "accepted"
     assert "ready" in states and states[-1] == "stopped"
     assert all(isinstance(e, sa.Event) for e in seen)
+
+
+def test_logs_hands_over_a_read_only_file(agent):
+    client = sa.Agent(root=agent.root)
+    sb = client.launch(request(agent, id="l", docker={"enabled": True}))
+    with sb.logs() as f:  # main: the console, runsc.log
+        text = f.read().decode()
+        assert " create --bundle " in text
+        with pytest.raises(OSError):
+            os.write(f.fileno(), b"x")  # read-only
+    with sb.logs("dockerd") as f:
+        assert f.read() is not None
+    with pytest.raises(sa.AgentError) as e:
+        sb.logs("kernel")
+    assert (e.value.code, e.value.field) == ("invalid_request", "/source")
+    plain = client.launch(request(agent, id="p"))
+    with pytest.raises(sa.AgentError) as e:
+        plain.logs("dockerd")
+    assert e.value.field == "/source"
