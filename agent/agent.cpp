@@ -154,7 +154,7 @@ void Agent::start(std::function<void(const Status&)> done) {
 
 void Agent::launch(LaunchRequest request, std::function<void(Result<std::string>)> done) {
   asio::co_spawn(impl_->ex, [this, request = std::move(request), done = std::move(done)]() mutable -> awaitable<void> {
-    auto policy = impl_->config.request_policy();
+    const auto& policy = impl_->supervisor.policy();
     if (auto s = validate_request(request); !s) co_return done(s.error());
     if (auto s = apply_policy(request, policy); !s) co_return done(s.error());
     done(co_await impl_->supervisor.launch(std::move(request), "api"));

@@ -9,17 +9,12 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include "paths.hpp"
-
-#ifndef NSFS_MAGIC
-#define NSFS_MAGIC 0x6e736673
-#endif
 
 namespace sandbox_agent::netns {
 
@@ -104,16 +99,12 @@ std::string ipv4_of(const std::string& path, const std::string& ifname) {
     out = text;
     if (::ioctl(s, SIOCGIFNETMASK, &ifr) == 0) {
       auto mask = ntohl(reinterpret_cast<sockaddr_in*>(&ifr.ifr_netmask)->sin_addr.s_addr);
-      out += "/" + std::to_string(__builtin_popcount(mask));
+      out.push_back('/');
+      out += std::to_string(__builtin_popcount(mask));
     }
   }
   ::close(s);
   return out;
-}
-
-bool is_pinned(const std::string& path) {
-  struct statfs fs {};
-  return ::statfs(path.c_str(), &fs) == 0 && static_cast<unsigned long>(fs.f_type) == NSFS_MAGIC;
 }
 
 }  // namespace sandbox_agent::netns

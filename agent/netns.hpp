@@ -22,7 +22,4 @@ Status remove(const std::string& path);
 // the interface they configured still says what they gave it.
 std::string ipv4_of(const std::string& path, const std::string& ifname);
 
-// Whether `path` is a pinned network namespace (nsfs), as CNI requires.
-bool is_pinned(const std::string& path);
-
 }  // namespace sandbox_agent::netns

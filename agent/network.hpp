@@ -56,8 +56,6 @@ class Networks {
 
   SandboxEgress egress_for(const std::string& key, const std::string& ip, const LaunchRequest& request) const;
 
-  std::size_t attached() const { return ports_by_key_.size(); }
-
  private:
   awaitable<Result<std::string>> run_plugin(const cni::Plugin& plugin, std::string_view command,
                                             const std::string& key, std::string prev,

@@ -113,7 +113,7 @@ std::variant<Message, ParseError> parse_line(std::string_view line, const Reques
           return json::invalid(p, "must be one of main, dockerd, runsc");
         return Ok{};
       }
-      if (k == "ttl_ms") { has_ttl = true; return json::read_uint(v, p, m.ttl_ms, 1, 366ull * 24 * 3600 * 1000); }
+      if (k == "ttl_ms") { has_ttl = true; return json::read_uint(v, p, m.ttl_ms, 1, kMaxTtlMs); }
       return json::invalid(p, "unknown field");
     });
   });
@@ -130,6 +130,13 @@ std::variant<Message, ParseError> parse_line(std::string_view line, const Reques
     }
     return Ok{};
   };
+  // The ops about one sandbox: their own arguments, and an id that can name one.
+  auto about_one_sandbox = [&](Status own) -> Status {
+    if (!own) return own;
+    if (!has_id) return json::invalid(Ptr{"/id"}, "is required");
+    if (!is_valid_sandbox_id(m.id)) return json::invalid(Ptr{"/id"}, "is not a valid sandbox id");
+    return Ok{};
+  };
   Status args = Ok{};
   switch (m.op) {
     case Op::launch:
@@ -137,21 +144,17 @@ std::variant<Message, ParseError> parse_line(std::string_view line, const Reques
       if (args && !has_request) args = json::invalid(Ptr{"/request"}, "is required");
       break;
     case Op::status:
+      args = about_one_sandbox(only({"id"}));
+      break;
     case Op::stop:
-      args = m.op == Op::status ? only({"id"}) : only({"id", "timeout_ms"});
-      if (args && !has_id) args = json::invalid(Ptr{"/id"}, "is required");
-      else if (args && !is_valid_sandbox_id(m.id)) args = json::invalid(Ptr{"/id"}, "is not a valid sandbox id");
+      args = about_one_sandbox(only({"id", "timeout_ms"}));
       break;
     case Op::logs:
-      args = only({"id", "source"});
-      if (args && !has_id) args = json::invalid(Ptr{"/id"}, "is required");
-      else if (args && !is_valid_sandbox_id(m.id)) args = json::invalid(Ptr{"/id"}, "is not a valid sandbox id");
+      args = about_one_sandbox(only({"id", "source"}));
       break;
     case Op::extend:
-      args = only({"id", "ttl_ms"});
-      if (args && !has_id) args = json::invalid(Ptr{"/id"}, "is required");
-      else if (args && !is_valid_sandbox_id(m.id)) args = json::invalid(Ptr{"/id"}, "is not a valid sandbox id");
-      else if (args && !has_ttl) args = json::invalid(Ptr{"/ttl_ms"}, "is required");
+      args = about_one_sandbox(only({"id", "ttl_ms"}));
+      if (args && !has_ttl) args = json::invalid(Ptr{"/ttl_ms"}, "is required");
       break;
     default:
       args = only({});

@@ -201,7 +201,6 @@ Status parse_network(json::value v, const Ptr& at, NetworkMode& out) {
 }
 
 constexpr std::size_t kMaxPorts = 64;
-constexpr std::uint64_t kMaxTtlMs = 366ull * 24 * 3600 * 1000;  // a year and a day
 constexpr std::size_t kMaxEgressEntries = 256;
 
 Status parse_port(json::value v, const Ptr& at, PortMapping& out) {

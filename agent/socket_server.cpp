@@ -368,7 +368,7 @@ void SocketServer::drop(const ConnectionPtr& c, std::string_view why) {
 }
 
 awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line) {
-  auto parsed = protocol::parse_line(line, config_.request_policy());
+  auto parsed = protocol::parse_line(line, supervisor_.policy());
   if (auto* e = std::get_if<protocol::ParseError>(&parsed)) {
     send(c, protocol::reply_error(e->error, e->tag));
     co_return;

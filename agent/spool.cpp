@@ -251,7 +251,7 @@ awaitable<void> SpoolIntake::process(std::string name) {
   if (fd >= 0) ::close(fd);
 
   if (readable) {
-    auto request = parse_launch_request(text, config_.request_policy());
+    auto request = parse_launch_request(text, supervisor_.policy());
     if (!request) {
       error = request.error();
       readable = false;

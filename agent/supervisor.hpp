@@ -45,6 +45,9 @@ class Supervisor {
   std::vector<SandboxStatus> list() const;
   Stats stats() const;
   const Networks& networks() const { return networks_; }
+  // What requests from every intake are held to, built once from the configuration (which
+  // does not change while the agent runs).
+  const RequestPolicy& policy() const { return policy_; }
   std::size_t active() const;  // sandboxes not yet torn down
 
   // Start-up: adopts what state/ and runsc say is still there (see docs/durability.md).

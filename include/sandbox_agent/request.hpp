@@ -47,6 +47,9 @@ struct PortMapping {
   bool operator==(const PortMapping&) const = default;
 };
 
+// The longest `ttl_ms` (a request's, or `extend`'s): a year and a day.
+inline constexpr std::uint64_t kMaxTtlMs = 366ull * 24 * 3600 * 1000;
+
 struct Owner {
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
