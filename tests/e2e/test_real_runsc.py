@@ -18,6 +18,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
+import harness  # noqa: E402
 from harness import AGENT, AgentTestCase, Client, release_log_quotas, wait_for  # noqa: E402
 
 RUNTIME = os.environ.get("E2E_RUNTIME", "current")
@@ -59,9 +60,7 @@ def mounts_under(path, except_runsc_pin=False):
     """Mount points under `path`. Current runsc pins an empty network namespace for its
     gofers at RUNSC_ROOT/null-netns while sandboxes come and go (the agent releases it at
     start-up and shutdown): `except_runsc_pin` leaves that one out."""
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    found = [p for p in points if p == path or p.startswith(path + "/")]
+    found = harness.mounts_under(path)
     if except_runsc_pin:
         found = [p for p in found if not p.endswith("/runsc/null-netns")]
     return found

@@ -254,10 +254,15 @@ def mounts_under(path):
     return sorted(found, key=len, reverse=True)
 
 
+def unmount_under(path):
+    """Lazily unmounts every mount at or under `path`, deepest first."""
+    for point in mounts_under(path):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
 def release_log_quotas(root):
     """Unmounts the logs tmpfs of sandboxes a killed agent left running (the log quota)."""
-    for point in mounts_under(os.path.join(root, "logs")):
-        subprocess.run(["umount", "-l", point], capture_output=True)
+    unmount_under(os.path.join(root, "logs"))
 
 
 def sandboxctl(agent, *args, input=None, timeout=60):

@@ -10,6 +10,8 @@ import re
 import secrets
 import subprocess
 
+from harness import unmount_under
+
 HOST_IP, REMOTE_IP = "10.99.0.1", "10.99.0.2"
 SUBNET = "10.99.0.0/24"
 # Chains the CNI plugins share between sandboxes (created once, never per sandbox).
@@ -90,9 +92,7 @@ class NetLab:
     @staticmethod
     def release_pins(root):
         """Unmounts what a killed agent left pinned under ROOT/network (a failed test's)."""
-        netns_dir = os.path.join(root, "network", "netns")
-        for name in os.listdir(netns_dir) if os.path.isdir(netns_dir) else []:
-            run("umount", "-l", os.path.join(netns_dir, name), check=False)
+        unmount_under(os.path.join(root, "network", "netns"))
 
     # ---- what a bridge sandbox leaves behind ----
 
