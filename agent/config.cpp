@@ -102,6 +102,8 @@ Status parse_limits(json::value v, const Ptr& at, LimitsConfig& c) {
     if (k == "max_watchers") return json::read_u32(m, p, c.max_watchers, 0, 100000);
     if (k == "max_output_bytes") return json::read_uint(m, p, c.max_output_bytes, 4096, 1u << 30);
     if (k == "first_line_timeout_ms") return json::read_u32(m, p, c.first_line_timeout_ms, 100, 3600000);
+    if (k == "max_execs") return json::read_u32(m, p, c.max_execs, 1, 4096);
+    if (k == "max_copy_bytes") return json::read_uint(m, p, c.max_copy_bytes, 1, 1ull << 40);
     return invalid(p, "unknown key");
   });
 }

@@ -15,16 +15,12 @@
 #include "netns.hpp"
 #include "paths.hpp"
 #include "process.hpp"
+#include "unique_fd.hpp"
 #include "sandbox_agent/status.hpp"
 
 namespace sandbox_agent {
 
 namespace {
-
-struct Fd {
-  int fd = -1;
-  ~Fd() { if (fd >= 0) ::close(fd); }
-};
 
 // The host's resolv.conf without loopback nameservers (a resolver on the host's 127.0.0.53
 // is not reachable from a sandbox's own network), as Docker does.
@@ -55,21 +51,21 @@ std::string resolv_conf_text(const std::vector<std::string>& dns) {
 // Whether something on the host already has this port (a listener, or any bound socket).
 std::string host_port_problem(const PortMapping& p) {
   bool v6 = p.host_ip.find(':') != std::string::npos;
-  Fd s{::socket(v6 ? AF_INET6 : AF_INET, (p.protocol == "udp" ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0)};
-  if (s.fd < 0) return "cannot check it: " + paths::errno_text();
+  UniqueFd s{::socket(v6 ? AF_INET6 : AF_INET, (p.protocol == "udp" ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0)};
+  if (s.get() < 0) return "cannot check it: " + paths::errno_text();
   int rc;
   if (v6) {
     sockaddr_in6 a{};
     a.sin6_family = AF_INET6;
     a.sin6_port = htons(p.host_port);
     ::inet_pton(AF_INET6, p.host_ip.c_str(), &a.sin6_addr);
-    rc = ::bind(s.fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    rc = ::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
   } else {
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(p.host_port);
     if (!p.host_ip.empty()) ::inet_pton(AF_INET, p.host_ip.c_str(), &a.sin_addr);
-    rc = ::bind(s.fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    rc = ::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
   }
   if (rc == 0) return {};
   if (errno == EADDRINUSE) return "is in use on the host";
@@ -131,8 +127,8 @@ void Networks::init(const RuntimeInfo& runtime) {
     resolv_conf_ = paths::join(root_, "resolv.conf");
     auto content = resolv_conf_text(config_.dns);
     auto tmp = resolv_conf_ + ".tmp";
-    Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-    if (f.fd < 0 || ::write(f.fd, content.data(), content.size()) != static_cast<ssize_t>(content.size()) ||
+    UniqueFd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
+    if (f.get() < 0 || ::write(f.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size()) ||
         ::rename(tmp.c_str(), resolv_conf_.c_str()) != 0)
       return unavailable("cannot write " + resolv_conf_ + ": " + paths::errno_text());
     ::chmod(resolv_conf_.c_str(), 0644);
@@ -228,13 +224,13 @@ awaitable<Result<NetworkAttachment>> Networks::attach(std::string key, LaunchReq
   auto ns = netns_path(key);
   (void)netns::remove(ns);  // a leftover of an attempt a crash cut short
   if (auto s = netns::create(ns); !s) co_return make_error(ErrorCode::internal, "network namespace: " + s.error().message);
-  Fd log{::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640)};
+  UniqueFd log{::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640)};
 
   std::string result;
   std::size_t ran = 0;
   std::optional<Error> error;
   for (const auto& plugin : list_.plugins) {
-    auto out = co_await run_plugin(plugin, "ADD", key, result, request.ports, log.fd);
+    auto out = co_await run_plugin(plugin, "ADD", key, result, request.ports, log.get());
     ++ran;
     if (!out) {
       error = out.error();
@@ -259,7 +255,7 @@ awaitable<Result<NetworkAttachment>> Networks::attach(std::string key, LaunchReq
   spdlog::debug("{} network setup failed ({}); undoing it", key, error->message);
   co_await firewall_.remove(key, att.ip);
   for (std::size_t i = ran; i-- > 0;)
-    (void)co_await run_plugin(list_.plugins[i], "DEL", key, att.cni_result, request.ports, log.fd);
+    (void)co_await run_plugin(list_.plugins[i], "DEL", key, att.cni_result, request.ports, log.get());
   (void)netns::remove(ns);
   co_return *error;
 }
@@ -285,12 +281,12 @@ awaitable<Status> Networks::detach(std::string key, std::optional<NetworkAttachm
   }
   std::string ip = attachment ? attachment->ip : "";  // named: no temporary in a co_await (g++ 12)
   co_await firewall_.remove(key, ip);
-  Fd log{log_path.empty() ? -1 : ::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640)};
+  UniqueFd log{log_path.empty() ? -1 : ::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640)};
   std::optional<Error> first_error;
   if (!list_.plugins.empty()) {
     std::string prev = attachment ? attachment->cni_result : "";
     for (std::size_t i = list_.plugins.size(); i-- > 0;) {
-      auto out = co_await run_plugin(list_.plugins[i], "DEL", key, prev, ports, log.fd);
+      auto out = co_await run_plugin(list_.plugins[i], "DEL", key, prev, ports, log.get());
       if (!out && !first_error) first_error = out.error();
     }
   } else if (!available_) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "paths.hpp"
+#include "unique_fd.hpp"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3  // <linux/wait.h> clashes with <sys/wait.h>
@@ -104,8 +105,9 @@ Result<Child> spawn(const SpawnSpec& spec) {
   else ::posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   if (spec.stderr_fd >= 0) ::posix_spawn_file_actions_adddup2(&fa, spec.stderr_fd, 2);
   else ::posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  if (spec.fd3 >= 0) ::posix_spawn_file_actions_adddup2(&fa, spec.fd3, 3);
   // Asio's sockets and our files are not all close-on-exec: close everything else.
-  ::posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  ::posix_spawn_file_actions_addclosefrom_np(&fa, spec.fd3 >= 0 ? 4 : 3);
 
   sigset_t none, all;
   sigemptyset(&none);
@@ -158,11 +160,6 @@ awaitable<void> drain_pipe(asio::posix::stream_descriptor& in, std::string& out,
   }
 }
 
-struct Fd {
-  int fd = -1;
-  ~Fd() { if (fd >= 0) ::close(fd); }
-};
-
 }  // namespace
 
 awaitable<CapturedRun> run_captured(CaptureSpec spec) {
@@ -174,20 +171,20 @@ awaitable<CapturedRun> run_captured(CaptureSpec spec) {
     co_return run;
   }
   asio::posix::stream_descriptor out(ex, out_pipe[0]);
-  Fd out_w{out_pipe[1]};
+  UniqueFd out_w{out_pipe[1]};
   if (!spec.input.empty() && ::pipe2(in_pipe, O_CLOEXEC) != 0) {
     run.spawn_error = "pipe: " + paths::errno_text();
     co_return run;
   }
-  Fd in_r{in_pipe[0]};
+  UniqueFd in_r{in_pipe[0]};
   std::optional<asio::posix::stream_descriptor> in;
   if (in_pipe[1] >= 0) in.emplace(ex, in_pipe[1]);
   SpawnSpec ss{spec.argv, out_pipe[1], spec.stderr_fd >= 0 ? spec.stderr_fd : out_pipe[1]};
   ss.stdin_fd = in_pipe[0];
   if (!spec.env.empty()) ss.env = &spec.env;
   auto child = spawn(ss);
-  ::close(std::exchange(out_w.fd, -1));
-  if (in_r.fd >= 0) ::close(std::exchange(in_r.fd, -1));
+  out_w.reset();
+  in_r.reset();
   if (!child) {
     run.spawn_error = child.error().message;
     co_return run;

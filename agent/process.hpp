@@ -20,6 +20,7 @@ struct SpawnSpec {
   bool new_session = true;        // keep terminal signals (Ctrl-C) away from the child
   int stdin_fd = -1;              // -1: /dev/null
   const std::vector<std::string>* env = nullptr;  // null: the agent's own environment
+  int fd3 = -1;                   // becomes the child's fd 3; -1: none
 };
 
 struct ExitStatus {

@@ -1,6 +1,7 @@
 #include "protocol.hpp"
 
 #include "json_in.hpp"
+#include "paths.hpp"
 #include "request_parse.hpp"
 #include "status_json.hpp"
 
@@ -18,6 +19,7 @@ LineFramer::Next LineFramer::next(std::string_view& line) {
     return buf_.size() > max_ ? Next::too_long : Next::need_more;
   }
   line = std::string_view(buf_.data() + start_, nl - start_);
+  consumed_ += nl + 1 - start_;
   start_ = nl + 1;
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   return line.size() > max_ ? Next::too_long : Next::line;
@@ -46,14 +48,15 @@ Status read_op(json::value v, const Ptr& at, Op& op) {
   if (auto st = json::read_string(v, at, s, 64); !st) return st;
   static constexpr std::pair<std::string_view, Op> ops[] = {
       {"launch", Op::launch}, {"status", Op::status}, {"list", Op::list}, {"stop", Op::stop},
-      {"watch", Op::watch},   {"stats", Op::stats},   {"version", Op::version}, {"extend", Op::extend}, {"logs", Op::logs}};
+      {"watch", Op::watch},   {"stats", Op::stats},   {"version", Op::version}, {"extend", Op::extend}, {"logs", Op::logs},
+      {"exec", Op::exec},     {"cp", Op::cp}};
   for (auto [name, o] : ops)
     if (s == name) {
       op = o;
       return Ok{};
     }
   return make_error(ErrorCode::unknown_op,
-                    "unknown op \"" + s + "\" (one of launch, status, list, stop, watch, stats, version, extend, logs)",
+                    "unknown op \"" + s + "\" (one of launch, status, list, stop, watch, stats, version, extend, logs, exec, cp)",
                     at.path());
 }
 
@@ -72,11 +75,45 @@ Tag salvage_tag(std::string_view line) {
   return {};
 }
 
+constexpr std::size_t kMaxExecArgs = 4096;
+
+// exec's and cp's checks that need more than one field, or the op.
+Status check_exec(const ExecArgs& e, bool has_args) {
+  if (!has_args || e.args.empty()) return json::invalid(Ptr{"/args"}, "is required (the command and its arguments)");
+  if (e.args[0].empty()) return json::invalid(Ptr{"/args/0"}, "must not be empty");
+  for (std::size_t i = 0; i < e.env.size(); ++i) {
+    auto eq = e.env[i].find('=');
+    if (eq == std::string::npos || eq == 0) return json::invalid(Ptr{"/env"}.child(i), "must be NAME=VALUE");
+  }
+  if (!e.cwd.empty() && !paths::is_normalized_absolute(e.cwd))
+    return json::invalid(Ptr{"/cwd"}, "must be an absolute path without . or .. components");
+  return Ok{};
+}
+
+Status check_copy(const CopyArgs& c, bool has_direction, bool has_path, bool has_mode) {
+  if (!has_direction) return json::invalid(Ptr{"/direction"}, "is required (in or out)");
+  if (!has_path) return json::invalid(Ptr{"/path"}, "is required");
+  if (!paths::is_normalized_absolute(c.path) || c.path == "/")
+    return json::invalid(Ptr{"/path"}, "must be an absolute path other than / without . or .. components");
+  if (is_reserved_destination(c.path))
+    return json::invalid(Ptr{"/path"}, "must not be /proc, /sys, /dev, /.sandbox-agent or under them");
+  if (has_mode && c.direction != CopyDirection::in) return json::invalid(Ptr{"/mode"}, "only applies to direction in");
+  return Ok{};
+}
+
 }  // namespace
+
+std::size_t passed_fds(Op op) {
+  if (op == Op::exec) return 3;
+  if (op == Op::cp) return 1;
+  return 0;
+}
 
 std::variant<Message, ParseError> parse_line(std::string_view line, const RequestPolicy& policy) {
   Message m;
   bool has_op = false, has_request = false, has_id = false, has_wait = false, has_timeout = false, has_ttl = false;
+  bool has_args = false, has_direction = false, has_path = false, has_mode = false;
+  std::uint64_t timeout_ms = 0;
   std::vector<std::string> seen;
   auto s = json::parse_object_document(json::thread_parser(), line, [&](json::value root) {
     return json::for_each_member(root, Ptr{}, [&](std::string_view k, json::value v, const Ptr& p) -> Status {
@@ -106,7 +143,27 @@ std::variant<Message, ParseError> parse_line(std::string_view line, const Reques
         return Ok{};
       }
       if (k == "id") { has_id = true; return json::read_string(v, p, m.id, 256); }
-      if (k == "timeout_ms") { has_timeout = true; return json::read_u32(v, p, m.timeout_ms, 0, 3600000); }
+      if (k == "timeout_ms") { has_timeout = true; return json::read_uint(v, p, timeout_ms, 0, kMaxTtlMs); }
+      if (k == "args") { has_args = true; return json::read_string_array(v, p, m.exec.args, kMaxExecArgs, 65536); }
+      if (k == "env") return json::read_string_array(v, p, m.exec.env, kMaxExecArgs, 65536);
+      if (k == "cwd") return json::read_string(v, p, m.exec.cwd);
+      if (k == "user") {
+        Owner o;
+        auto st = parse_owner(v, p, o);
+        if (st) m.exec.user = o;
+        return st;
+      }
+      if (k == "tty") return json::read_bool(v, p, m.exec.tty);
+      if (k == "direction") {
+        has_direction = true;
+        std::string d;
+        if (auto st = json::read_string(v, p, d, 16); !st) return st;
+        if (d != "in" && d != "out") return json::invalid(p, "must be in (into the sandbox) or out");
+        m.copy.direction = d == "in" ? CopyDirection::in : CopyDirection::out;
+        return Ok{};
+      }
+      if (k == "path") { has_path = true; return json::read_string(v, p, m.copy.path); }
+      if (k == "mode") { has_mode = true; return json::read_u32(v, p, m.copy.mode, 0, 07777); }
       if (k == "source") {
         if (auto st = json::read_string(v, p, m.source, 16); !st) return st;
         if (m.source != "main" && m.source != "dockerd" && m.source != "runsc")
@@ -148,6 +205,20 @@ std::variant<Message, ParseError> parse_line(std::string_view line, const Reques
       break;
     case Op::stop:
       args = about_one_sandbox(only({"id", "timeout_ms"}));
+      if (args && timeout_ms > 3600000) args = json::invalid(Ptr{"/timeout_ms"}, "must be at most 3600000");
+      m.timeout_ms = has_timeout ? static_cast<unsigned>(timeout_ms) : m.timeout_ms;
+      break;
+    case Op::exec:
+      args = about_one_sandbox(only({"id", "args", "env", "cwd", "user", "tty", "timeout_ms"}));
+      if (args) args = check_exec(m.exec, has_args);
+      if (args && has_timeout && timeout_ms == 0) args = json::invalid(Ptr{"/timeout_ms"}, "must be at least 1 (omit it for none)");
+      m.exec.timeout_ms = timeout_ms;
+      break;
+    case Op::cp:
+      args = about_one_sandbox(only({"id", "direction", "path", "mode", "timeout_ms"}));
+      if (args) args = check_copy(m.copy, has_direction, has_path, has_mode);
+      if (args && has_timeout && timeout_ms == 0) args = json::invalid(Ptr{"/timeout_ms"}, "must be at least 1");
+      if (has_timeout) m.copy.timeout_ms = timeout_ms;
       break;
     case Op::logs:
       args = about_one_sandbox(only({"id", "source"}));
@@ -268,6 +339,22 @@ std::string reply_logs(const std::string& id, const std::string& source, const s
   return reply(true, tag, [&](auto& ar) {
     ar(make_nvp("id", id), make_nvp("source", source), make_nvp("path", path));
   });
+}
+
+std::string reply_exec_started(const std::string& exec_id, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) { ar(make_nvp("exec_id", exec_id)); });
+}
+
+std::string reply_exec_ended(const std::string& exec_id, const ExecOutcome& o, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) {
+    ar(make_nvp("exec_id", exec_id), make_nvp("exit_code", o.exit_code));
+    if (o.signal) ar(make_nvp("signal", o.signal));
+    if (!o.reason.empty()) ar(make_nvp("reason", o.reason));
+  });
+}
+
+std::string reply_copied(const std::string& id, std::uint64_t bytes, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) { ar(make_nvp("id", id), make_nvp("bytes", bytes)); });
 }
 
 std::string reply_ok(const Tag& tag) {

@@ -9,6 +9,7 @@
 #include <variant>
 #include <vector>
 
+#include "exec_args.hpp"
 #include "sandbox_agent/error.hpp"
 #include "sandbox_agent/request.hpp"
 #include "sandbox_agent/status.hpp"
@@ -25,15 +26,18 @@ class LineFramer {
   // too_long: a line (complete or not) over max_line bytes: the rest cannot be trusted.
   Next next(std::string_view& line);
   std::size_t buffered() const { return buf_.size() - start_; }
+  // Stream offset just past the last line returned (its newline included).
+  std::uint64_t consumed() const { return consumed_; }
 
  private:
+  std::uint64_t consumed_ = 0;
   std::string buf_;
   std::size_t start_ = 0;    // first byte not yet returned
   std::size_t scanned_ = 0;  // no newline before this offset
   std::size_t max_;
 };
 
-enum class Op { launch, status, list, stop, watch, stats, version, extend, logs };
+enum class Op { launch, status, list, stop, watch, stats, version, extend, logs, exec, cp };
 
 // A client's tag, echoed as given: a string or an integer.
 using Tag = std::variant<std::monostate, std::string, std::int64_t>;
@@ -47,7 +51,13 @@ struct Message {
   unsigned timeout_ms = 10000;  // stop
   std::uint64_t ttl_ms = 0;     // extend
   std::string source = "main";  // logs: main, dockerd, runsc
+  ExecArgs exec;                // exec
+  CopyArgs copy;                // cp
 };
+
+// How many descriptors an op takes with its line (SCM_RIGHTS): exec the client's stdin,
+// stdout and stderr, cp the file to read from or write to.
+std::size_t passed_fds(Op op);
 
 struct ParseError {
   Error error;
@@ -68,6 +78,10 @@ std::string reply_stop(const std::string& id, SandboxState state, const Tag& tag
 std::string reply_extend(const std::string& id, std::int64_t deadline_us, const Tag& tag);
 // Sent with the log file's descriptor (SCM_RIGHTS).
 std::string reply_logs(const std::string& id, const std::string& source, const std::string& path, const Tag& tag);
+// exec: at once, then when the process has ended.
+std::string reply_exec_started(const std::string& exec_id, const Tag& tag);
+std::string reply_exec_ended(const std::string& exec_id, const ExecOutcome& o, const Tag& tag);
+std::string reply_copied(const std::string& id, std::uint64_t bytes, const Tag& tag);
 std::string reply_ok(const Tag& tag);  // watch
 std::string reply_stats(const Stats& s, const Tag& tag);
 std::string reply_version(std::string_view version, const Tag& tag);

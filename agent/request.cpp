@@ -71,6 +71,8 @@ constexpr std::size_t kMaxArgs = 4096;
 constexpr std::size_t kMaxMounts = 64;
 constexpr std::size_t kMaxLabels = 64;
 
+}  // namespace
+
 Status parse_owner(json::value v, const Ptr& at, Owner& out) {
   bool has_uid = false, has_gid = false;
   auto s = json::for_each_member(v, at, [&](std::string_view key, json::value m, const Ptr& p) -> Status {
@@ -83,6 +85,8 @@ Status parse_owner(json::value v, const Ptr& at, Owner& out) {
   if (!has_gid) return invalid(at.child("gid"), "is required");
   return Ok{};
 }
+
+namespace {
 
 Status parse_mount(json::value v, const Ptr& at, Mount& out) {
   bool has_source = false, has_dest = false;
@@ -322,14 +326,14 @@ bool is_hostname(std::string_view h) {
   return h.front() != '-' && h.front() != '.';
 }
 
+}  // namespace
+
 // Destinations the profile owns: a request may not mount over or under them.
 bool is_reserved_destination(std::string_view d) {
   for (std::string_view r : {"/proc", "/sys", "/dev", "/.sandbox-agent"})
     if (paths::is_same_or_under(d, r)) return true;
   return false;
 }
-
-}  // namespace
 
 Status validate_request(const LaunchRequest& r) {
   Ptr top{};

@@ -10,6 +10,13 @@ namespace sandbox_agent {
 // Parses the fields of a request object and checks the request's own rules (no policy).
 Status parse_request_value(json::value v, LaunchRequest& out);
 
+// A {"uid": N, "gid": N} object (a request's user and socket_owner, exec's user).
+Status parse_owner(json::value v, const json::Ptr& at, Owner& out);
+
+// Paths inside a sandbox that belong to the runtime or the agent: /proc, /sys, /dev,
+// /.sandbox-agent and what is under them.
+bool is_reserved_destination(std::string_view path);
+
 // An {"allow": [CIDR…], "deny": [CIDR…]} object (a request's egress, the config's ceiling).
 Status parse_egress_rules(json::value v, const json::Ptr& at, EgressRules& out);
 

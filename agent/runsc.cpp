@@ -168,6 +168,8 @@ std::vector<pid_t> processes_with_argv_prefix(const std::vector<std::string>& pr
       }
       pos += arg.size() + 1;
     }
+    // An exec outlives the agent that started it (a client's stream): not a stray call.
+    if (match && cmdline.find(std::string("\0exec\0", 6)) != std::string::npos) match = false;
     if (match) found.push_back(pid);
   }
   ::closedir(d);
@@ -222,6 +224,26 @@ awaitable<RunscResult> Runsc::kill(const std::string& id, const char* signal, co
 
 awaitable<RunscResult> Runsc::remove(const std::string& id, const std::string& log_path) {
   return invoke({"delete", "--force", id}, log_path, false);
+}
+
+awaitable<RunscResult> Runsc::kill_process(const std::string& id, long pid, const char* signal,
+                                           const std::string& log_path) {
+  return invoke({"kill", "--pid=" + std::to_string(pid), id, signal}, log_path, false);
+}
+
+std::vector<std::string> Runsc::exec_argv(const std::string& id, const std::vector<std::string>& args,
+                                          const std::vector<std::string>& env, const std::string& cwd,
+                                          const std::string& user, const std::string& internal_pid_file) const {
+  auto argv = base_argv(std::nullopt, false);
+  argv.push_back("--log-fd=3");
+  argv.push_back("exec");
+  argv.push_back("--internal-pid-file=" + internal_pid_file);
+  if (!cwd.empty()) argv.push_back("--cwd=" + cwd);
+  if (!user.empty()) argv.push_back("--user=" + user);
+  for (const auto& e : env) argv.push_back("--env=" + e);
+  argv.push_back(id);  // flags end here: what follows is the command, dashes and all
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
 }
 
 awaitable<RunscResult> Runsc::state(const std::string& id) { return invoke({"state", id}, "", true); }

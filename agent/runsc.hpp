@@ -71,6 +71,13 @@ class Runsc {
   awaitable<RunscResult> start(const std::string& id, const std::string& log_path, NetworkMode network);
   awaitable<RunscResult> kill(const std::string& id, const char* signal, const std::string& log_path);
   awaitable<RunscResult> remove(const std::string& id, const std::string& log_path);  // delete --force
+  // Signals one process inside the sandbox (its pid there, as exec's --internal-pid-file says).
+  awaitable<RunscResult> kill_process(const std::string& id, long pid, const char* signal, const std::string& log_path);
+  // The command line of `runsc exec`: the caller spawns it with the client's descriptors as
+  // its stdio and a pipe at fd 3, where runsc writes its own errors (--log-fd).
+  std::vector<std::string> exec_argv(const std::string& id, const std::vector<std::string>& args,
+                                     const std::vector<std::string>& env, const std::string& cwd,
+                                     const std::string& user, const std::string& internal_pid_file) const;
   awaitable<RunscResult> state(const std::string& id);
   awaitable<RunscResult> list();
 

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 
+#include "fd_passing.hpp"
 #include "log.hpp"
 #include "paths.hpp"
 #include "protocol.hpp"
@@ -24,6 +25,9 @@ using asio::local::stream_protocol;
 
 namespace {
 constexpr Millis kForbiddenGrace{1000};
+// Reads that brought descriptors and whose line has not been handled yet: a client that
+// sends descriptors without lines is not allowed to pile them up.
+constexpr std::size_t kMaxPendingPassed = 8;
 }  // namespace
 
 namespace {
@@ -45,24 +49,14 @@ struct Outgoing {
   ~Outgoing() { if (fd >= 0) ::close(fd); }
 };
 
-// Sends as much of `data` as the socket takes now, with `fd` attached to its first byte.
-ssize_t send_with_fd(int sock, std::string_view data, int fd) {
-  iovec iov{const_cast<char*>(data.data()), data.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-  return ::sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-}
-
 }  // namespace
+
+// Descriptors that came with the bytes up to stream offset `until` (one recvmsg's worth).
+struct SocketServer::Passed {
+  std::uint64_t until = 0;
+  std::vector<UniqueFd> fds;
+  bool truncated = false;  // more than kMaxPassedFds: they were closed
+};
 
 struct SocketServer::Connection {
   explicit Connection(stream_protocol::socket s) : socket(std::move(s)), wake(socket.get_executor()) {}
@@ -74,6 +68,8 @@ struct SocketServer::Connection {
   bool half_closed = false;  // the client sent EOF: it reads its remaining replies, then we close
   std::uint64_t watch_token = 0;
   std::vector<std::uint64_t> waits;  // held launch replies
+  std::vector<std::string> execs;    // running execs and copies: they end with the client
+  std::deque<Passed> passed;         // descriptors received, oldest first
   std::string peer;
 };
 
@@ -256,30 +252,59 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
   protocol::LineFramer framer(max_line);
   char chunk[65536];
   bool at_eof = false;
+  std::uint64_t received = 0;  // stream offset: which line the descriptors came with
   while (!c->closing && !at_eof) {
-    auto [ec, n] = co_await c->socket.async_read_some(asio::buffer(chunk), use_nothrow);
-    if (ec == asio::error::eof) {
+    // recvmsg, not a plain read: exec and cp lines carry the client's descriptors.
+    auto [wec] = co_await c->socket.async_wait(stream_protocol::socket::wait_read, use_nothrow);
+    if (wec) break;
+    auto got = receive_with_fds(c->socket.native_handle(), chunk, sizeof chunk);
+    if (got.bytes < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+      break;
+    }
+    if (got.bytes == 0) {
       // A half-close ends the requests, not the replies. A last line without its newline
       // is still a request.
       at_eof = true;
       if (framer.buffered() > 0) framer.feed("\n");
-    } else if (ec) {
-      break;
     } else {
-      framer.feed(std::string_view(chunk, n));
+      received += static_cast<std::uint64_t>(got.bytes);
+      if (!got.fds.empty() || got.truncated) {
+        if (c->passed.size() >= kMaxPendingPassed) {
+          drop(c, "it sends descriptors without request lines");
+          break;
+        }
+        c->passed.push_back({received, std::move(got.fds), got.truncated});
+      }
+      framer.feed(std::string_view(chunk, static_cast<std::size_t>(got.bytes)));
     }
     std::string_view line;
     while (!c->closing) {
       auto next = framer.next(line);
       if (next == protocol::LineFramer::Next::need_more) break;
       *first_line = true;
+      // The descriptors of this line: those that came no later than its end.
+      Passed passed;
+      while (!c->passed.empty() && c->passed.front().until <= framer.consumed()) {
+        passed = std::move(c->passed.front());  // an earlier, unclaimed set is closed here
+        c->passed.pop_front();
+      }
       if (next == protocol::LineFramer::Next::too_long) {
         send(c, protocol::reply_error(make_error(ErrorCode::too_large, "line longer than " + std::to_string(max_line) + " bytes"), {}));
         c->closing = true;
       } else if (line.find_first_not_of(" \t") != std::string_view::npos) {
-        co_await handle_line(c, line);  // the framer is not fed meanwhile: the view stays valid
+        co_await handle_line(c, line, std::move(passed));  // the framer is not fed meanwhile: the view stays valid
       }
     }
+  }
+  // A client gone with execs running ends them; one that only half-closed gets their
+  // replies. A hang-up (POLLHUP) tells the two apart.
+  if (at_eof && !c->closing && !c->execs.empty()) {
+    c->half_closed = true;
+    c->wake.notify();
+    auto [hec] = co_await c->socket.async_wait(stream_protocol::socket::wait_error, use_nothrow);
+    if (!hec && !c->execs.empty()) drop(c, {});
+    co_return;
   }
   // Half-closed: the writer closes once every reply is out, held `launch … wait` ones too.
   if (at_eof) c->half_closed = true;
@@ -327,7 +352,7 @@ awaitable<void> SocketServer::write_loop(ConnectionPtr c) {
         break;
       }
     }
-    if (c->closing || (c->half_closed && c->waits.empty() && c->out.empty() && !c->watch_token)) break;
+    if (c->closing || (c->half_closed && c->waits.empty() && c->execs.empty() && c->out.empty() && !c->watch_token)) break;
     co_await c->wake.wait();
   }
   drop(c, {});
@@ -355,6 +380,10 @@ void SocketServer::drop(const ConnectionPtr& c, std::string_view why) {
   }
   for (auto t : c->waits) events_.unsubscribe(t);
   c->waits.clear();
+  auto execs = std::move(c->execs);
+  c->execs.clear();
+  for (const auto& id : execs) supervisor_.end_exec(id);
+  c->passed.clear();
   c->closing = true;
   c->out.clear();
   c->queued = 0;
@@ -367,7 +396,7 @@ void SocketServer::drop(const ConnectionPtr& c, std::string_view why) {
   c->wake.notify();
 }
 
-awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line) {
+awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line, Passed passed) {
   auto parsed = protocol::parse_line(line, supervisor_.policy());
   if (auto* e = std::get_if<protocol::ParseError>(&parsed)) {
     send(c, protocol::reply_error(e->error, e->tag));
@@ -375,6 +404,14 @@ awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line
   }
   auto& m = std::get<protocol::Message>(parsed);
   using protocol::Op;
+  if (auto want = protocol::passed_fds(m.op); want > 0 && (passed.truncated || passed.fds.size() != want)) {
+    std::string what = m.op == Op::exec ? "3 descriptors (stdin, stdout, stderr)" : "1 descriptor (the file's)";
+    std::string got = passed.truncated ? "more than " + std::to_string(kMaxPassedFds) : std::to_string(passed.fds.size());
+    send(c, protocol::reply_error(make_error(ErrorCode::invalid_request,
+                                             "this op takes " + what + " with its line (SCM_RIGHTS, in the same "
+                                             "sendmsg); it came with " + got), m.tag));
+    co_return;
+  }
   switch (m.op) {
     case Op::launch: {
       auto tag = m.tag;
@@ -444,6 +481,53 @@ awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line
       auto r = supervisor_.extend(m.id, m.ttl_ms);
       if (r) send(c, protocol::reply_extend(m.id, *r, m.tag));
       else send(c, protocol::reply_error(r.error(), m.tag));
+      co_return;
+    }
+    case Op::exec: {
+      if (m.exec.tty) {
+        for (auto& fd : passed.fds)
+          if (!::isatty(fd.get())) {
+            send(c, protocol::reply_error(make_error(ErrorCode::invalid_request,
+                                                     "needs the client's terminal as its descriptors", "/tty"), m.tag));
+            co_return;
+          }
+      }
+      Execs::Stdio stdio{std::move(passed.fds[0]), std::move(passed.fds[1]), std::move(passed.fds[2])};
+      auto exec_id = std::make_shared<std::string>();
+      auto started = supervisor_.exec(m.id, m.exec, std::move(stdio),
+                                      [this, weak = std::weak_ptr<Connection>(c), tag = m.tag, exec_id](
+                                          const Result<ExecOutcome>& r, const std::string&) {
+                                        auto conn = weak.lock();
+                                        if (!conn) return;
+                                        std::erase(conn->execs, *exec_id);
+                                        send(conn, r ? protocol::reply_exec_ended(*exec_id, *r, tag)
+                                                     : protocol::reply_error(r.error(), tag));
+                                      });
+      if (!started) {
+        send(c, protocol::reply_error(started.error(), m.tag));
+        co_return;
+      }
+      *exec_id = *started;
+      c->execs.push_back(*started);
+      send(c, protocol::reply_exec_started(*started, m.tag));
+      co_return;
+    }
+    case Op::cp: {
+      auto copy_id = std::make_shared<std::string>();
+      auto started = supervisor_.copy(m.id, m.copy, std::move(passed.fds[0]),
+                                      [this, weak = std::weak_ptr<Connection>(c), tag = m.tag, id = m.id, copy_id](
+                                          const Result<std::uint64_t>& r) {
+                                        auto conn = weak.lock();
+                                        if (!conn) return;
+                                        std::erase(conn->execs, *copy_id);
+                                        send(conn, r ? protocol::reply_copied(id, *r, tag) : protocol::reply_error(r.error(), tag));
+                                      });
+      if (!started) {
+        send(c, protocol::reply_error(started.error(), m.tag));
+        co_return;
+      }
+      *copy_id = *started;
+      c->execs.push_back(*started);
       co_return;
     }
     case Op::watch: {

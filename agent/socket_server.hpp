@@ -34,12 +34,13 @@ class SocketServer {
 
  private:
   struct Connection;
+  struct Passed;
   struct Running;  // counts a coroutine of the server while it runs
   using ConnectionPtr = std::shared_ptr<Connection>;
   awaitable<void> accept_loop();
   awaitable<void> serve(ConnectionPtr c);
   awaitable<void> write_loop(ConnectionPtr c);
-  awaitable<void> handle_line(ConnectionPtr c, std::string_view line);
+  awaitable<void> handle_line(ConnectionPtr c, std::string_view line, Passed passed);
   // `fd`, when given, is passed with the line (SCM_RIGHTS) and closed once sent or dropped.
   void send(const ConnectionPtr& c, std::string line, int fd = -1);
   void drop(const ConnectionPtr& c, std::string_view why);

@@ -54,6 +54,7 @@ Supervisor::Supervisor(asio::any_io_executor ex, const Config& config, const Run
       runsc_(ex, config.runsc, runtime, layout_.runsc_root(), config.runsc_concurrency()),
       policy_(config.request_policy()),
       networks_(ex, config.network, policy_, paths::join(config.root, "network")),
+      execs_(ex, runsc_, config.limits.max_execs),
       rng_(std::random_device{}()) {}
 
 Capabilities Supervisor::capabilities_for(const LaunchRequest& request) const {
@@ -379,6 +380,7 @@ void Supervisor::resolve_end(Sandbox& sb) {
 }
 
 awaitable<void> Supervisor::stop_flow(SandboxPtr sb) {
+  execs_.end_sandbox(sb->id, "sandbox_stopped");
   transition(*sb, SandboxState::stopping, sb->stop_reason);
   co_await persist_now(sb);
   auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
@@ -401,6 +403,7 @@ awaitable<void> Supervisor::stop_flow(SandboxPtr sb) {
 
 // Removes everything but the logs. Idempotent.
 awaitable<void> Supervisor::tear_down(SandboxPtr sb) {
+  execs_.end_sandbox(sb->id, "sandbox_stopped");  // it ended on its own: they go with it
   unwatch_sandbox(*sb);
   if (sb->runsc_created) {
     auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
@@ -703,6 +706,8 @@ bool Supervisor::evict_one_finished() {
 
 awaitable<void> Supervisor::shutdown(bool stop_all) {
   shutting_down_ = true;
+  // Their clients lose the agent's connection: like a client gone, they end.
+  co_await execs_.end_all("agent_shutdown", Millis(5000));
   if (stop_all) {
     for (auto& [id, sb] : sandboxes_)
       if (!sb->finished) stop(id, 10000);

@@ -13,6 +13,7 @@
 
 #include "durable_writer.hpp"
 #include "events.hpp"
+#include "exec.hpp"
 #include "layout.hpp"
 #include "network.hpp"
 #include "reactor.hpp"
@@ -34,12 +35,23 @@ class Supervisor {
   // sandbox durably, answers, then runs its lifecycle. Errors: exists, overloaded, internal.
   awaitable<Result<std::string>> launch(LaunchRequest request, std::string origin);
   Result<SandboxState> stop(const std::string& id, unsigned timeout_ms);
+  // A ready sandbox to run something in; the error names /id.
+  Result<const Sandbox*> ready_sandbox(const std::string& id) const;
   // Sets the sandbox's deadline to `ttl_ms` from now (shorter or longer than before); at the
   // deadline it is stopped with reason ttl_expired. Returns the deadline (Unix µs).
   Result<std::int64_t> extend(const std::string& id, std::uint64_t ttl_ms);
   // The host path of a sandbox's log: main (its console: the main process's stdout/stderr,
   // with runsc's own lines), dockerd, runsc.
   Result<std::string> log_path(const std::string& id, const std::string& source) const;
+  // Runs a process in a ready sandbox with the client's descriptors as its stdio (see
+  // exec.hpp); returns its exec id at once, `done` follows when it has ended.
+  Result<std::string> exec(const std::string& id, const ExecArgs& args, Execs::Stdio stdio, Execs::Done done);
+  // Copies one file in or out of a ready sandbox, `fd` being the client's end: sandbox-init
+  // (`cp-in` / `cp-out`, through an exec) moves it, so the image needs no tool of its own.
+  using CopyDone = std::function<void(const Result<std::uint64_t>&)>;
+  Result<std::string> copy(const std::string& id, const CopyArgs& args, UniqueFd fd, CopyDone done);
+  // The client of an exec or cp went away: it ends (reason client_gone).
+  void end_exec(const std::string& exec_id) { execs_.end(exec_id, "client_gone"); }
   const Sandbox* find(const std::string& id) const;
   std::vector<std::string> ids_with_origin(const std::string& origin) const;
   std::vector<SandboxStatus> list() const;
@@ -104,6 +116,7 @@ class Supervisor {
   Runsc runsc_;
   RequestPolicy policy_;
   Networks networks_;
+  Execs execs_;
   std::map<std::string, SandboxPtr> sandboxes_;
   std::deque<std::string> finished_order_;  // oldest finished first, for eviction
   std::mt19937_64 rng_;

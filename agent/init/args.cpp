@@ -20,7 +20,8 @@ const char* usage_text() {
          "       sandbox-init [--status-dir DIR] [--log-dir DIR]\n"
          "                    [--dockerd PATH --cgroup auto|sandbox|userns|host-bind|none\n"
          "                     --dockerd-socket PATH --relay-socket PATH [--dockerd-arg ARG]...]\n"
-         "                    [--] [ARGS...]\n";
+         "                    [--] [ARGS...]\n"
+         "       sandbox-init cp-in|cp-out --max-bytes=N [--mode=OCTAL] -- /PATH\n";
 }
 
 namespace {

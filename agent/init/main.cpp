@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "args.hpp"
+#include "copy.hpp"
 #include "fd.hpp"
 #include "log.hpp"
 #include "supervisor.hpp"
@@ -24,6 +25,7 @@ void ensure_stdio_open() {
 
 int main(int argc, char** argv) {
   ensure_stdio_open();
+  if (sinit::is_copy_command(argc, argv)) return sinit::copy_main(argc, argv);
   sinit::ParseResult parsed = sinit::parse_args(argc, argv);
   switch (parsed.action) {
     case sinit::ParseResult::Action::PrintVersion:

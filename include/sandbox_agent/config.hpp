@@ -56,6 +56,8 @@ struct LimitsConfig {
   unsigned max_watchers = 256;           // `watch` subscribers
   std::uint64_t max_output_bytes = 4 << 20;  // per-connection queued replies
   unsigned first_line_timeout_ms = 10000;  // a client silent this long after connecting is dropped
+  unsigned max_execs = 64;               // exec and cp processes at once, all sandboxes together
+  std::uint64_t max_copy_bytes = 1ull << 30;  // one cp, either way
 };
 
 // `network: bridge` sandboxes: a network namespace each, wired by the standard CNI plugins.
