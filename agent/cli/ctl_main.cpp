@@ -18,10 +18,14 @@
 #include <string>
 #include <vector>
 
+#include "ctl_client.hpp"
+#include "ctl_exec.hpp"
 #include "paths.hpp"
 #include "sandbox_agent/config.hpp"
 
 namespace {
+
+using sandboxctl::Client;
 
 constexpr const char* kUsage = R"(usage: sandboxctl [--socket PATH | --root DIR] [--json] COMMAND
 
@@ -38,90 +42,25 @@ commands:
   inspect ID                 the sandbox's whole status as JSON
   logs [-f] [--source S] ID  its log: main (default: its stdout/stderr), dockerd or runsc;
                              -f follows it until the sandbox ends
+  exec [-i] [-t] [-e NAME=VALUE] [-w DIR] [-u UID[:GID]] [--timeout MS] ID -- CMD...
+                             run CMD in the sandbox with this terminal's stdio (-i: stdin
+                             too; -t: as a terminal); exits with CMD's exit code (126: it
+                             could not be run, 127: no such command)
+  cp SRC DST                 copy a file into or out of a sandbox: one side ID:/PATH, the
+                             other a local path (a directory: the same name in it) or -
   watch                      print state changes as they happen, until interrupted
   stats                      counters and time-to-ready percentiles
   version                    the agent's version (--version: this client's)
 
 The socket is --socket, else ROOT/agent.sock for --root, else $SANDBOX_AGENT_SOCKET, else
 /var/lib/sandbox-agent/agent.sock. Exit 0 on success, 1 when the agent answered an error,
-2 on usage or connection errors.
+2 on usage or connection errors (exec: the command's own code).
 )";
 
 int usage(const std::string& msg) {
   std::fprintf(stderr, "sandboxctl: %s\n(see sandboxctl --help)\n", msg.c_str());
   return 2;
 }
-
-class Client {
- public:
-  bool connect(const std::string& path) {
-    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    if (fd_ < 0 || path.size() >= sizeof sa.sun_path) return false;
-    std::memcpy(sa.sun_path, path.data(), path.size());
-    return ::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
-  }
-  bool send(const std::string& line) {
-    std::string_view data = line;
-    while (!data.empty()) {
-      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return false;
-      data.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
-  }
-  // One reply line (without the newline); false when the agent hung up.
-  bool read_line(std::string& line) {
-    for (;;) {
-      auto nl = buf_.find('\n');
-      if (nl != std::string::npos) {
-        line = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
-        return true;
-      }
-      // recvmsg: a reply may carry a descriptor (logs); it is kept for the caller.
-      char chunk[65536];
-      iovec iov{chunk, sizeof chunk};
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
-      ssize_t n = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return false;
-      for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-        std::size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (std::size_t i = 0; i < count; ++i) {
-          int received;
-          std::memcpy(&received, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-          fds_.push_back(received);
-        }
-      }
-      buf_.append(chunk, static_cast<std::size_t>(n));
-    }
-  }
-  // A descriptor a reply carried (SCM_RIGHTS), or -1; the caller owns it.
-  int take_fd() {
-    if (fds_.empty()) return -1;
-    int fd = fds_.front();
-    fds_.erase(fds_.begin());
-    return fd;
-  }
-  ~Client() {
-    if (fd_ >= 0) ::close(fd_);
-    for (int f : fds_) ::close(f);
-  }
-
- private:
-  int fd_ = -1;
-  std::string buf_;
-  std::vector<int> fds_;  // descriptors replies carried
-};
 
 std::string str(simdjson::dom::element e, const char* key) {
   std::string_view s;
@@ -265,6 +204,8 @@ int run(const Options& o) {
   bool wait = false, follow = false;
   std::string stop_id;
 
+  if (cmd == "exec") return sandboxctl::exec_command(o.socket, a);
+  if (cmd == "cp") return sandboxctl::cp_command(o.socket, a, o.json);
   if (cmd == "launch") {
     if (!want(2)) return usage("launch needs a request file (or -)");
     for (std::size_t i = 2; i < a.size(); ++i) {
@@ -468,6 +409,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto& a = args[i];
+    if (!o.args.empty() && o.args[0] == "exec") {  // the command's own words, --json too
+      o.args.push_back(a);
+      continue;
+    }
     if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
       return 0;

@@ -4,10 +4,16 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <grp.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
+#include <cstring>
 #include <climits>
 #include <string>
 #include <string_view>
@@ -121,6 +127,87 @@ int answer_probe(const GlobalArgs& g, bool& answered) {
   return 0;
 }
 
+// exec: the daemon checks the container and maps the paths; the command then runs here, on
+// the host, as this process's child (it dies with us: PR_SET_PDEATHSIG), with our stdio.
+// Like runsc: exit 128 and no internal pid file when it cannot be run; else its exit code,
+// or 128+N for signal N.
+int run_exec(const std::vector<std::string_view>& args, const GlobalArgs& g, const Reply& resolved) {
+  static constexpr std::string_view kValued[] = {"cwd", "user", "env", "internal-pid-file", "pid-file"};
+  const CommandArgs a = parse_command(g.rest, kValued);
+  int log_fd = -1;
+  for (auto arg : args) {
+    if (arg == g.command) break;
+    if (arg.starts_with("--log-fd=")) log_fd = std::atoi(std::string(arg.substr(9)).c_str());
+  }
+  std::vector<std::string> parts;
+  for (std::size_t at = 0;;) {
+    auto nul = resolved.out.find('\0', at);
+    parts.push_back(resolved.out.substr(at, nul == std::string::npos ? std::string::npos : nul - at));
+    if (nul == std::string::npos) break;
+    at = nul + 1;
+  }
+  if (parts.size() < 2) return fail("exec: malformed reply from the daemon");
+  std::vector<char*> child_argv;
+  for (std::size_t i = 1; i < parts.size(); ++i) child_argv.push_back(parts[i].data());
+  child_argv.push_back(nullptr);
+  long uid = -1, gid = -1;
+  if (const auto* u = a.find("user")) {
+    std::string v(u->value);
+    uid = std::strtol(v.c_str(), nullptr, 10);
+    auto colon = v.find(':');
+    gid = colon == std::string::npos ? uid : std::strtol(v.c_str() + colon + 1, nullptr, 10);
+  }
+  std::vector<std::string> env;
+  for (const auto& f : a.flags)
+    if (f.name == "env") env.emplace_back(f.value);
+
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) return fail("pipe");
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(128 + SIGKILL);
+    int err = 0;
+    if (::chdir(parts[0].c_str()) != 0) err = errno;
+    if (!err && gid >= 0 && (::setgroups(0, nullptr) != 0 || ::setgid(static_cast<gid_t>(gid)) != 0)) err = errno;
+    if (!err && uid >= 0 && ::setuid(static_cast<uid_t>(uid)) != 0) err = errno;
+    for (auto& e : env) ::putenv(e.data());
+    if (!err) {
+      ::execvp(child_argv[0], child_argv.data());
+      err = errno;
+    }
+    (void)!::write(report[1], &err, sizeof err);
+    ::_exit(127);
+  }
+  ::close(report[1]);
+  int err = 0;
+  const bool failed = pid < 0 || ::read(report[0], &err, sizeof err) == static_cast<ssize_t>(sizeof err);
+  ::close(report[0]);
+  if (failed) {
+    if (pid > 0) ::waitpid(pid, nullptr, 0);
+    std::string why = std::strerror(pid < 0 ? errno : err);
+    if (!why.empty()) why[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(why[0])));
+    const std::string msg = "executing processes for container: executing command \"" + parts[1] +
+                            "\" in sandbox: failed to load " + parts[1] + ": " + why;
+    if (log_fd >= 0) write_all(log_fd, "{\"msg\":\"" + msg + "\",\"level\":\"error\"}\n");
+    return print_reply(Reply::fail(128, msg));
+  }
+  if (const auto* f = a.find("internal-pid-file")) {
+    const std::string path(f->value);
+    const std::string text = std::to_string(pid);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      write_all(fd, text);
+      ::close(fd);
+    }
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
 int run_cli(int argc, char** argv) {
   std::vector<std::string_view> args(argv + 1, argv + argc);
   const GlobalArgs g = parse_globals(args);
@@ -150,6 +237,7 @@ int run_cli(int argc, char** argv) {
     ::close(fd);
     if (!reply.empty()) {
       const auto decoded = decode_reply(reply);
+      if (decoded && g.command == "exec" && decoded->code == 0) return run_exec(args, g, *decoded);
       return decoded ? print_reply(*decoded) : fail("malformed reply from the daemon");
     }
     (void)ok;  // no reply at all: the daemon was retiring and ran nothing; try again

@@ -1,5 +1,9 @@
 #include "runtime.hpp"
 
+#include <signal.h>
+
+#include <cstdlib>
+
 #include <array>
 #include <cctype>
 #include <charconv>
@@ -65,6 +69,7 @@ Reply Runtime::execute(const Request& req) {
   if (g.command == "start") return start(args);
   if (g.command == "state") return state(args);
   if (g.command == "kill") return kill(args);
+  if (g.command == "exec") return exec(args);
   if (g.command == "delete") return remove(args);
   if (g.command == "list") return list(args);
   return Reply::fail(kExitUsage, "fake-runsc: unsupported command \"" + g.command + "\"");
@@ -173,9 +178,36 @@ Reply Runtime::kill(Args raw) {
   const int sig = parse_signal(name);
   if (sig < 0)
     return Reply::fail(kExitFatal, "parsing signal \"" + std::string(name) + "\": invalid signal");
+  if (const auto* pid = a.find("pid")) {  // a process a fake exec started: a host pid
+    const long n = std::strtol(std::string(pid->value).c_str(), nullptr, 10);
+    if (n <= 0 || ::kill(static_cast<pid_t>(n), sig) != 0)
+      return Reply::fail(kExitFatal, "failed to signal pid " + std::string(pid->value) + ": no such process");
+    return {};
+  }
   if (c->status == Status::stopped) return Reply::fail(kExitFatal, "sandbox is not running");
   send_signal(*c, sig);
   return {};
+}
+
+// The daemon's half of exec: the container must be running; the reply is the host paths
+// of the cwd and the command (through the spec's mounts), NUL-separated. The CLI runs it.
+Reply Runtime::exec(Args raw) {
+  static constexpr std::string_view kValued[] = {"cwd", "user", "env", "internal-pid-file", "pid-file"};
+  const CommandArgs a = parse_command(raw, kValued);
+  if (!a.error.empty()) return Reply::fail(kExitUsage, a.error);
+  if (a.positional.size() < 2) return usage("exec [flags] <container id> <command>");
+  Reply r;
+  Container* c = find(a.positional[0], "loading container: ", r);
+  if (!c) return r;
+  if (c->status != Status::running)
+    return Reply::fail(kExitFatal, "executing processes for container: container is not running");
+  const auto* cwd = a.find("cwd");
+  r.out = exec_host_path(c->plan, cwd ? cwd->value : std::string_view("/"));
+  for (std::size_t i = 1; i < a.positional.size(); ++i) {
+    r.out += '\0';
+    r.out += exec_host_path(c->plan, a.positional[i]);
+  }
+  return r;
 }
 
 Reply Runtime::remove(Args raw) {

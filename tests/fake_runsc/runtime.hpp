@@ -39,6 +39,7 @@ class Runtime {
   Reply start(Args args);
   Reply state(Args args);
   Reply kill(Args args);
+  Reply exec(Args args);
   Reply remove(Args args);
   Reply list(Args args);
   // Finds `id` as runsc does: by unique prefix (an id that prefixes another is ambiguous).

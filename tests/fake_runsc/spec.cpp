@@ -1,5 +1,7 @@
 #include "spec.hpp"
 
+#include "mounts.hpp"
+
 #include <simdjson.h>
 
 #include <charconv>
@@ -111,29 +113,6 @@ InitOptions parse_init_args(const std::vector<std::string_view>& args) {
   return o;
 }
 
-struct Mount {
-  std::string_view destination, source;
-};
-
-// The host path of in-sandbox `path`: the longest mount destination that is a path
-// prefix of it, replaced by that mount's source. Empty when no mount covers it.
-std::string host_path(const std::vector<Mount>& mounts, std::string_view path) {
-  const Mount* best = nullptr;
-  for (const auto& m : mounts) {
-    std::string_view dest = m.destination;
-    while (dest.size() > 1 && dest.back() == '/') dest.remove_suffix(1);
-    const bool covers = path == dest || (path.starts_with(dest) && path.size() > dest.size() &&
-                                         (path[dest.size()] == '/' || dest == "/"));
-    if (covers && (!best || dest.size() > best->destination.size())) best = &m;
-  }
-  if (!best) return {};
-  std::string_view dest = best->destination;
-  while (dest.size() > 1 && dest.back() == '/') dest.remove_suffix(1);
-  std::string rest(path.substr(dest.size()));
-  return rest.empty() ? std::string(best->source)
-                      : join_path(best->source, std::string_view(rest).substr(rest[0] == '/'));
-}
-
 std::vector<std::string_view> string_array(simdjson::dom::element parent, const char* key) {
   std::vector<std::string_view> out;
   simdjson::dom::array arr;
@@ -186,16 +165,17 @@ std::optional<Plan> load_plan(const std::string& bundle, std::string& err) {
     }
   }
 
-  std::vector<Mount> mounts;
+  std::vector<MountView> mounts;
   simdjson::dom::array mount_array;
   if (doc.at_key("mounts").get(mount_array) == SUCCESS) {
     for (auto m : mount_array) {
-      Mount mount;
+      MountView mount;
       if (m.at_key("destination").get(mount.destination) == SUCCESS &&
           m.at_key("source").get(mount.source) == SUCCESS)
         mounts.push_back(mount);
     }
   }
+  for (const auto& m : mounts) plan.mounts.emplace_back(std::string(m.destination), std::string(m.source));
 
   const InitOptions init = parse_init_args(string_array(process, "args"));
   plan.docker = init.docker;

@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 namespace fake_runsc {
 
@@ -32,7 +35,12 @@ struct Plan {
   std::string log_dir;
   std::string relay_socket;
   std::string dockerd_socket = "/run/docker.sock";  // in the sandbox, for log lines
+  std::vector<std::pair<std::string, std::string>> mounts;  // destination, host source
 };
+
+// The host path of in-sandbox `path` through `mounts` (the longest destination that covers
+// it); `path` itself when none does: a fake exec runs on the host.
+std::string exec_host_path(const Plan& plan, std::string_view path);
 
 // Parses "a,b=c,..." into `d`; returns an error message for an unknown directive.
 std::string parse_directives(std::string_view text, Directives& d);

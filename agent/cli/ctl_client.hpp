@@ -1,0 +1,117 @@
+// sandboxctl's connection to the agent: blocking, one line out, lines (and the descriptors
+// some replies carry) in.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sandboxctl {
+
+class Client {
+ public:
+  bool connect(const std::string& path) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    if (fd_ < 0 || path.size() >= sizeof sa.sun_path) return false;
+    std::memcpy(sa.sun_path, path.data(), path.size());
+    return ::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+  }
+  // The line with `fds` attached (SCM_RIGHTS) to its first bytes: exec's stdio, cp's file.
+  bool send_with_fds(const std::string& line, const std::vector<int>& fds) {
+    iovec iov{const_cast<char*>(line.data()), line.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 3)] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(cm), fds.data(), sizeof(int) * fds.size());
+    ssize_t n;
+    do n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) return false;
+    return static_cast<std::size_t>(n) == line.size() || send(line.substr(static_cast<std::size_t>(n)));
+  }
+  bool send(const std::string& line) {
+    std::string_view data = line;
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+  // One reply line (without the newline); false when the agent hung up.
+  bool read_line(std::string& line) {
+    for (;;) {
+      auto nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return true;
+      }
+      if (!fill()) return false;
+    }
+  }
+  // One recvmsg into the buffer; false when the agent hung up. A reply may carry a
+  // descriptor (logs): it is kept for the caller.
+  bool fill() {
+    char chunk[65536];
+    iovec iov{chunk, sizeof chunk};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n;
+    do n = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) return false;
+    for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+      if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+      std::size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int received;
+        std::memcpy(&received, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+        fds_.push_back(received);
+      }
+    }
+    buf_.append(chunk, static_cast<std::size_t>(n));
+    return true;
+  }
+  bool has_line() const { return buf_.find('\n') != std::string::npos; }
+  int fd() const { return fd_; }
+  // A descriptor a reply carried (SCM_RIGHTS), or -1; the caller owns it.
+  int take_fd() {
+    if (fds_.empty()) return -1;
+    int fd = fds_.front();
+    fds_.erase(fds_.begin());
+    return fd;
+  }
+  ~Client() {
+    if (fd_ >= 0) ::close(fd_);
+    for (int f : fds_) ::close(f);
+  }
+
+ private:
+  int fd_ = -1;
+  std::string buf_;
+  std::vector<int> fds_;  // descriptors replies carried
+};
+
+}  // namespace sandboxctl
