@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -28,6 +29,7 @@ constexpr Millis kForbiddenGrace{1000};
 // Reads that brought descriptors and whose line has not been handled yet: a client that
 // sends descriptors without lines is not allowed to pile them up.
 constexpr std::size_t kMaxPendingPassed = 8;
+constexpr Millis kHangUpCheck{200};
 }  // namespace
 
 namespace {
@@ -298,12 +300,21 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
     }
   }
   // A client gone with execs running ends them; one that only half-closed gets their
-  // replies. A hang-up (POLLHUP) tells the two apart.
+  // replies. Only POLLHUP tells the two apart, and the ring reports a half-close (RDHUP)
+  // as readiness too: look, without waiting, a few times a second.
   if (at_eof && !c->closing && !c->execs.empty()) {
     c->half_closed = true;
     c->wake.notify();
-    auto [hec] = co_await c->socket.async_wait(stream_protocol::socket::wait_error, use_nothrow);
-    if (!hec && !c->execs.empty()) drop(c, {});
+    asio::steady_timer tick(ex_);
+    while (!c->closing && !c->execs.empty()) {
+      pollfd p{c->socket.native_handle(), POLLOUT, 0};
+      if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
+        drop(c, {});
+        break;
+      }
+      tick.expires_after(kHangUpCheck);
+      co_await tick.async_wait(use_nothrow);
+    }
     co_return;
   }
   // Half-closed: the writer closes once every reply is out, held `launch … wait` ones too.

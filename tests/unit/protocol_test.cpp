@@ -237,6 +237,66 @@ TEST_CASE("protocol: extend") {
   CHECK(r.str("/tag") == "E");
 }
 
+TEST_CASE("protocol: exec") {
+  auto e = parse_ok(R"({"op":"exec","id":"j","args":["sh","-c","x"],"env":["A=1"],"cwd":"/w","user":{"uid":5,"gid":6},"tty":true,"timeout_ms":900})");
+  CHECK(e.op == Op::exec);
+  CHECK(e.exec.args == std::vector<std::string>{"sh", "-c", "x"});
+  CHECK(e.exec.env == std::vector<std::string>{"A=1"});
+  CHECK(e.exec.cwd == "/w");
+  REQUIRE(e.exec.user);
+  CHECK((e.exec.user->uid == 5 && e.exec.user->gid == 6));
+  CHECK(e.exec.tty);
+  CHECK(e.exec.timeout_ms == 900u);
+  CHECK(passed_fds(Op::exec) == 3);
+  auto plain = parse_ok(R"({"op":"exec","id":"j","args":["true"]})");
+  CHECK((plain.exec.cwd.empty() && !plain.exec.user && !plain.exec.tty && plain.exec.timeout_ms == 0));
+  check_err(R"({"op":"exec","args":["true"]})", "invalid_request", "/id", "is required");
+  check_err(R"({"op":"exec","id":"j"})", "invalid_request", "/args", "is required");
+  check_err(R"({"op":"exec","id":"j","args":[]})", "invalid_request", "/args", "is required");
+  check_err(R"({"op":"exec","id":"j","args":[""]})", "invalid_request", "/args/0", "must not be empty");
+  check_err(R"({"op":"exec","id":"j","args":["a"],"env":["=x"]})", "invalid_request", "/env/0", "NAME=VALUE");
+  check_err(R"({"op":"exec","id":"j","args":["a"],"cwd":"/a/../b"})", "invalid_request", "/cwd");
+  check_err(R"({"op":"exec","id":"j","args":["a"],"user":{"uid":1}})", "invalid_request", "/user/gid");
+  check_err(R"({"op":"exec","id":"j","args":["a"],"timeout_ms":0})", "invalid_request", "/timeout_ms");
+  check_err(R"({"op":"exec","id":"j","args":["a"],"source":"main"})", "invalid_request", "/source",
+            "is not an argument of this op");
+  check_err(R"({"op":"exec","id":"j","args":["a\u0000b"]})", "invalid_request", "/args/0", "NUL");
+  Reply started(reply_exec_started("exec-1", Tag{std::int64_t{3}}));
+  CHECK(started.str("/exec_id") == "exec-1");
+  ExecOutcome killed{137, 9, "timeout"};
+  Reply ended(reply_exec_ended("exec-1", killed, Tag{}));
+  CHECK(ended.num("/exit_code") == 137);
+  CHECK(ended.num("/signal") == 9);
+  CHECK(ended.str("/reason") == "timeout");
+  Reply own(reply_exec_ended("exec-2", ExecOutcome{3, 0, ""}, Tag{}));
+  CHECK(own.num("/exit_code") == 3);
+  CHECK_FALSE(own.has("/signal"));
+  CHECK_FALSE(own.has("/reason"));
+}
+
+TEST_CASE("protocol: cp") {
+  auto in = parse_ok(R"({"op":"cp","id":"j","direction":"in","path":"/data/f","mode":384,"timeout_ms":5})");
+  CHECK(in.op == Op::cp);
+  CHECK(in.copy.direction == CopyDirection::in);
+  CHECK(in.copy.path == "/data/f");
+  CHECK(in.copy.mode == 0600u);
+  CHECK(in.copy.timeout_ms == 5u);
+  CHECK(passed_fds(Op::cp) == 1);
+  auto out = parse_ok(R"({"op":"cp","id":"j","direction":"out","path":"/f"})");
+  CHECK(out.copy.direction == CopyDirection::out);
+  CHECK(out.copy.timeout_ms == 600000u);
+  check_err(R"({"op":"cp","id":"j","path":"/f"})", "invalid_request", "/direction", "is required");
+  check_err(R"({"op":"cp","id":"j","direction":"sideways","path":"/f"})", "invalid_request", "/direction");
+  check_err(R"({"op":"cp","id":"j","direction":"in"})", "invalid_request", "/path", "is required");
+  for (auto bad : {"relative", "/", "/a/./b", "/proc/1/mem", "/dev/sda", "/.sandbox-agent/init", "/sys"})
+    check_err(std::string(R"({"op":"cp","id":"j","direction":"in","path":")") + bad + "\"}", "invalid_request", "/path");
+  check_err(R"({"op":"cp","id":"j","direction":"out","path":"/f","mode":420})", "invalid_request", "/mode");
+  check_err(R"({"op":"cp","id":"j","direction":"in","path":"/f","mode":4096})", "invalid_request", "/mode");
+  Reply copied(reply_copied("j", 1u << 31, Tag{}));
+  CHECK(copied.num("/bytes") == (1ll << 31));
+  CHECK(passed_fds(Op::status) == 0);
+}
+
 TEST_CASE("protocol: ops without arguments") {
   CHECK(parse_ok(R"({"op":"list"})").op == Op::list);
   CHECK(parse_ok(R"({"op":"watch"})").op == Op::watch);
