@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
+from .exec import Command, ExecProcess, ExecResult, download, run_exec, start_exec, upload
+
 DEFAULT_SOCKET = "/var/lib/sandbox-agent/agent.sock"
 TERMINAL = ("stopped", "failed")
 
@@ -159,6 +161,35 @@ class Sandbox:
         deadline = self.agent.call({"op": "extend", "id": self.id, "ttl_ms": ttl_ms})["ttl_deadline"]
         self.status["ttl_deadline"] = deadline
         return deadline
+
+    def exec(self, args: "Command", input: Union[None, bytes, str] = None, *,
+             env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+             user: Optional["tuple[int, int]"] = None, timeout: Optional[float] = None) -> "ExecResult":
+        """Runs `args` in the sandbox (a list, or one command line for its /bin/sh) and waits:
+        ExecResult(exit_code, stdout, stderr). `input` goes to its stdin; `timeout` (seconds)
+        has the agent kill it (then result.reason == "timeout"). The output comes through
+        pipes of this process, never through the agent. A command that cannot be run raises
+        AgentError (field "/args/0")."""
+        return run_exec(self, args, input, env=env, cwd=cwd, user=user, timeout=timeout)
+
+    def start_exec(self, args: "Command", **kw: Any) -> "ExecProcess":
+        """Starts `args` and returns at once: the streaming form. stdin/stdout/stderr take PIPE
+        (a pipe of this process: proc.stdout…), a file object or descriptor (given to the
+        process as it is), or None (/dev/null); tty=True gives it a terminal (proc.pty).
+        Also env, cwd, user, timeout as exec(). proc.wait() returns its exit code."""
+        return start_exec(self, args, **kw)
+
+    def upload(self, src: Union[bytes, str, "os.PathLike[str]", BinaryIO], dest: str,
+               mode: Optional[int] = None, timeout: Optional[float] = None) -> int:
+        """Copies bytes, a local file (by path) or an open file into the sandbox at `dest`
+        (absolute); returns the byte count. Needs no tool in the image (docs/protocol.md)."""
+        return upload(self, src, dest, mode, timeout)
+
+    def download(self, src: str, dest: Union[None, str, "os.PathLike[str]"] = None,
+                 timeout: Optional[float] = None) -> Union[bytes, int]:
+        """Copies the file `src` out of the sandbox: its bytes, or into `dest` (a path, or a
+        directory for the same name) and its byte count."""
+        return download(self, src, dest, timeout)
 
     def __enter__(self) -> "Sandbox":
         return self
