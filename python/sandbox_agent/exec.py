@@ -269,11 +269,12 @@ def _copy(sandbox: "Sandbox", direction: str, path: str, fd: int, mode: Optional
 def upload(sandbox: "Sandbox", src: Union[bytes, str, "os.PathLike[str]", IO[bytes]], dest: str,
            mode: Optional[int] = None, timeout: Optional[float] = None) -> int:
     if isinstance(src, (bytes, bytearray)):
-        # A file, not a pipe: nothing to feed while the sandbox reads. gVisor reads a regular
-        # file from its start, whatever this side's offset.
+        # A file, not a pipe: nothing to feed while the sandbox reads. (gVisor reads a regular
+        # file from its start, whatever the offset; rewound for any other reader.)
         with tempfile.TemporaryFile() as f:
             f.write(src)
             f.flush()
+            f.seek(0)
             return _copy(sandbox, "in", dest, f.fileno(), mode, timeout)
     if hasattr(src, "fileno"):
         return _copy(sandbox, "in", dest, src.fileno(), mode, timeout)  # type: ignore[union-attr]

@@ -129,3 +129,82 @@ def test_logs_hands_over_a_read_only_file(agent):
     with pytest.raises(sa.AgentError) as e:
         plain.logs("dockerd")
     assert e.value.field == "/source"
+
+
+def data_mount(agent):
+    d = os.path.join(agent.root, "images", "data")
+    os.makedirs(d, exist_ok=True)
+    return d, [{"source": d, "destination": "/data"}]
+
+
+def test_exec_returns_output_and_exit_code(agent):
+    sb = sa.Agent(root=agent.root).launch(request(agent, id="x"))
+    r = sb.exec(["/bin/sh", "-c", "cat; echo $GREETING >&2; exit 4"], input="to stdin\n", env={"GREETING": "hi"})
+    assert (r.exit_code, r.stdout, r.stderr, r.ok) == (4, b"to stdin\n", b"hi\n", False)
+    assert sb.exec("echo one line for sh").stdout == b"one line for sh\n"
+    big = sb.exec(["/bin/sh", "-c", "head -c 3000000 /dev/zero; head -c 2000000 /dev/zero >&2"])
+    assert (len(big.stdout), len(big.stderr)) == (3000000, 2000000)
+    with pytest.raises(sa.AgentError) as e:
+        sb.exec(["/no/such/thing"])
+    assert (e.value.code, e.value.field) == ("invalid_request", "/args/0")
+    with pytest.raises(TypeError):
+        sb.exec([])
+
+
+def test_exec_timeout_is_reported(agent):
+    sb = sa.Agent(root=agent.root).launch(request(agent, id="x"))
+    t = time.monotonic()
+    r = sb.exec(["/bin/sleep", "3010.5"], timeout=0.2)
+    assert time.monotonic() - t < 5
+    assert (r.exit_code, r.signal, r.reason) == (137, 9, "timeout")
+
+
+def test_start_exec_streams_and_kill_ends_it(agent):
+    sb = sa.Agent(root=agent.root).launch(request(agent, id="x"))
+    with sb.start_exec(["/bin/sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.05; done"], stdout=sa.PIPE) as p:
+        assert p.exec_id
+        assert list(p.stdout) == [b"1\n", b"2\n", b"3\n"]
+        assert p.wait(timeout=10) == 0
+    with sb.start_exec(["/bin/cat"], stdin=sa.PIPE, stdout=sa.PIPE) as p:
+        p.stdin.write(b"echoed")
+        p.stdin.close()
+        assert p.stdout.read() == b"echoed"
+        assert p.wait() == 0
+    p = sb.start_exec(["/bin/sleep", "3011.5"])
+    with pytest.raises(TimeoutError):
+        p.wait(timeout=0.2)
+    p.kill()
+    deadline = time.monotonic() + 10
+    while any(b"3011.5" in open(f"/proc/{pid}/cmdline", "rb").read() for pid in os.listdir("/proc") if pid.isdigit()
+              and os.path.exists(f"/proc/{pid}/cmdline")):
+        assert time.monotonic() < deadline, "the process outlived its client"
+        time.sleep(0.05)
+
+
+def test_exec_with_a_terminal(agent):
+    sb = sa.Agent(root=agent.root).launch(request(agent, id="x"))
+    with sb.start_exec(["/bin/sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty"], tty=True) as p:
+        assert p.wait(timeout=10) == 0
+        assert p.pty.read(64).strip() == b"is-a-tty"
+
+
+def test_upload_and_download(agent, tmp_path):
+    d, mounts = data_mount(agent)
+    sb = sa.Agent(root=agent.root).launch(request(agent, id="x", mounts=mounts))
+    blob = os.urandom(1 << 20) + b"\0\xff"
+    assert sb.upload(blob, "/data/blob") == len(blob)
+    assert sb.download("/data/blob") == blob
+    local = tmp_path / "from-file"
+    local.write_bytes(b"a file")
+    os.chmod(local, 0o600)
+    assert sb.upload(str(local), "/data/copy") == 6
+    assert os.stat(os.path.join(d, "copy")).st_mode & 0o777 == 0o600
+    assert sb.download("/data/copy", str(tmp_path)) == 6
+    assert (tmp_path / "copy").read_bytes() == b"a file"
+    with pytest.raises(sa.AgentError) as e:
+        sb.download("/data/missing")
+    assert (e.value.code, e.value.field) == ("not_found", "/path")
+    with pytest.raises(sa.AgentError):
+        sb.download("/data/missing", str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists()
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".sandbox-agent-")] == []
