@@ -92,6 +92,11 @@ std::vector<std::string> process_env(const LaunchRequest& r) {
   bool has_path = false;
   for (const auto& e : r.env) has_path = has_path || e.starts_with("PATH=");
   if (!has_path) env.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  // A docker client inside (an exec, the main process) finds dockerd where the profile puts
+  // its socket, not at /var/run/docker.sock (a tmpfs of the profile's own).
+  bool has_docker_host = false;
+  for (const auto& e : r.env) has_docker_host = has_docker_host || e.starts_with("DOCKER_HOST=");
+  if (r.docker.enabled && !has_docker_host) env.push_back("DOCKER_HOST=unix://" + std::string(kDockerdInnerSocket));
   env.insert(env.end(), r.env.begin(), r.env.end());
   return env;
 }
