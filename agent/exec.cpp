@@ -1,7 +1,9 @@
 #include "exec.hpp"
 
+#include <asio/post.hpp>
 #include <simdjson.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -114,7 +116,8 @@ Result<std::string> Execs::start(const Target& target, const ExecArgs& args, Std
   r->child = std::move(child.value());
   running_.emplace(r->id, r);
   spdlog::info("exec {} in {}: {} (runsc pid {})", r->id, r->sandbox_id, args.args.front(), r->child.pid());
-  asio::co_spawn(ex_, supervise(r), asio::detached);
+  // Posted, not run here: `done` must not come before the caller has the id.
+  asio::post(ex_, [this, r] { asio::co_spawn(ex_, supervise(r), asio::detached); });
   return r->id;
 }
 
@@ -197,6 +200,30 @@ awaitable<void> Execs::kill_inside(RunningPtr r) {
   if (!r->exited) {
     spdlog::warn("exec {} in {}: runsc exec did not end; killing it", r->id, r->sandbox_id);
     r->child.kill(SIGKILL);
+  }
+}
+
+void Execs::end_left_behind(const Target& target) {
+  std::vector<std::string> pid_files;
+  if (DIR* d = ::opendir(target.work_dir.c_str())) {
+    while (auto* e = ::readdir(d)) {
+      std::string_view name = e->d_name;
+      if (name.starts_with("exec-") && name.ends_with(".pid")) pid_files.push_back(paths::join(target.work_dir, std::string(name)));
+    }
+    ::closedir(d);
+  }
+  if (!pid_files.empty()) asio::co_spawn(ex_, kill_left_behind(target, std::move(pid_files)), asio::detached);
+}
+
+awaitable<void> Execs::kill_left_behind(Target target, std::vector<std::string> pid_files) {
+  for (const auto& file : pid_files) {
+    long pid = read_pid(file);
+    if (pid > 0) {
+      auto killed = co_await runsc_.kill_process(target.runsc_id, pid, "KILL", target.log_path);
+      spdlog::info("{}: killed process {} an exec of the previous agent left running{}", target.sandbox_id, pid,
+                   killed.ok() ? "" : " (it had ended: " + killed.describe() + ")");
+    }
+    ::unlink(file.c_str());
   }
 }
 

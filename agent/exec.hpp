@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "exec_args.hpp"
 #include "process.hpp"
@@ -45,6 +46,9 @@ class Execs {
   // Ends one (its client went away) or every one of a sandbox (it stops), with `reason`.
   void end(const std::string& exec_id, std::string_view reason);
   void end_sandbox(const std::string& sandbox_id, std::string_view reason);
+  // After a restart: the processes execs of a previous agent left running in this sandbox
+  // (their clients lost the agent's connection with it) are killed, by their pid files.
+  void end_left_behind(const Target& target);
   // Ends them all and waits (bounded) until each has been reported.
   awaitable<void> end_all(std::string_view reason, Millis bound);
   std::size_t running() const { return running_.size(); }
@@ -55,6 +59,7 @@ class Execs {
   awaitable<void> supervise(RunningPtr r);
   awaitable<void> kill_inside(RunningPtr r);
   void end(const RunningPtr& r, std::string_view reason);
+  awaitable<void> kill_left_behind(Target target, std::vector<std::string> pid_files);
 
   asio::any_io_executor ex_;
   Runsc& runsc_;

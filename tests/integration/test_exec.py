@@ -166,6 +166,21 @@ time.sleep(600)
         s.close()
         self.assertEqual(pids_with_cmdline("sleep 3004.5"), [])
 
+    def test_after_a_crash_the_new_agent_ends_what_execs_left_running(self):
+        a = self.start_agent()
+        self.ready(a)
+        s = connect(a)
+        send(s, {"op": "exec", "id": "x", "args": ["/bin/sleep", "3007.5"]}, [0, 1, 2])
+        self.assertTrue(replies(s, 1)[0]["ok"])
+        wait_for(lambda: len(pids_with_cmdline("sleep 3007.5")) >= 2, what="runsc exec and its process")
+        a.kill()  # SIGKILL: its exec's client lost the agent with it
+        s.close()
+        self.assertTrue(pids_with_cmdline("sleep 3007.5"), "the process died with the agent (nothing to test)")
+        a.start()
+        wait_for(lambda: not pids_with_cmdline("sleep 3007.5"), what="the process the old agent's exec left")
+        self.assertIn("an exec of the previous agent left running", a.log())
+        self.assertEqual([n for n in os.listdir(os.path.join(a.root, "bundles", "x")) if n.startswith("exec-")], [])
+
     def test_execs_at_once_are_bounded(self):
         a = self.start_agent({"limits": {"max_execs": 2}})
         self.ready(a)
