@@ -178,7 +178,7 @@ time.sleep(600)
         self.assertTrue(pids_with_cmdline("sleep 3007.5"), "the process died with the agent (nothing to test)")
         a.start()
         wait_for(lambda: not pids_with_cmdline("sleep 3007.5"), what="the process the old agent's exec left")
-        self.assertIn("an exec of the previous agent left running", a.log())
+        wait_for(lambda: "an exec of the previous agent left running" in a.log(), what="the log line")
         self.assertEqual([n for n in os.listdir(os.path.join(a.root, "bundles", "x")) if n.startswith("exec-")], [])
 
     def test_execs_at_once_are_bounded(self):
