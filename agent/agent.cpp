@@ -16,6 +16,7 @@
 #include "paths.hpp"
 #include "reactor.hpp"
 #include "runtime_probe.hpp"
+#include "pools.hpp"
 #include "socket_server.hpp"
 #include "spool.hpp"
 #include "supervisor.hpp"
@@ -88,7 +89,8 @@ struct Agent::Impl {
   Impl(asio::io_context& io, Config cfg, AgentOptions opts)
       : ex(io.get_executor()), config(std::move(cfg)), options(opts), writer(ex), dirs(ex), pids(ex),
         supervisor(ex, config, runtime, events, writer, dirs, pids),
-        socket(ex, config, supervisor, events),
+        pools(ex, config, supervisor, events),
+        socket(ex, config, supervisor, events, pools),
         spool(ex, config, supervisor, events, dirs, writer) {}
 
   ~Impl() {
@@ -107,6 +109,7 @@ struct Agent::Impl {
     spdlog::info("{}", runtime.summary());
     for (const auto& w : runtime.warnings) spdlog::warn("runtime: {}", w);
     co_await supervisor.recover();
+    pools.start();
     if (options.socket) {
       if (auto s = socket.listen(options.inherited_socket); !s) co_return fail(s);
       socket.start();
@@ -119,6 +122,7 @@ struct Agent::Impl {
   }
 
   awaitable<void> stop_all(std::function<void()> done) {
+    pools.stop();
     socket.close();
     spool.close();
     co_await supervisor.shutdown(config.stop_sandboxes_on_exit);
@@ -137,6 +141,7 @@ struct Agent::Impl {
   DirWatcher dirs;
   PidWatcher pids;
   Supervisor supervisor;
+  Pools pools;
   SocketServer socket;
   SpoolIntake spool;
 };

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "json_in.hpp"
+#include "json_out.hpp"
 #include "paths.hpp"
 #include "request_parse.hpp"
 
@@ -18,6 +19,12 @@ RequestPolicy Config::request_policy() const {
   RequestPolicy p{allowed_host_prefixes, allow_host_cgroup_bind, static_cast<std::size_t>(limits.max_request_bytes)};
   p.egress_ceiling = network.egress_ceiling;
   return p;
+}
+
+const PoolConfig* Config::pool(std::string_view name) const {
+  for (const auto& p : pools)
+    if (p.name == name) return &p;
+  return nullptr;
 }
 
 unsigned Config::runsc_concurrency() const {
@@ -144,6 +151,75 @@ Status parse_logs(json::value v, const Ptr& at, LogsConfig& c) {
   });
 }
 
+constexpr unsigned kMaxPoolSize = 1000;
+
+Status read_pools(json::value v, const Ptr& at, std::vector<PoolConfig>& out) {
+  simdjson::ondemand::array arr;
+  if (auto e = v.get_array().get(arr)) return json::simdjson_error(e, at, "must be an array of pools");
+  std::size_t i = 0;
+  for (auto item : arr) {
+    Ptr here = at.child(i++);
+    if (i > 64) return invalid(here, "at most 64 pools");
+    json::value pv;
+    if (auto e = item.get(pv)) return json::simdjson_error(e, here, "must be an object");
+    PoolConfig pc;
+    bool has_name = false, has_size = false, has_request = false;
+    auto s = json::for_each_member(pv, here, [&](std::string_view k, json::value m, const Ptr& p) -> Status {
+      if (k == "name") {
+        has_name = true;
+        auto st = json::read_string(m, p, pc.name, 64);
+        if (st && !is_valid_pool_name(pc.name)) return invalid(p, "must be 1-32 of A-Z a-z 0-9 _ . - (not starting with . _ -)");
+        return st;
+      }
+      if (k == "size") { has_size = true; return json::read_u32(m, p, pc.size, 0, kMaxPoolSize); }
+      if (k == "request") {
+        has_request = true;
+        simdjson::ondemand::object obj;
+        std::string_view raw;
+        if (auto e = m.get_object().get(obj)) return json::simdjson_error(e, p, "must be a launch request (an object)");
+        if (auto e = obj.raw_json().get(raw)) return json::simdjson_error(e, p, "must be a launch request (an object)");
+        pc.template_json = json::minify(std::string(raw));
+        return Ok{};
+      }
+      return invalid(p, "unknown key");
+    });
+    if (!s) return s;
+    if (!has_name) return invalid(here.child("name"), "is required");
+    if (!has_size) return invalid(here.child("size"), "is required");
+    if (!has_request) return invalid(here.child("request"), "is required");
+    for (const auto& other : out)
+      if (other.name == pc.name) return invalid(here.child("name"), "names another pool too");
+    out.push_back(std::move(pc));
+  }
+  return Ok{};
+}
+
+// FNV-1a: a stable hash of a template's text (members record it; a changed template
+// replaces them).
+std::uint64_t fnv1a(std::string_view text) {
+  std::uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// A pool's template: a full launch request, under the same policy as any, with what only a
+// claim can say left out.
+Status finish_pool(PoolConfig& pc, const Ptr& at, const RequestPolicy& policy) {
+  auto r = parse_launch_request(pc.template_json, policy);
+  if (!r) {
+    auto e = r.error();
+    e.field = at.child("request").path() + e.field;
+    return e;
+  }
+  Ptr req = at.child("request");
+  if (!r->id.empty()) return invalid(req.child("id"), "is the claim's (each member gets its own until then)");
+  if (!r->pool.empty()) return invalid(req.child("pool"), "cannot be set in a pool's template");
+  if (!r->ports.empty()) return invalid(req.child("ports"), "cannot be published by every member of a pool at once");
+  pc.request = std::move(r.value());
+  pc.template_hash = fnv1a(pc.template_json);
+  return Ok{};
+}
+
 bool is_log_level(std::string_view l) {
   for (auto n : {"trace", "debug", "info", "warn", "error", "critical", "off"})
     if (l == n) return true;
@@ -163,6 +239,7 @@ Status parse_top(json::value root, Config& c) {
     if (k == "limits") return parse_limits(m, p, c.limits);
     if (k == "network") return parse_network(m, p, c.network);
     if (k == "logs") return parse_logs(m, p, c.logs);
+    if (k == "pools") return read_pools(m, p, c.pools);
     if (k == "stop_sandboxes_on_exit") return json::read_bool(m, p, c.stop_sandboxes_on_exit);
     if (k == "clean_orphans") return json::read_bool(m, p, c.clean_orphans);
     if (k == "log_level") return json::read_string(m, p, c.log_level, 16);
@@ -238,6 +315,9 @@ Status finish(Config& c) {
   if (!c.network.resolv_conf.empty() && !paths::is_normalized_absolute(c.network.resolv_conf))
     return err("/network/resolv_conf", "must be an absolute, normalised path");
   if (c.probe.max_ms < c.probe.initial_ms) return err("/probe/max_ms", "must be at least probe.initial_ms");
+  auto policy = c.request_policy();
+  for (std::size_t i = 0; i < c.pools.size(); ++i)
+    if (auto s = finish_pool(c.pools[i], Ptr{"/pools"}.child(i), policy); !s) return s;
   return Ok{};
 }
 

@@ -49,14 +49,14 @@ Status read_op(json::value v, const Ptr& at, Op& op) {
   static constexpr std::pair<std::string_view, Op> ops[] = {
       {"launch", Op::launch}, {"status", Op::status}, {"list", Op::list}, {"stop", Op::stop},
       {"watch", Op::watch},   {"stats", Op::stats},   {"version", Op::version}, {"extend", Op::extend}, {"logs", Op::logs},
-      {"exec", Op::exec},     {"cp", Op::cp}};
+      {"exec", Op::exec},     {"cp", Op::cp},         {"pools", Op::pools}};
   for (auto [name, o] : ops)
     if (s == name) {
       op = o;
       return Ok{};
     }
   return make_error(ErrorCode::unknown_op,
-                    "unknown op \"" + s + "\" (one of launch, status, list, stop, watch, stats, version, extend, logs, exec, cp)",
+                    "unknown op \"" + s + "\" (one of launch, status, list, stop, watch, stats, version, extend, logs, exec, cp, pools)",
                     at.path());
 }
 
@@ -355,6 +355,32 @@ std::string reply_exec_ended(const std::string& exec_id, const ExecOutcome& o, c
 
 std::string reply_copied(const std::string& id, std::uint64_t bytes, const Tag& tag) {
   return reply(true, tag, [&](auto& ar) { ar(make_nvp("id", id), make_nvp("bytes", bytes)); });
+}
+
+namespace {
+
+struct PoolOut {
+  const PoolInfo& p;
+  template <class A> void save(A& ar) const {
+    ar(make_nvp("name", p.name), make_nvp("size", p.size), make_nvp("ready", p.ready), make_nvp("warming", p.warming),
+       make_nvp("failed_in_a_row", p.failed_in_a_row));
+    if (p.retry_at_us) ar(make_nvp("retry_at", format_time(*p.retry_at_us)));
+    if (!p.last_error.empty()) ar(make_nvp("last_error", json::utf8_sanitize(p.last_error)));
+  }
+};
+
+struct PoolList {
+  const std::vector<PoolInfo>& all;
+  template <class A> void save(A& ar) const {
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(all.size())));
+    for (const auto& p : all) ar(PoolOut{p});
+  }
+};
+
+}  // namespace
+
+std::string reply_pools(const std::vector<PoolInfo>& pools, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) { ar(make_nvp("pools", PoolList{pools})); });
 }
 
 std::string reply_ok(const Tag& tag) {

@@ -37,7 +37,7 @@ class LineFramer {
   std::size_t max_;
 };
 
-enum class Op { launch, status, list, stop, watch, stats, version, extend, logs, exec, cp };
+enum class Op { launch, status, list, stop, watch, stats, version, extend, logs, exec, cp, pools };
 
 // A client's tag, echoed as given: a string or an integer.
 using Tag = std::variant<std::monostate, std::string, std::int64_t>;
@@ -82,6 +82,13 @@ std::string reply_logs(const std::string& id, const std::string& source, const s
 std::string reply_exec_started(const std::string& exec_id, const Tag& tag);
 std::string reply_exec_ended(const std::string& exec_id, const ExecOutcome& o, const Tag& tag);
 std::string reply_copied(const std::string& id, std::uint64_t bytes, const Tag& tag);
+struct PoolInfo {
+  std::string name;
+  unsigned size = 0, ready = 0, warming = 0, failed_in_a_row = 0;
+  std::optional<std::int64_t> retry_at_us;
+  std::string last_error;
+};
+std::string reply_pools(const std::vector<PoolInfo>& pools, const Tag& tag);
 std::string reply_ok(const Tag& tag);  // watch
 std::string reply_stats(const Stats& s, const Tag& tag);
 std::string reply_version(std::string_view version, const Tag& tag);

@@ -93,6 +93,10 @@ awaitable<void> Supervisor::recover() {
   for (auto& rec : records) {
     auto sb = std::make_shared<Sandbox>(ex_);
     sb->id = rec.id;
+    sb->dir = rec.dir;
+    sb->pool = rec.pool;
+    sb->pool_start = rec.pool_start;
+    sb->pool_template = rec.pool_template;
     sb->runsc_id = rec.runsc_id;
     sb->request = std::move(rec.request);
     sb->origin = rec.origin;
@@ -168,8 +172,8 @@ awaitable<void> Supervisor::recover() {
       }
       spdlog::info("{} adopted after a restart ({} in runsc, {}, sandbox pid {})", sb->id, runsc_status,
                    to_string(sb->state), sb->pid);
-      execs_.end_left_behind({sb->id, sb->runsc_id, layout_.bundle_dir(sb->id),
-                              paths::join(layout_.logs_dir(sb->id), "runsc.log")});
+      execs_.end_left_behind({sb->id, sb->runsc_id, layout_.bundle_dir(sb->dir),
+                              paths::join(layout_.logs_dir(sb->dir), "runsc.log")});
       if (sb->network_intent && sb->network)
         live_egress.push_back(networks_.egress_for(sb->runsc_id, sb->network->ip, sb->request));
     } else if (!is_terminal(sb->state)) {
@@ -215,7 +219,7 @@ awaitable<void> Supervisor::recover() {
 // command line to runsc.log just before it runs it.
 bool Supervisor::runsc_create_was_run(const Sandbox& sb) const {
   std::string log;
-  auto path = paths::join(layout_.logs_dir(sb.id), "runsc.log");
+  auto path = paths::join(layout_.logs_dir(sb.dir), "runsc.log");
   if (!paths::read_untrusted_file(path, log, 16 << 20)) return errno != ENOENT;  // unsure: assume it was
   std::string tail = " " + sb.runsc_id + "\n";
   for (std::size_t pos = log.find(" create --bundle "); pos != std::string::npos;
@@ -228,8 +232,8 @@ bool Supervisor::runsc_create_was_run(const Sandbox& sb) const {
 
 // Finishes the tear-down of a sandbox that ended (and left runsc) before the agent stopped.
 void Supervisor::clean_after_restart(Sandbox& sb) {
-  paths::remove_tree(layout_.bundle_dir(sb.id));
-  paths::remove_tree(layout_.sockets_dir(sb.id));
+  paths::remove_tree(layout_.bundle_dir(sb.dir));
+  paths::remove_tree(layout_.sockets_dir(sb.dir));
   persist(sb);
 }
 

@@ -1,6 +1,8 @@
 // Launch requests: simdjson parsing, the request's own rules, then the host path policy.
 #include "sandbox_agent/request.hpp"
 
+#include <cctype>
+
 #include <climits>
 #include <cstdlib>
 #include <sys/stat.h>
@@ -273,7 +275,14 @@ namespace {
 Status parse_fields(json::value root, LaunchRequest& r) {
   bool has_rootfs = false;
   Ptr top{};
+  std::vector<std::string> seen;
   auto s = json::for_each_member(root, top, [&](std::string_view key, json::value m, const Ptr& p) -> Status {
+    seen.emplace_back(key);
+    if (key == "pool") {
+      auto st = json::read_string(m, p, r.pool, 64);
+      if (st && !is_valid_pool_name(r.pool)) return invalid(p, "must be a pool name (1-32 of A-Z a-z 0-9 _ . -)");
+      return st;
+    }
     if (key == "id") {
       auto st = json::read_string(m, p, r.id, 256);
       if (st && r.id.empty()) return invalid(p, "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$ (omit it to have one generated)");
@@ -312,6 +321,14 @@ Status parse_fields(json::value root, LaunchRequest& r) {
     return invalid(p, "unknown field");
   });
   if (!s) return s;
+  if (!r.pool.empty()) {
+    // The pool's template decides everything else; a field it would ignore is a mistake.
+    for (const auto& k : seen)
+      if (k != "pool" && k != "id" && k != "labels" && k != "socket_owner" && k != "ttl_ms")
+        return invalid(top.child(k), "is the pool's to decide (with pool, a request carries only id, labels, "
+                                     "socket_owner and ttl_ms)");
+    return Ok{};
+  }
   if (!has_rootfs) return invalid(top.child("rootfs"), "is required");
   return Ok{};
 }
@@ -335,10 +352,18 @@ bool is_reserved_destination(std::string_view d) {
   return false;
 }
 
+bool is_valid_pool_name(std::string_view name) {
+  if (name.empty() || name.size() > 32 || name[0] == '.' || name[0] == '_' || name[0] == '-') return false;
+  for (char c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-') return false;
+  return true;
+}
+
 Status validate_request(const LaunchRequest& r) {
   Ptr top{};
   if (!r.id.empty() && !is_valid_sandbox_id(r.id))
     return invalid(top.child("id"), "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$");
+  if (!r.pool.empty()) return Ok{};  // the rest is the pool's template, checked at start-up
   if (!paths::is_normalized_absolute(r.rootfs))
     return invalid(top.child("rootfs"), "must be an absolute path without . or .. components");
   if (!r.args.empty() && r.args[0].empty()) return invalid(Ptr{"/args/0"}, "must not be empty");
@@ -423,6 +448,7 @@ Status resolve_host_dir(std::string& path, const Ptr& at, const RequestPolicy& p
 
 Status apply_policy(LaunchRequest& r, const RequestPolicy& policy) {
   Ptr top{};
+  if (!r.pool.empty()) return Ok{};
   if (auto s = resolve_host_dir(r.rootfs, top.child("rootfs"), policy); !s) return s;
   Ptr mounts_at = top.child("mounts");
   for (std::size_t i = 0; i < r.mounts.size(); ++i) {

@@ -23,7 +23,13 @@ struct Sandbox {
   std::string id;
   std::string runsc_id;  // fixed length: never a prefix of another (runsc matches by prefix)
   LaunchRequest request;
-  std::string origin;  // "socket", "spool:NAME", "api"
+  std::string origin;  // "socket", "spool:NAME", "api", "pool:NAME" (a member not yet claimed)
+  // The name of its directories and its record under the root: its id, or, for a sandbox
+  // taken from a pool, the member's name it was born with (a claim does not move them).
+  std::string dir;
+  std::string pool;                    // the pool it belongs to, or came from
+  PoolStart pool_start = PoolStart::none;
+  std::uint64_t pool_template = 0;     // a member's template hash (a changed template replaces it)
 
   SandboxState state = SandboxState::accepted;
   std::string reason;
@@ -64,7 +70,7 @@ struct Sandbox {
     std::optional<NetworkStatus> net;
     if (network) net = NetworkStatus{network->ip, request.ports};
     return {id, state, reason, exit_code, request.labels, created_at_us, ready_at_us,
-            docker_socket, timings, log_tail, capabilities, std::move(net), ttl_deadline_us};
+            docker_socket, timings, log_tail, capabilities, std::move(net), ttl_deadline_us, pool, pool_start};
   }
 };
 

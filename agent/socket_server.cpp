@@ -76,8 +76,8 @@ struct SocketServer::Connection {
 };
 
 SocketServer::SocketServer(asio::any_io_executor ex, const Config& config, Supervisor& supervisor,
-                           EventBus& events)
-    : ex_(ex), config_(config), supervisor_(supervisor), events_(events), acceptor_(ex),
+                           EventBus& events, const Pools& pools)
+    : ex_(ex), config_(config), supervisor_(supervisor), events_(events), pools_(pools), acceptor_(ex),
       all_returned_(ex), running_(std::make_shared<RunningCount>()) {
   running_->all_returned = &all_returned_;
 }
@@ -437,6 +437,11 @@ awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line
         send(c, protocol::reply_launched(id, SandboxState::accepted, tag));
         co_return;
       }
+      // A sandbox taken ready from a pool is ready already: no event will come.
+      if (auto* sb = supervisor_.find(id); sb && (sb->state == SandboxState::ready || is_terminal(sb->state))) {
+        send(c, protocol::reply_launch_final(sb->status(), tag));
+        co_return;
+      }
       // Hold the reply until the sandbox is ready, or will never be.
       auto token = std::make_shared<std::uint64_t>(0);
       *token = events_.subscribe([this, weak = std::weak_ptr<Connection>(c), id, tag, token](const StateEvent& e, const Sandbox& sb) {
@@ -560,6 +565,13 @@ awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line
     case Op::stats:
       send(c, protocol::reply_stats(supervisor_.stats(), m.tag));
       co_return;
+    case Op::pools: {
+      std::vector<protocol::PoolInfo> all;
+      for (auto& p : pools_.info())
+        all.push_back({p.name, p.size, p.ready, p.warming, p.failed_in_a_row, p.retry_at_us, p.last_error});
+      send(c, protocol::reply_pools(all, m.tag));
+      co_return;
+    }
     case Op::version:
       send(c, protocol::reply_version(SANDBOX_AGENT_VERSION, m.tag));
       co_return;

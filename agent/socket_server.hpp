@@ -12,13 +12,15 @@
 #include "events.hpp"
 #include "reactor.hpp"
 #include "sandbox_agent/config.hpp"
+#include "pools.hpp"
 #include "supervisor.hpp"
 
 namespace sandbox_agent {
 
 class SocketServer {
  public:
-  SocketServer(asio::any_io_executor ex, const Config& config, Supervisor& supervisor, EventBus& events);
+  SocketServer(asio::any_io_executor ex, const Config& config, Supervisor& supervisor, EventBus& events,
+               const Pools& pools);
   ~SocketServer();
 
   // Binds config.socket.path, or adopts an inherited listening socket (systemd) when
@@ -50,6 +52,7 @@ class SocketServer {
   const Config& config_;
   Supervisor& supervisor_;
   EventBus& events_;
+  const Pools& pools_;
   asio::local::stream_protocol::acceptor acceptor_;
   std::set<ConnectionPtr> connections_;
   std::size_t watchers_ = 0;

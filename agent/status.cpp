@@ -23,6 +23,22 @@ std::string_view to_string(SandboxState s) {
   return "failed";
 }
 
+std::string_view to_string(PoolStart p) {
+  switch (p) {
+    case PoolStart::none: return "none";
+    case PoolStart::waiting: return "waiting";
+    case PoolStart::warm: return "warm";
+    case PoolStart::cold: return "cold";
+  }
+  return "none";
+}
+
+std::optional<PoolStart> parse_pool_start(std::string_view s) {
+  for (auto p : {PoolStart::none, PoolStart::waiting, PoolStart::warm, PoolStart::cold})
+    if (to_string(p) == s) return p;
+  return std::nullopt;
+}
+
 std::optional<SandboxState> parse_state(std::string_view s) {
   for (auto st : {SandboxState::accepted, SandboxState::creating, SandboxState::starting,
                   SandboxState::probing, SandboxState::ready, SandboxState::stopping,

@@ -65,6 +65,8 @@ struct StatusOut {
     if (s.capabilities) ar(make_nvp("capabilities", CapabilitiesOut{*s.capabilities}));
     if (s.network) ar(make_nvp("network", NetworkStatusOut{*s.network}));
     if (s.ttl_deadline_us) ar(make_nvp("ttl_deadline", format_time(*s.ttl_deadline_us)));
+    if (!s.pool.empty())
+      ar(make_nvp("pool", s.pool), make_nvp("pool_start", std::string(to_string(s.pool_start))));
     if (!s.log_tail.empty()) ar(make_nvp("log_tail", json::utf8_sanitize(s.log_tail)));
   }
 };

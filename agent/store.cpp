@@ -1,5 +1,7 @@
 #include "store.hpp"
 
+#include <cstdlib>
+
 #include "json_in.hpp"
 #include "status_json.hpp"
 #include "request_parse.hpp"
@@ -105,6 +107,10 @@ struct RecordOut {
        make_nvp("finished", s.finished), make_nvp("request", RequestOut{s.request}));
     if (s.capabilities) ar(make_nvp("capabilities", json::CapabilitiesOut{*s.capabilities}));
     save_optional(ar, "ttl_deadline_us", s.ttl_deadline_us);
+    if (s.dir != s.id) ar(make_nvp("dir", s.dir));
+    if (!s.pool.empty())
+      ar(make_nvp("pool", s.pool), make_nvp("pool_start", std::string(to_string(s.pool_start))),
+         make_nvp("pool_template", std::to_string(s.pool_template)));
     if (s.network_intent || s.network)
       ar(make_nvp("network", NetworkRecordOut{s.network_intent, s.network ? *s.network : NetworkAttachment{}}));
   }
@@ -195,6 +201,22 @@ Result<Record> parse_record(std::string_view text) {
         if (e) r.ttl_deadline_us = x;
         return e;
       }
+      if (k == "dir") return json::read_string(m, p, r.dir, 256);
+      if (k == "pool") return json::read_string(m, p, r.pool, 64);
+      if (k == "pool_start") {
+        std::string ps;
+        if (auto e = json::read_string(m, p, ps, 16); !e) return e;
+        auto parsed = parse_pool_start(ps);
+        if (!parsed) return json::invalid(p, "unknown pool_start");
+        r.pool_start = *parsed;
+        return Ok{};
+      }
+      if (k == "pool_template") {
+        std::string h;
+        if (auto e = json::read_string(m, p, h, 32); !e) return e;
+        r.pool_template = std::strtoull(h.c_str(), nullptr, 10);
+        return Ok{};
+      }
       if (k == "network") {
         NetworkAttachment a;
         auto e = json::for_each_member(m, p, [&](std::string_view nk, json::value nv, const json::Ptr& np) -> Status {
@@ -218,6 +240,8 @@ Result<Record> parse_record(std::string_view text) {
   if (!s) return s.error();
   if (!has_request || r.id.empty() || r.runsc_id.empty())
     return make_error(ErrorCode::invalid_json, "incomplete record");
+  if (r.dir.empty()) r.dir = r.id;
+  if (!is_valid_sandbox_id(r.dir)) return make_error(ErrorCode::invalid_json, "bad dir in the record");
   return r;
 }
 

@@ -19,6 +19,10 @@ std::string record_to_json(const Sandbox& sb);
 struct Record {
   LaunchRequest request;
   std::string id, runsc_id, origin;
+  std::string dir;  // empty: the id (records from before pools)
+  std::string pool;
+  PoolStart pool_start = PoolStart::none;
+  std::uint64_t pool_template = 0;
   SandboxState state = SandboxState::accepted;
   std::string reason;
   std::optional<int> exit_code;

@@ -65,6 +65,11 @@ Capabilities Supervisor::capabilities_for(const LaunchRequest& request) const {
 // Requests from the intakes
 
 awaitable<Result<std::string>> Supervisor::launch(LaunchRequest request, std::string origin) {
+  if (!request.pool.empty()) co_return co_await launch_from_pool(std::move(request), std::move(origin));
+  co_return co_await launch_sandbox(std::move(request), std::move(origin), {});
+}
+
+awaitable<Result<std::string>> Supervisor::launch_sandbox(LaunchRequest request, std::string origin, PoolTag tag) {
   if (shutting_down_) co_return make_error(ErrorCode::overloaded, "the agent is shutting down");
   if (request.id.empty()) request.id = new_sandbox_id();
   if (auto it = sandboxes_.find(request.id); it != sandboxes_.end()) {
@@ -73,7 +78,10 @@ awaitable<Result<std::string>> Supervisor::launch(LaunchRequest request, std::st
       co_return make_error(ErrorCode::exists,
                            "sandbox " + request.id + " exists (state " + std::string(to_string(old.state)) + ")",
                            "/id");
-    sandboxes_.erase(it);  // a finished sandbox's id may be reused; its logs are kept
+    // A finished sandbox's id may be reused; its logs are kept. Its record goes (a sandbox
+    // from a pool has it under another name, which the new one would not overwrite).
+    if (old.dir != request.id) ::unlink(layout_.state_file(old.dir).c_str());
+    sandboxes_.erase(it);
     std::erase(finished_order_, request.id);
   }
   if (request.network == NetworkMode::bridge && !networks_.available())
@@ -88,11 +96,15 @@ awaitable<Result<std::string>> Supervisor::launch(LaunchRequest request, std::st
 
   auto sb = std::make_shared<Sandbox>(ex_);
   sb->id = request.id;
+  sb->dir = request.id;
   sb->runsc_id = new_runsc_id();
   // A port clash is this request's error, told at once; the claim lasts until DEL.
   if (auto s = networks_.reserve_ports(sb->runsc_id, request.ports, /*check_host=*/true); !s) co_return s.error();
   sb->request = std::move(request);
   sb->origin = std::move(origin);
+  sb->pool = std::move(tag.pool);
+  sb->pool_start = tag.start;
+  sb->pool_template = tag.template_hash;
   sb->created_at_us = now_unix_us();
   sb->accepted_at = Clock::now();
   sandboxes_[sb->id] = sb;
@@ -151,7 +163,7 @@ Result<std::string> Supervisor::log_path(const std::string& id, const std::strin
   if (source == "dockerd" && !it->second->request.docker.enabled)
     return make_error(ErrorCode::invalid_request, "sandbox " + id + " runs no dockerd", "/source");
   // The main process writes to the sandbox's console, which is runsc.log.
-  return paths::join(layout_.logs_dir(id), source == "dockerd" ? "dockerd.log" : "runsc.log");
+  return paths::join(layout_.logs_dir(it->second->dir), source == "dockerd" ? "dockerd.log" : "runsc.log");
 }
 
 const Sandbox* Supervisor::find(const std::string& id) const {
@@ -245,10 +257,10 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
     fail(*sb, reason::host_error, "cannot record the sandbox: " + sb->log_tail);
     co_return;
   }
-  auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
-  auto pid_file = paths::join(layout_.bundle_dir(sb->id), "sandbox.pid");
+  auto logs = paths::join(layout_.logs_dir(sb->dir), "runsc.log");
+  auto pid_file = paths::join(layout_.bundle_dir(sb->dir), "sandbox.pid");
   auto t0 = Clock::now();
-  auto created = co_await runsc_.create(sb->runsc_id, layout_.bundle_dir(sb->id), pid_file, logs,
+  auto created = co_await runsc_.create(sb->runsc_id, layout_.bundle_dir(sb->dir), pid_file, logs,
                                         sb->request.network, sb->request.docker.enabled,
                                         std::move(slot));
   sb->timings.create_ms = ms_between(t0, Clock::now());
@@ -266,7 +278,7 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
 // From a created sandbox to ready: runsc start, then (Docker) the probe.
 awaitable<void> Supervisor::start(SandboxPtr sb) {
   if (sb->stop_requested || sb->ended()) co_return;
-  auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
+  auto logs = paths::join(layout_.logs_dir(sb->dir), "runsc.log");
   transition(*sb, SandboxState::starting);
   auto t0 = Clock::now();
   auto started = co_await runsc_.start(sb->runsc_id, logs, sb->request.network);
@@ -292,7 +304,7 @@ awaitable<void> Supervisor::probe_docker(SandboxPtr sb) {
   const auto& pc = config_.probe;
   auto timeout = Millis(sb->request.docker.ready_timeout_ms.value_or(config_.docker.ready_timeout_ms));
   auto deadline = Clock::now() + timeout;
-  auto socket_path = paths::join(layout_.sockets_dir(sb->id), std::string(kDockerSocketName));
+  auto socket_path = paths::join(layout_.sockets_dir(sb->dir), std::string(kDockerSocketName));
   double delay = pc.initial_ms;
   std::string last_error = "the socket never appeared";
   std::uniform_real_distribution<double> jitter(1.0 - pc.jitter, 1.0 + pc.jitter);
@@ -364,7 +376,7 @@ awaitable<void> Supervisor::supervise(SandboxPtr sb) {
 // The sandbox ended on its own: say why, from the markers sandbox-init left.
 void Supervisor::resolve_end(Sandbox& sb) {
   read_markers(sb);
-  auto logs = layout_.logs_dir(sb.id);
+  auto logs = layout_.logs_dir(sb.dir);
   if (sb.dockerd_exited && sb.request.docker.enabled && !sb.init_exited) {
     // dockerd's own words; when it never got to say anything, sandbox-init's account.
     auto tail = last_lines(paths::join(logs, "dockerd.log"));
@@ -383,7 +395,7 @@ awaitable<void> Supervisor::stop_flow(SandboxPtr sb) {
   execs_.end_sandbox(sb->id, "sandbox_stopped");
   transition(*sb, SandboxState::stopping, sb->stop_reason);
   co_await persist_now(sb);
-  auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
+  auto logs = paths::join(layout_.logs_dir(sb->dir), "runsc.log");
   if (sb->runsc_created && !sb->ended()) {
     auto term = co_await runsc_.kill(sb->runsc_id, "TERM", logs);
     if (term.ok()) {
@@ -406,7 +418,7 @@ awaitable<void> Supervisor::tear_down(SandboxPtr sb) {
   execs_.end_sandbox(sb->id, "sandbox_stopped");  // it ended on its own: they go with it
   unwatch_sandbox(*sb);
   if (sb->runsc_created) {
-    auto logs = paths::join(layout_.logs_dir(sb->id), "runsc.log");
+    auto logs = paths::join(layout_.logs_dir(sb->dir), "runsc.log");
     auto removed = co_await runsc_.remove(sb->runsc_id, logs);
     // "does not exist": it never got that far, or is gone already.
     if (removed.ok() || removed.log_excerpt.find("does not exist") != std::string::npos)
@@ -415,8 +427,8 @@ awaitable<void> Supervisor::tear_down(SandboxPtr sb) {
       spdlog::warn("{} runsc delete failed: {}", sb->id, removed.describe());
   }
   if (!sb->runsc_created) {
-    paths::remove_tree(layout_.bundle_dir(sb->id));
-    paths::remove_tree(layout_.sockets_dir(sb->id));
+    paths::remove_tree(layout_.bundle_dir(sb->dir));
+    paths::remove_tree(layout_.sockets_dir(sb->dir));
     sb->docker_socket.clear();  // it is gone
     // Only once runsc let go of it: the namespace must outlive the sandbox that uses it.
     if (sb->network_intent) co_await detach_network(sb);
@@ -427,7 +439,7 @@ awaitable<void> Supervisor::tear_down(SandboxPtr sb) {
 // The logs leave the sandbox's tmpfs for the disk. Idempotent: nothing to do once the tmpfs
 // is gone.
 awaitable<void> Supervisor::keep_logs(SandboxPtr sb) {
-  auto dir = layout_.logs_dir(sb->id);
+  auto dir = layout_.logs_dir(sb->dir);
   if (!log_quota::mounted(dir)) co_return;
   if (auto kept = co_await log_quota::unmount_keeping(dir); !kept)
     spdlog::warn("{} logs: {}", sb->id, kept.error().message);
@@ -443,7 +455,7 @@ awaitable<bool> Supervisor::attach_network(SandboxPtr sb) {
     co_return false;
   }
   auto t0 = Clock::now();
-  auto att = co_await networks_.attach(sb->runsc_id, sb->request, paths::join(layout_.logs_dir(sb->id), "cni.log"));
+  auto att = co_await networks_.attach(sb->runsc_id, sb->request, paths::join(layout_.logs_dir(sb->dir), "cni.log"));
   sb->timings.network_ms = ms_between(t0, Clock::now());
   if (!att) {
     // attach undid its own work; nothing is left to DEL.
@@ -459,7 +471,7 @@ awaitable<bool> Supervisor::attach_network(SandboxPtr sb) {
 
 awaitable<void> Supervisor::detach_network(SandboxPtr sb) {
   auto done = co_await networks_.detach(sb->runsc_id, sb->network, sb->request.ports,
-                                        paths::join(layout_.logs_dir(sb->id), "cni.log"));
+                                        paths::join(layout_.logs_dir(sb->dir), "cni.log"));
   if (!done) {
     spdlog::warn("{} network tear-down failed (retried at the next start): {}", sb->id, done.error().message);
     co_return;
@@ -509,7 +521,7 @@ void Supervisor::fail(Sandbox& sb, std::string_view why, std::string detail) {
 }
 
 void Supervisor::persist(Sandbox& sb) {
-  writer_.write(layout_.state_file(sb.id), record_to_json(sb), [this, id = sb.id](int err) {
+  writer_.write(layout_.state_file(sb.dir), record_to_json(sb), [this, id = sb.id](int err) {
     if (!err) return;
     spdlog::error("{} cannot write its state record: {}; retrying until the disk takes it", id, std::strerror(err));
     retry_record(id);
@@ -537,7 +549,7 @@ void Supervisor::retry_record(const std::string& id) {
           continue;
         }
         auto sb = it->second;
-        if (co_await writer_.write_async(layout_.state_file(id), record_to_json(*sb)) == 0) {
+        if (co_await writer_.write_async(layout_.state_file(sb->dir), record_to_json(*sb)) == 0) {
           unwritten_records_.erase(id);
           spdlog::info("{} state record written (state {}) after {} retr{}", id, to_string(sb->state), attempts,
                        attempts == 1 ? "y" : "ies");
@@ -549,9 +561,9 @@ void Supervisor::retry_record(const std::string& id) {
 }
 
 awaitable<bool> Supervisor::persist_now(SandboxPtr sb) {
-  int err = co_await writer_.write_async(layout_.state_file(sb->id), record_to_json(*sb));
+  int err = co_await writer_.write_async(layout_.state_file(sb->dir), record_to_json(*sb));
   if (err) {
-    sb->log_tail = "writing " + layout_.state_file(sb->id) + ": " + std::strerror(err);
+    sb->log_tail = "writing " + layout_.state_file(sb->dir) + ": " + std::strerror(err);
     spdlog::error("{} {}", sb->id, sb->log_tail);
   }
   co_return err == 0;
@@ -561,9 +573,9 @@ awaitable<bool> Supervisor::persist_now(SandboxPtr sb) {
 // Host side of a sandbox
 
 Status Supervisor::prepare_host_dirs(Sandbox& sb) {
-  auto bundle = layout_.bundle_dir(sb.id);
-  auto sockets = layout_.sockets_dir(sb.id);
-  auto logs = layout_.logs_dir(sb.id);
+  auto bundle = layout_.bundle_dir(sb.dir);
+  auto sockets = layout_.sockets_dir(sb.dir);
+  auto logs = layout_.logs_dir(sb.dir);
   // Leftovers of an earlier sandbox with this id would be mistaken for this one's.
   paths::remove_tree(bundle);
   paths::remove_tree(sockets);
@@ -599,7 +611,7 @@ Status Supervisor::prepare_host_dirs(Sandbox& sb) {
 }
 
 void Supervisor::watch_sandbox(SandboxPtr sb) {
-  auto wd = dirs_.watch(layout_.sockets_dir(sb->id), IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE,
+  auto wd = dirs_.watch(layout_.sockets_dir(sb->dir), IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE,
                         [this, weak = std::weak_ptr<Sandbox>(sb)](std::string_view name, std::uint32_t) {
                           auto s = weak.lock();
                           if (!s) return;
@@ -638,7 +650,7 @@ void Supervisor::unwatch_sandbox(Sandbox& sb) {
 }
 
 void Supervisor::read_markers(Sandbox& sb) {
-  auto dir = layout_.sockets_dir(sb.id);
+  auto dir = layout_.sockets_dir(sb.dir);
   if (!sb.init_exited) {
     if (auto code = read_exit_marker(paths::join(dir, std::string(kInitExitMarker)))) {
       sb.init_exited = true;
@@ -653,7 +665,7 @@ void Supervisor::read_markers(Sandbox& sb) {
 // plant there), and if so gives it its owner. sandbox-init cannot chmod/chown a socket in a
 // host-bound directory (EPERM inside gVisor): the host side does it, never following links.
 bool Supervisor::prepare_docker_socket(Sandbox& sb) {
-  auto dir = layout_.sockets_dir(sb.id);
+  auto dir = layout_.sockets_dir(sb.dir);
   std::string name(kDockerSocketName);
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0) return false;
@@ -694,8 +706,8 @@ bool Supervisor::evict_one_finished() {
     finished_order_.pop_front();
     auto it = sandboxes_.find(id);
     if (it == sandboxes_.end() || !it->second->finished) continue;
+    ::unlink(layout_.state_file(it->second->dir).c_str());
     sandboxes_.erase(it);
-    ::unlink(layout_.state_file(id).c_str());
     return true;
   }
   return false;

@@ -34,6 +34,19 @@ class Supervisor {
   // Takes a validated request (policy applied). Assigns the id when absent, records the
   // sandbox durably, answers, then runs its lifecycle. Errors: exists, overloaded, internal.
   awaitable<Result<std::string>> launch(LaunchRequest request, std::string origin);
+
+  // Pools (supervisor_pool.cpp; the refills are Pools'): a member is launched like any
+  // sandbox, with its own id and origin pool:NAME; a launch naming the pool takes a ready one
+  // (its id, labels, socket owner and ttl become the caller's), or launches the template cold.
+  awaitable<Result<std::string>> launch_pool_member(const PoolConfig& pool);
+  struct PoolMembers {
+    unsigned warming = 0;  // launched, not ready yet
+    unsigned ready = 0;    // ready, not claimed
+  };
+  PoolMembers pool_members(const std::string& pool, std::uint64_t template_hash) const;
+  // Waiting members no pool of this configuration wants (its pool is gone, its template
+  // changed, or there are more than `size`): the newest beyond `size` first.
+  std::vector<std::string> unwanted_pool_members() const;
   Result<SandboxState> stop(const std::string& id, unsigned timeout_ms);
   // A ready sandbox to run something in; the error names /id.
   Result<const Sandbox*> ready_sandbox(const std::string& id) const;
@@ -69,6 +82,16 @@ class Supervisor {
   awaitable<void> shutdown(bool stop_all);
 
  private:
+  struct PoolTag {
+    std::string pool;
+    PoolStart start = PoolStart::none;
+    std::uint64_t template_hash = 0;
+  };
+  awaitable<Result<std::string>> launch_sandbox(LaunchRequest request, std::string origin, PoolTag tag);
+  awaitable<Result<std::string>> launch_from_pool(LaunchRequest request, std::string origin);
+  awaitable<Result<std::string>> claim(SandboxPtr member, const PoolConfig& pool, LaunchRequest request,
+                                       std::string origin);
+  void apply_socket_owner(Sandbox& sb);
   awaitable<void> lifecycle(SandboxPtr sb);
   void clean_after_restart(Sandbox& sb);
   bool runsc_create_was_run(const Sandbox& sb) const;

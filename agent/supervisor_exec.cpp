@@ -49,7 +49,8 @@ Result<std::string> Supervisor::exec(const std::string& id, const ExecArgs& args
                                      Execs::Done done) {
   auto sb = ready_sandbox(id);
   if (!sb) return sb.error();
-  Execs::Target target{id, (*sb)->runsc_id, layout_.bundle_dir(id), paths::join(layout_.logs_dir(id), "runsc.log")};
+  Execs::Target target{id, (*sb)->runsc_id, layout_.bundle_dir((*sb)->dir),
+                       paths::join(layout_.logs_dir((*sb)->dir), "runsc.log")};
   return execs_.start(target, args, std::move(stdio), std::move(done));
 }
 
@@ -69,7 +70,8 @@ Result<std::string> Supervisor::copy(const std::string& id, const CopyArgs& args
   Execs::Stdio stdio;
   (in ? stdio.in : stdio.out) = std::move(fd);
   stdio.capture_err = true;
-  Execs::Target target{id, (*sb)->runsc_id, layout_.bundle_dir(id), paths::join(layout_.logs_dir(id), "runsc.log")};
+  Execs::Target target{id, (*sb)->runsc_id, layout_.bundle_dir((*sb)->dir),
+                       paths::join(layout_.logs_dir((*sb)->dir), "runsc.log")};
   auto path = args.path;
   auto timeout_ms = args.timeout_ms;
   return execs_.start(target, run, std::move(stdio),

@@ -32,6 +32,8 @@ constexpr const char* kUsage = R"(usage: sandboxctl [--socket PATH | --root DIR]
 commands:
   launch FILE|- [--wait]     submit a launch request (JSON); --wait holds until it is ready
                              (or failed) and exits 1 unless ready
+  launch --pool NAME [--id ID] [--ttl MS] [--wait]
+                             take a ready sandbox from a warm pool (or its template, cold)
   status ID                  one sandbox's status
   ps                         every sandbox
   stop ID [--timeout MS] [--wait]
@@ -50,6 +52,7 @@ commands:
                              other a local path (a directory: the same name in it) or -
   watch                      print state changes as they happen, until interrupted
   stats                      counters and time-to-ready percentiles
+  pools                      each warm pool: size, ready, warming, failures in a row
   version                    the agent's version (--version: this client's)
 
 The socket is --socket, else ROOT/agent.sock for --root, else $SANDBOX_AGENT_SOCKET, else
@@ -101,6 +104,7 @@ void print_status(simdjson::dom::element s) {
   line("ready", str(s, "ready_at"));
   line("docker socket", str(s, "docker_socket"));
   line("deadline", str(s, "ttl_deadline"));
+  if (auto pool = str(s, "pool"); !pool.empty()) line("pool", pool + " (" + str(s, "pool_start") + ")");
   simdjson::dom::object timings;
   if (!s["timings"].get_object().get(timings)) {
     std::string t;
@@ -206,7 +210,26 @@ int run(const Options& o) {
 
   if (cmd == "exec") return sandboxctl::exec_command(o.socket, a);
   if (cmd == "cp") return sandboxctl::cp_command(o.socket, a, o.json);
-  if (cmd == "launch") {
+  if (cmd == "launch" && a.size() > 1 && (a[1] == "--pool" || a[1].starts_with("--pool="))) {
+    std::string pool, id, ttl;
+    for (std::size_t i = 1; i < a.size(); ++i) {
+      auto value = [&](const char* flag, std::string& into) {
+        std::string f = flag;
+        if (a[i] == f && i + 1 < a.size()) return into = a[++i], true;
+        if (a[i].starts_with(f + "=")) return into = a[i].substr(f.size() + 1), true;
+        return false;
+      };
+      if (a[i] == "--wait") wait = true;
+      else if (!value("--pool", pool) && !value("--id", id) && !value("--ttl", ttl))
+        return usage("unknown launch option " + a[i]);
+    }
+    for (char c : pool + id)
+      if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) return usage("not a pool name or sandbox id");
+    if (!ttl.empty() && ttl.find_first_not_of("0123456789") != std::string::npos) return usage("--ttl takes milliseconds");
+    std::string req = "{\"pool\":\"" + pool + "\"" + (id.empty() ? "" : ",\"id\":\"" + id + "\"") +
+                      (ttl.empty() ? "" : ",\"ttl_ms\":" + ttl) + "}";
+    line = std::string("{\"op\":\"launch\"") + (wait ? ",\"wait\":\"ready\"" : "") + ",\"request\":" + req + "}";
+  } else if (cmd == "launch") {
     if (!want(2)) return usage("launch needs a request file (or -)");
     for (std::size_t i = 2; i < a.size(); ++i) {
       if (a[i] == "--wait") wait = true;
@@ -267,6 +290,8 @@ int run(const Options& o) {
     line = "{\"op\":\"watch\"}";
   } else if (cmd == "stats") {
     line = "{\"op\":\"stats\"}";
+  } else if (cmd == "pools") {
+    line = "{\"op\":\"pools\"}";
   } else if (cmd == "version") {
     line = "{\"op\":\"version\"}";
   } else {
@@ -378,6 +403,23 @@ int run(const Options& o) {
       }
       std::fflush(stdout);
     }
+  }
+  if (cmd == "pools") {
+    if (o.json) {
+      std::puts(raw.c_str());
+      return 0;
+    }
+    std::printf("%-24s %5s %6s %8s %7s  %s\n", "POOL", "SIZE", "READY", "WARMING", "FAILED", "LAST ERROR");
+    simdjson::dom::array all;
+    if (!reply["pools"].get_array().get(all))
+      for (auto p : all) {
+        auto retry = str(p, "retry_at");
+        auto err = str(p, "last_error");
+        if (!retry.empty()) err = "(retrying at " + retry + ") " + err;
+        std::printf("%-24s %5s %6s %8s %7s  %s\n", str(p, "name").c_str(), num(p, "size").c_str(), num(p, "ready").c_str(),
+                    num(p, "warming").c_str(), num(p, "failed_in_a_row").c_str(), err.c_str());
+      }
+    return 0;
   }
   if (cmd == "stats") {
     if (o.json) {

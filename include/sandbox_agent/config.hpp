@@ -82,6 +82,16 @@ struct LogsConfig {
   std::uint64_t max_bytes_per_sandbox = 16 << 20;
 };
 
+// A warm pool: `size` sandboxes of `request` kept launched and ready; a launch with `pool`
+// takes one.
+struct PoolConfig {
+  std::string name;
+  unsigned size = 0;
+  LaunchRequest request;       // the template, policy applied
+  std::string template_json;   // as given (minified): members record its hash
+  std::uint64_t template_hash = 0;
+};
+
 struct Config {
   std::string root;  // everything lives under it unless overridden
   SocketConfig socket;
@@ -94,12 +104,14 @@ struct Config {
   LimitsConfig limits;
   NetworkConfig network;
   LogsConfig logs;
+  std::vector<PoolConfig> pools;
   bool stop_sandboxes_on_exit = false;
   bool clean_orphans = true;  // remove runsc sandboxes under ROOT/runsc that have no record
   std::string log_level = "info";
   std::string sandbox_init;  // host path of sandbox-init; default: next to the agent binary
 
   RequestPolicy request_policy() const;
+  const PoolConfig* pool(std::string_view name) const;
   unsigned runsc_concurrency() const;
 };
 

@@ -72,7 +72,13 @@ struct LaunchRequest {
   std::vector<std::pair<std::string, std::string>> labels;  // in the order given
   std::optional<Owner> socket_owner;
   std::optional<std::uint64_t> ttl_ms;  // stopped (ttl_expired) this long after it became ready
+  // Take a ready sandbox from this pool (config `pools`). Such a request carries only id,
+  // labels, socket_owner, ttl_ms and pool: the pool's template is the rest.
+  std::string pool;
 };
+
+// A pool's name: 1-32 of A-Z a-z 0-9 _ . - (not starting with . _ -).
+bool is_valid_pool_name(std::string_view name);
 
 // What the configuration allows; applied to every request from every intake.
 struct RequestPolicy {

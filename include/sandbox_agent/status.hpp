@@ -54,6 +54,12 @@ struct NetworkStatus {
   std::vector<PortMapping> ports;
 };
 
+// How a sandbox relates to a pool: none; waiting (a member not claimed yet); warm (claimed
+// ready from the pool); cold (asked of a pool that had none ready: launched from its template).
+enum class PoolStart { none, waiting, warm, cold };
+std::string_view to_string(PoolStart p);
+std::optional<PoolStart> parse_pool_start(std::string_view s);
+
 struct SandboxStatus {
   std::string id;
   SandboxState state = SandboxState::accepted;
@@ -68,6 +74,8 @@ struct SandboxStatus {
   std::optional<Capabilities> capabilities;  // once it reached the runtime
   std::optional<NetworkStatus> network;       // bridge sandboxes, once attached
   std::optional<std::int64_t> ttl_deadline_us;  // when it will be stopped (ttl_expired)
+  std::string pool;                    // the pool it belongs to or came from
+  PoolStart pool_start = PoolStart::none;
 };
 
 struct StateEvent {

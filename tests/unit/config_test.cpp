@@ -422,3 +422,45 @@ TEST_CASE("config: the log quota") {
   check_error(R"({"logs":{"max_bytes_per_sandbox":-1}})", "/logs/max_bytes_per_sandbox");
   check_error(R"({"logs":{"rotate":true}})", "/logs/rotate", "unknown key");
 }
+
+TEST_CASE("config: pools") {
+  auto images = root() + "/images/pool-rootfs";
+  std::filesystem::create_directories(images);
+  auto c = parse_ok(R"({"pools": [{"name": "small", "size": 3, "request": {"rootfs": ")" + images +
+                    R"(", "docker": {"enabled": true}, "ttl_ms": 60000}}]})");
+  REQUIRE(c.pools.size() == 1);
+  const auto& p = c.pools[0];
+  CHECK(p.name == "small");
+  CHECK(p.size == 3u);
+  CHECK(p.request.docker.enabled);
+  CHECK(p.request.ttl_ms == 60000u);
+  CHECK(p.template_hash != 0);
+  CHECK(c.pool("small") == &p);
+  CHECK(c.pool("other") == nullptr);
+  // The hash follows the template, not the formatting.
+  auto again = parse_ok(R"({"pools":[{"name":"small","size":1,"request":{"rootfs":")" + images +
+                        R"(","docker":{"enabled":true},"ttl_ms":60000}}]})");
+  CHECK(again.pools[0].template_hash == p.template_hash);
+  auto changed = parse_ok(R"({"pools":[{"name":"small","size":1,"request":{"rootfs":")" + images + R"("}}]})");
+  CHECK(changed.pools[0].template_hash != p.template_hash);
+
+  auto req = [&](const std::string& extra) { return R"({"rootfs": ")" + images + "\"" + extra + "}"; };
+  check_error(R"({"pools": {}})", "/pools", "array");
+  check_error(R"({"pools": [{"size": 1, "request": )" + req("") + "}]}", "/pools/0/name", "is required");
+  check_error(R"({"pools": [{"name": "a", "request": )" + req("") + "}]}", "/pools/0/size", "is required");
+  check_error(R"({"pools": [{"name": "a", "size": 1}]})", "/pools/0/request", "is required");
+  check_error(R"({"pools": [{"name": "-a", "size": 1, "request": )" + req("") + "}]}", "/pools/0/name");
+  check_error(R"({"pools": [{"name": "a", "size": 1001, "request": )" + req("") + "}]}", "/pools/0/size");
+  check_error(R"({"pools": [{"name": "a", "size": 1, "color": 1, "request": )" + req("") + "}]}", "/pools/0/color");
+  check_error(R"({"pools": [{"name": "a", "size": 1, "request": )" + req(R"(, "id": "x")") + "}]}",
+              "/pools/0/request/id");
+  check_error(R"({"pools": [{"name": "a", "size": 1, "request": {"pool": "b"}}]})", "/pools/0/request/pool");
+  check_error(R"({"pools": [{"name": "a", "size": 1, "request": {"rootfs": "/srv/nowhere/x"}}]})",
+              "/pools/0/request/rootfs");
+  check_error(R"({"pools": [{"name": "a", "size": 1, "request": )" +
+                  req(R"(, "network": "bridge", "ports": [{"host_port": 80, "sandbox_port": 80}])") + "}]}",
+              "/pools/0/request/ports");
+  check_error(R"({"pools": [{"name": "a", "size": 1, "request": )" + req("") + R"(}, {"name": "a", "size": 2, "request": )" +
+                  req("") + "}]}",
+              "/pools/1/name", "another pool");
+}

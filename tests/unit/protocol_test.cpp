@@ -297,6 +297,22 @@ TEST_CASE("protocol: cp") {
   CHECK(passed_fds(Op::status) == 0);
 }
 
+TEST_CASE("protocol: pools reply") {
+  CHECK(parse_ok(R"({"op":"pools"})").op == Op::pools);
+  check_err(R"({"op":"pools","id":"x"})", "invalid_request", "/id", "is not an argument of this op");
+  std::vector<PoolInfo> all{{"small", 4, 3, 1, 0, std::nullopt, ""},
+                            {"broken", 2, 0, 1, 3, 1795942069123456, "pool-broken-1 failed (start_failed): x"}};
+  Reply r(reply_pools(all, Tag{}));
+  CHECK(r.str("/pools/0/name") == "small");
+  CHECK(r.num("/pools/0/size") == 4);
+  CHECK(r.num("/pools/0/ready") == 3);
+  CHECK(r.num("/pools/0/warming") == 1);
+  CHECK_FALSE(r.has("/pools/0/retry_at"));
+  CHECK(r.num("/pools/1/failed_in_a_row") == 3);
+  CHECK(r.str("/pools/1/retry_at") == format_time(1795942069123456));
+  CHECK(r.str("/pools/1/last_error").find("start_failed") != std::string::npos);
+}
+
 TEST_CASE("protocol: ops without arguments") {
   CHECK(parse_ok(R"({"op":"list"})").op == Op::list);
   CHECK(parse_ok(R"({"op":"watch"})").op == Op::watch);

@@ -651,3 +651,26 @@ TEST_CASE("request: is_reserved_dockerd_flag") {
     CHECK_FALSE(is_reserved_dockerd_flag(f));
   }
 }
+
+TEST_CASE("request: a request naming a pool carries only the claim's fields") {
+  auto pol = policy();
+  auto r = parse_launch_request(R"({"pool":"small","id":"job-1","labels":{"a":"b"},"ttl_ms":5000,"socket_owner":{"uid":1,"gid":2}})", pol);
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->pool == "small");
+  CHECK(r->id == "job-1");
+  CHECK(r->ttl_ms == 5000u);
+  CHECK(r->rootfs.empty());
+  for (auto [text, field] : {std::pair{R"({"pool":"small","rootfs":"/x"})", "/rootfs"},
+                             std::pair{R"({"pool":"small","docker":{"enabled":true}})", "/docker"},
+                             std::pair{R"({"pool":"","id":"x"})", "/pool"},
+                             std::pair{R"({"pool":"a b"})", "/pool"},
+                             std::pair{R"({"pool":"small","id":"-bad"})", "/id"}}) {
+    auto bad = parse_launch_request(text, pol);
+    INFO(text);
+    REQUIRE_FALSE(bad.ok());
+    CHECK(bad.error().field == field);
+  }
+  CHECK(is_valid_pool_name("docker-small.v2"));
+  CHECK_FALSE(is_valid_pool_name(std::string(33, 'a')));
+  CHECK_FALSE(is_valid_pool_name(".hidden"));
+}

@@ -144,6 +144,10 @@ TEST_CASE("store: record_to_json and parse_record round-trip every field") {
   sb.stop_requested = true;
   sb.runsc_created = true;
   sb.finished = true;
+  sb.dir = "pool-small-0a1b2c3d";
+  sb.pool = "small";
+  sb.pool_start = PoolStart::warm;
+  sb.pool_template = 18446744073709551557ull;
 
   const std::string json = record_to_json(sb);
   INFO("record: " << json);
@@ -181,7 +185,28 @@ TEST_CASE("store: record_to_json and parse_record round-trip every field") {
   CHECK(rec.stop_requested);
   CHECK(rec.runsc_created);
   CHECK(rec.finished);
+  CHECK(rec.dir == "pool-small-0a1b2c3d");
+  CHECK(rec.pool == "small");
+  CHECK(rec.pool_start == PoolStart::warm);
+  CHECK(rec.pool_template == 18446744073709551557ull);
   check_same_request(rec.request, sb.request);
+}
+
+TEST_CASE("store: a record without dir is kept under its id; a bad dir is refused") {
+  asio::io_context io;
+  Sandbox sb(io.get_executor());
+  sb.id = sb.dir = "plain";
+  sb.runsc_id = "sa-000000000000002b";
+  sb.request = full_request();
+  auto json = record_to_json(sb);
+  CHECK(json.find("\"dir\"") == std::string::npos);
+  CHECK(json.find("\"pool\"") == std::string::npos);
+  auto r = parse_record(json);
+  REQUIRE(r.ok());
+  CHECK(r->dir == "plain");
+  CHECK(r->pool_start == PoolStart::none);
+  sb.dir = "../../etc";
+  CHECK_FALSE(parse_record(record_to_json(sb)).ok());
 }
 
 TEST_CASE("store: a record with optional fields unset round-trips as unset") {
