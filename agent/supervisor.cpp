@@ -66,7 +66,8 @@ Capabilities Supervisor::capabilities_for(const LaunchRequest& request) const {
 
 awaitable<Result<std::string>> Supervisor::launch(LaunchRequest request, std::string origin) {
   if (!request.pool.empty()) co_return co_await launch_from_pool(std::move(request), std::move(origin));
-  co_return co_await launch_sandbox(std::move(request), std::move(origin), {});
+  PoolTag none;  // named: a temporary in a co_await expression is destroyed twice by g++ 12
+  co_return co_await launch_sandbox(std::move(request), std::move(origin), std::move(none));
 }
 
 awaitable<Result<std::string>> Supervisor::launch_sandbox(LaunchRequest request, std::string origin, PoolTag tag) {

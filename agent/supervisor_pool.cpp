@@ -27,7 +27,8 @@ awaitable<Result<std::string>> Supervisor::launch_pool_member(const PoolConfig& 
   r.id = "pool-" + pool.name + "-" + new_sandbox_id().substr(3, 8);
   r.ttl_ms.reset();  // a lifetime starts at the claim
   PoolTag tag{pool.name, PoolStart::waiting, pool.template_hash};
-  co_return co_await launch_sandbox(std::move(r), "pool:" + pool.name, std::move(tag));
+  std::string origin = "pool:" + pool.name;  // named, as every argument of a co_await (g++ 12)
+  co_return co_await launch_sandbox(std::move(r), std::move(origin), std::move(tag));
 }
 
 Supervisor::PoolMembers Supervisor::pool_members(const std::string& pool, std::uint64_t template_hash) const {

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Launch to ready from a warm pool against a cold launch of the same template, measured in
+the same run by the client (from sending `launch … wait: ready` to its reply):
+
+- fake runtime: --claims claims (default 120) from a pool of --size, each after the pool has
+  refilled, and as many cold launches of the template (a pool of size 0);
+- real stack (current gVisor, Docker sandboxes): --real-claims (default 10) of each.
+
+Prints p50/p99/max per kind and the cold/warm ratio. Every sandbox is stopped at the end.
+
+    python3 bench/pools.py [--claims 120] [--real-claims 10] [--skip-real]
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402
+from time_to_ready import make_skeleton  # noqa: E402
+
+REAL_RUNSC = "/usr/local/lib/sandbox-agent/runsc"
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--claims", type=int, default=120)
+    p.add_argument("--size", type=int, default=4)
+    p.add_argument("--real-claims", type=int, default=10)
+    p.add_argument("--skip-real", action="store_true")
+    return p.parse_args()
+
+
+def pool_ready(agent, name):
+    for p in agent.call({"op": "pools"})["pools"]:
+        if p["name"] == name:
+            return p["ready"]
+    return 0
+
+
+def claim(agent, pool, sid):
+    """ms from sending the launch to its held reply, and the pool_start the status gives."""
+    c = agent.client(180)
+    try:
+        t0 = time.monotonic()
+        r = c.call({"op": "launch", "wait": "ready", "request": {"pool": pool, "id": sid}})
+        ms = (time.monotonic() - t0) * 1000
+    finally:
+        c.close()
+    if r.get("state") != "ready":
+        raise RuntimeError(f"{sid}: {r}")
+    return ms, r["sandbox"].get("pool_start")
+
+
+def measure(agent, n, size, timeout):
+    warm, cold, kinds = [], [], {}
+    for i in range(n):
+        if not bl.wait_for(lambda: pool_ready(agent, "warm") >= size, timeout):
+            raise RuntimeError("the pool did not refill")
+        ms, kind = claim(agent, "warm", f"w{i}")
+        warm.append(ms)
+        kinds[kind] = kinds.get(kind, 0) + 1
+        ms, _ = claim(agent, "cold", f"c{i}")
+        cold.append(ms)
+        for sid in (f"w{i}", f"c{i}"):
+            agent.call({"op": "stop", "id": sid, "timeout_ms": 2000})
+    return warm, cold, kinds
+
+
+def report(title, warm, cold, kinds):
+    rows = [[name, str(len(v)), f"{bl.percentile(v, 50):.1f}", f"{bl.percentile(v, 99):.1f}", f"{max(v):.1f}"]
+            for name, v in (("from the pool (warm)", warm), ("cold (same template)", cold))]
+    print(title)
+    print()
+    print(bl.table(["launch", "n", "p50 ms", "p99 ms", "max ms"], rows))
+    print()
+    print(f"cold / warm: p50 {bl.percentile(cold, 50) / bl.percentile(warm, 50):.0f}x, "
+          f"p99 {bl.percentile(cold, 99) / bl.percentile(warm, 99):.0f}x; claims served warm: {kinds}")
+    print()
+
+
+def run(tmp, name, runsc, template, n, size, timeout, images):
+    root = os.path.join(tmp, name)
+    template = dict(template, rootfs=os.path.join(root, "images", "rootfs"))
+    os.makedirs(template["rootfs"], exist_ok=True)
+    make_skeleton(template["rootfs"])
+    pools = [{"name": "warm", "size": size, "request": template}, {"name": "cold", "size": 0, "request": template}]
+    agent = bl.Agent(root, runsc=runsc, images=images,
+                     config={"runsc": {"path": runsc, "timeout_ms": 60000}, "pools": pools}).start()
+    try:
+        return measure(agent, n, size, timeout)
+    finally:
+        for s in agent.call({"op": "list"})["sandboxes"]:
+            agent.call({"op": "stop", "id": s["id"], "timeout_ms": 2000})
+        bl.wait_for(lambda: all(s["state"] in ("stopped", "failed") for s in agent.call({"op": "list"})["sandboxes"]), 120)
+        agent.kill()
+
+
+def main():
+    args = parse_args()
+    bl.need(bl.AGENT, bl.FAKE_RUNSC)
+    tmp = tempfile.mkdtemp(prefix="sa-bench-pools-", dir=bl.DEFAULT_DIR)
+    try:
+        print(bl.machine_line())
+        print()
+        template = {"rootfs": "", "args": ["/bin/sleep", "infinity"], "docker": {"enabled": True}}
+        warm, cold, kinds = run(tmp, "fake", bl.FAKE_RUNSC, dict(template), args.claims, args.size, 60, [])
+        report(f"Fake runtime, Docker template, {args.claims} claims from a pool of {args.size} (refilled between "
+               "claims) and as many cold launches:", warm, cold, kinds)
+        if args.skip_real or not os.access(REAL_RUNSC, os.X_OK):
+            print("real stack: skipped" + ("" if args.skip_real else f" ({REAL_RUNSC} is not installed)"))
+            return
+        real = dict(template, mounts=[{"source": "/usr", "destination": "/usr", "readonly": True},
+                                      {"source": "/etc", "destination": "/etc", "readonly": True}])
+        real_tmp = tempfile.mkdtemp(prefix="sa-bench-pools-real-")
+        try:
+            warm, cold, kinds = run(real_tmp, "real", REAL_RUNSC, real, args.real_claims, 2, 180, ["/usr", "/etc"])
+        finally:
+            shutil.rmtree(real_tmp, ignore_errors=True)
+        report(f"Real stack (current gVisor, dockerd answering /_ping), {args.real_claims} claims from a pool of 2 "
+               "and as many cold launches:", warm, cold, kinds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
