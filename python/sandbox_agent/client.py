@@ -266,6 +266,11 @@ class Agent:
     def stats(self) -> Dict[str, Any]:
         return self.call({"op": "stats"})["stats"]
 
+    def pools(self) -> List[Dict[str, Any]]:
+        """Each warm pool: name, size, ready, warming, failed_in_a_row (retry_at, last_error
+        while it backs off)."""
+        return self.call({"op": "pools"})["pools"]
+
     def watch(self) -> Iterator[Event]:
         """State changes as they happen, for as long as the iterator is used (close it, or
         leave the loop, to stop)."""

@@ -16,6 +16,20 @@ import sandbox_agent as sa  # noqa: E402
 
 
 @pytest.fixture
+def pooled(tmp_path):
+    root = tmp_path / "pooled"
+    rootfs = root / "images" / "rootfs"
+    rootfs.mkdir(parents=True)
+    proc = AgentProcess(str(root), config={"pools": [{"name": "small", "size": 1, "request": {
+        "rootfs": str(rootfs), "args": ["/bin/sleep", "infinity"], "docker": {"enabled": True}}}]})
+    proc.start()
+    yield proc
+    proc.kill()
+    proc.kill_fake_daemon()
+    release_log_quotas(proc.root)
+
+
+@pytest.fixture
 def agent(tmp_path):
     proc = AgentProcess(str(tmp_path / "root"))
     proc.start()
@@ -208,3 +222,17 @@ def test_upload_and_download(agent, tmp_path):
         sb.download("/data/missing", str(tmp_path / "never"))
     assert not (tmp_path / "never").exists()
     assert [n for n in os.listdir(tmp_path) if n.startswith(".sandbox-agent-")] == []
+
+
+def test_a_sandbox_from_a_pool(pooled):
+    client = sa.Agent(root=pooled.root)
+    deadline = time.monotonic() + 20
+    while client.pools()[0]["ready"] < 1:
+        assert time.monotonic() < deadline, client.pools()
+        time.sleep(0.05)
+    with client.launch({"pool": "small", "id": "mine", "labels": {"k": "v"}}) as sb:
+        assert (sb.id, sb.state, sb.status["pool_start"]) == ("mine", "ready", "warm")
+        assert sb.docker_host.endswith("/docker.sock")
+    with pytest.raises(sa.AgentError) as e:
+        client.launch({"pool": "nope"})
+    assert (e.value.code, e.value.field) == ("invalid_request", "/pool")
