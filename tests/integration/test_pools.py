@@ -147,6 +147,25 @@ class PoolsTest(AgentTestCase):
             self.assertNotEqual(r.returncode, 0, pools)
             self.assertIn(field, r.stderr, (pools, r.stderr))
 
+    def test_a_spool_file_can_take_from_a_pool(self):
+        a = self.pool_agent(size=1)
+        self.wait_ready(a, n=1)
+        spool = os.path.join(a.root, "spool")
+        with open(os.path.join(spool, "tmp", "job.json"), "w") as f:
+            json.dump({"pool": "p", "id": "spooled"}, f)
+        os.rename(os.path.join(spool, "tmp", "job.json"), os.path.join(spool, "new", "job.json"))
+        status = os.path.join(spool, "status", "job.json")
+
+        def ready():
+            try:
+                with open(status) as f:
+                    s = json.load(f)
+            except (OSError, ValueError):
+                return None
+            return s if s.get("state") == "ready" else None
+        s = wait_for(ready, what="the status file to say ready")
+        self.assertEqual((s["id"], s["pool_start"]), ("spooled", "warm"))
+
     def test_sandboxctl_pools_and_launch_from_a_pool(self):
         a = self.pool_agent(size=1)
         self.wait_ready(a, n=1)
