@@ -13,6 +13,8 @@ Prints p50/p99/max per kind and the cold/warm ratio. Every sandbox is stopped at
 import argparse
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -87,15 +89,21 @@ def run(tmp, name, runsc, template, n, size, timeout, images):
     os.makedirs(template["rootfs"], exist_ok=True)
     make_skeleton(template["rootfs"])
     pools = [{"name": "warm", "size": size, "request": template}, {"name": "cold", "size": 0, "request": template}]
+    # stop_sandboxes_on_exit: the shutdown stops the members too (stopping them one by one
+    # while the agent runs would only make the pool launch new ones).
     agent = bl.Agent(root, runsc=runsc, images=images,
-                     config={"runsc": {"path": runsc, "timeout_ms": 60000}, "pools": pools}).start()
+                     config={"runsc": {"path": runsc, "timeout_ms": 60000}, "pools": pools,
+                             "stop_sandboxes_on_exit": True}).start()
     try:
         return measure(agent, n, size, timeout)
     finally:
-        for s in agent.call({"op": "list"})["sandboxes"]:
-            agent.call({"op": "stop", "id": s["id"], "timeout_ms": 2000})
-        bl.wait_for(lambda: all(s["state"] in ("stopped", "failed") for s in agent.call({"op": "list"})["sandboxes"]), 120)
+        agent.proc.send_signal(signal.SIGTERM)
+        try:
+            agent.proc.wait(180)
+        except subprocess.TimeoutExpired:
+            bl.log("the agent did not stop within 180 s")
         agent.kill()
+        agent.kill_fake_daemon()
 
 
 def main():
