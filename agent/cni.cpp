@@ -3,36 +3,15 @@
 #include <cstdio>
 
 #include "json_in.hpp"
+#include "json_out.hpp"
 
 namespace sandbox_agent::cni {
 
 using json::Ptr;
 using json::invalid;
+using json::quote;
 
 namespace {
-
-// A JSON string literal.
-std::string quote(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
 
 Status parse_plugin(json::value v, const Ptr& at, Plugin& out) {
   simdjson::ondemand::object obj;

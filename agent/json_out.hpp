@@ -53,6 +53,10 @@ std::string utf8_sanitize(std::string_view text);
 // cereal always indents; one-line output is that, minified (simdjson, string-aware).
 std::string minify(const std::string& json);
 
+// `s` as a JSON string literal, quotes included (for JSON built by hand: CNI's stdin,
+// sandboxctl's requests).
+std::string quote(std::string_view s);
+
 enum class Layout {
   line,      // one line: NDJSON replies, status files, state records
   compact,   // no indentation, newlines kept (cheapest): config.json for runsc

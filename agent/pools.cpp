@@ -37,16 +37,12 @@ Pools::Pools(asio::any_io_executor ex, const Config& config, Supervisor& supervi
 Pools::~Pools() { stop(); }
 
 void Pools::start() {
-  if (pools_.empty() && config_.pools.empty()) {
-    // Members a previous configuration kept: nothing wants them now.
-    for (const auto& id : supervisor_.unwanted_pool_members()) (void)supervisor_.stop(id, 10000);
-    return;
-  }
-  running_ = true;
   for (const auto& id : supervisor_.unwanted_pool_members()) {
     spdlog::info("pool member {} is not wanted by this configuration (its pool, template or size changed): stopping it", id);
     (void)supervisor_.stop(id, 10000);
   }
+  if (pools_.empty()) return;
+  running_ = true;
   token_ = events_.subscribe([this](const StateEvent& e, const Sandbox& sb) { on_event(e, sb); });
   for (auto& st : pools_) {
     auto m = supervisor_.pool_members(st->config.name, st->config.template_hash);

@@ -172,8 +172,7 @@ awaitable<void> Supervisor::recover() {
       }
       spdlog::info("{} adopted after a restart ({} in runsc, {}, sandbox pid {})", sb->id, runsc_status,
                    to_string(sb->state), sb->pid);
-      execs_.end_left_behind({sb->id, sb->runsc_id, layout_.bundle_dir(sb->dir),
-                              paths::join(layout_.logs_dir(sb->dir), "runsc.log")});
+      execs_.end_left_behind(exec_target(*sb));
       if (sb->network_intent && sb->network)
         live_egress.push_back(networks_.egress_for(sb->runsc_id, sb->network->ip, sb->request));
     } else if (!is_terminal(sb->state)) {

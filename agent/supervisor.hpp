@@ -92,6 +92,7 @@ class Supervisor {
   awaitable<Result<std::string>> claim(SandboxPtr member, const PoolConfig& pool, LaunchRequest request,
                                        std::string origin);
   void apply_socket_owner(Sandbox& sb);
+  Execs::Target exec_target(const Sandbox& sb) const;  // where its execs' pid files and log lines go
   awaitable<void> lifecycle(SandboxPtr sb);
   void clean_after_restart(Sandbox& sb);
   bool runsc_create_was_run(const Sandbox& sb) const;

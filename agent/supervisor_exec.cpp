@@ -34,6 +34,10 @@ bool copied_bytes(const std::string& report, std::uint64_t& bytes) {
 
 }  // namespace
 
+Execs::Target Supervisor::exec_target(const Sandbox& sb) const {
+  return {sb.id, sb.runsc_id, layout_.bundle_dir(sb.dir), paths::join(layout_.logs_dir(sb.dir), "runsc.log")};
+}
+
 Result<const Sandbox*> Supervisor::ready_sandbox(const std::string& id) const {
   if (shutting_down_) return make_error(ErrorCode::overloaded, "the agent is shutting down");
   auto* sb = find(id);
@@ -49,9 +53,7 @@ Result<std::string> Supervisor::exec(const std::string& id, const ExecArgs& args
                                      Execs::Done done) {
   auto sb = ready_sandbox(id);
   if (!sb) return sb.error();
-  Execs::Target target{id, (*sb)->runsc_id, layout_.bundle_dir((*sb)->dir),
-                       paths::join(layout_.logs_dir((*sb)->dir), "runsc.log")};
-  return execs_.start(target, args, std::move(stdio), std::move(done));
+  return execs_.start(exec_target(**sb), args, std::move(stdio), std::move(done));
 }
 
 Result<std::string> Supervisor::copy(const std::string& id, const CopyArgs& args, UniqueFd fd, CopyDone done) {
@@ -70,11 +72,9 @@ Result<std::string> Supervisor::copy(const std::string& id, const CopyArgs& args
   Execs::Stdio stdio;
   (in ? stdio.in : stdio.out) = std::move(fd);
   stdio.capture_err = true;
-  Execs::Target target{id, (*sb)->runsc_id, layout_.bundle_dir((*sb)->dir),
-                       paths::join(layout_.logs_dir((*sb)->dir), "runsc.log")};
   auto path = args.path;
   auto timeout_ms = args.timeout_ms;
-  return execs_.start(target, run, std::move(stdio),
+  return execs_.start(exec_target(**sb), run, std::move(stdio),
                       [done = std::move(done), path, timeout_ms](const Result<ExecOutcome>& r, const std::string& report) {
                         if (!r) return done(r.error());
                         std::uint64_t bytes = 0;

@@ -2,12 +2,15 @@
 // some replies carry) in.
 #pragma once
 
+#include <simdjson.h>
+
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -113,5 +116,39 @@ class Client {
   std::string buf_;
   std::vector<int> fds_;  // descriptors replies carried
 };
+
+inline int usage(const std::string& msg) {
+  std::fprintf(stderr, "sandboxctl: %s\n(see sandboxctl --help)\n", msg.c_str());
+  return 2;
+}
+
+// A string member of a reply, or "".
+inline std::string str(simdjson::dom::element e, const char* key) {
+  std::string_view s;
+  if (e[key].get_string().get(s)) return {};
+  return std::string(s);
+}
+
+// One reply line, parsed; 2 (and why, on stderr) when the agent hung up or sent garbage.
+inline int read_reply(Client& c, simdjson::dom::parser& parser, simdjson::dom::element& reply, std::string& raw) {
+  if (!c.read_line(raw)) {
+    std::fprintf(stderr, "sandboxctl: the agent closed the connection\n");
+    return 2;
+  }
+  if (parser.parse(raw).get(reply)) {
+    std::fprintf(stderr, "sandboxctl: unreadable reply: %s\n", raw.c_str());
+    return 2;
+  }
+  return 0;
+}
+
+// Prints the error the agent sent ("code /field: message"); returns 1.
+inline int print_error(simdjson::dom::element reply) {
+  auto err = reply["error"].value_unsafe();
+  std::string field = str(err, "field");
+  std::fprintf(stderr, "%s%s%s: %s\n", str(err, "code").c_str(), field.empty() ? "" : " ", field.c_str(),
+               str(err, "message").c_str());
+  return 1;
+}
 
 }  // namespace sandboxctl

@@ -12,63 +12,28 @@
 #include <string_view>
 
 #include "ctl_client.hpp"
+#include "json_out.hpp"
+
+using sandbox_agent::json::quote;
 
 namespace sandboxctl {
 
 namespace {
 
-std::string quote(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
+std::string string_array(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (const auto& item : items) {
+    if (out.size() > 1) out += ',';
+    out += quote(item);
   }
-  return out + "\"";
-}
-
-int usage(const std::string& msg) {
-  std::fprintf(stderr, "sandboxctl: %s\n(see sandboxctl --help)\n", msg.c_str());
-  return 2;
+  return out + "]";
 }
 
 bool digits(const std::string& s) { return !s.empty() && s.size() <= 15 && s.find_first_not_of("0123456789") == std::string::npos; }
 
-// One reply, parsed; 2 (printed) when the agent hung up or sent garbage.
-int read_reply(Client& c, simdjson::dom::parser& parser, simdjson::dom::element& reply, std::string& raw) {
-  if (!c.read_line(raw)) {
-    std::fprintf(stderr, "sandboxctl: the agent closed the connection\n");
-    return 2;
-  }
-  if (parser.parse(raw).get(reply)) {
-    std::fprintf(stderr, "sandboxctl: unreadable reply: %s\n", raw.c_str());
-    return 2;
-  }
-  return 0;
-}
-
 bool ok(simdjson::dom::element reply) {
   bool b = false;
   return !reply["ok"].get_bool().get(b) && b;
-}
-
-std::string text(simdjson::dom::element e, const char* key) {
-  std::string_view s;
-  return e[key].get_string().get(s) ? std::string() : std::string(s);
-}
-
-void print_error(simdjson::dom::element reply) {
-  auto err = reply["error"].value_unsafe();
-  auto field = text(err, "field");
-  std::fprintf(stderr, "%s%s%s: %s\n", text(err, "code").c_str(), field.empty() ? "" : " ", field.c_str(),
-               text(err, "message").c_str());
 }
 
 bool connect(Client& c, const std::string& socket) {
@@ -165,20 +130,9 @@ int exec_command(const std::string& socket, const std::vector<std::string>& a) {
   if (i >= a.size()) return usage("exec needs a command after the sandbox id");
   if (!timeout.empty() && !digits(timeout)) return usage("--timeout takes milliseconds");
 
-  std::string line = "{\"op\":\"exec\",\"id\":" + quote(id) + ",\"args\":[";
-  for (std::size_t k = i; k < a.size(); ++k) {
-    if (k > i) line += ',';
-    line += quote(a[k]);
-  }
-  line += "]";
-  if (!env.empty()) {
-    line += ",\"env\":[";
-    for (std::size_t k = 0; k < env.size(); ++k) {
-      if (k) line += ',';
-      line += quote(env[k]);
-    }
-    line += "]";
-  }
+  std::string line = "{\"op\":\"exec\",\"id\":" + quote(id) +
+                     ",\"args\":" + string_array(std::vector<std::string>(a.begin() + static_cast<std::ptrdiff_t>(i), a.end()));
+  if (!env.empty()) line += ",\"env\":" + string_array(env);
   if (!cwd.empty()) line += ",\"cwd\":" + quote(cwd);
   if (!user.empty()) {
     auto colon = user.find(':');
@@ -231,15 +185,15 @@ int exec_command(const std::string& socket, const std::vector<std::string>& a) {
     if (!ok(reply)) {
       print_error(reply);
       // The command could not be run: the shell's codes (runsc's words went to stderr).
-      if (text(reply["error"].value_unsafe(), "field") == "/args/0")
-        return text(reply["error"].value_unsafe(), "message").find("no such file") != std::string::npos ? 127 : 126;
+      if (str(reply["error"].value_unsafe(), "field") == "/args/0")
+        return str(reply["error"].value_unsafe(), "message").find("no such file") != std::string::npos ? 127 : 126;
       return 1;
     }
   }
   drain(relays);
   std::int64_t code = 1;
   if (reply["exit_code"].get_int64().get(code)) code = 1;
-  auto reason = text(reply, "reason");
+  auto reason = str(reply, "reason");
   if (!reason.empty()) std::fprintf(stderr, "sandboxctl: the agent ended it: %s\n", reason.c_str());
   return static_cast<int>(code & 0xff);
 }

@@ -26,6 +26,9 @@
 namespace {
 
 using sandboxctl::Client;
+using sandboxctl::print_error;
+using sandboxctl::str;
+using sandboxctl::usage;
 
 constexpr const char* kUsage = R"(usage: sandboxctl [--socket PATH | --root DIR] [--json] COMMAND
 
@@ -60,17 +63,6 @@ The socket is --socket, else ROOT/agent.sock for --root, else $SANDBOX_AGENT_SOC
 2 on usage or connection errors (exec: the command's own code).
 )";
 
-int usage(const std::string& msg) {
-  std::fprintf(stderr, "sandboxctl: %s\n(see sandboxctl --help)\n", msg.c_str());
-  return 2;
-}
-
-std::string str(simdjson::dom::element e, const char* key) {
-  std::string_view s;
-  if (e[key].get_string().get(s)) return {};
-  return std::string(s);
-}
-
 std::string num(simdjson::dom::element e, const char* key) {
   int64_t i = 0;
   if (!e[key].get_int64().get(i)) return std::to_string(i);
@@ -81,15 +73,6 @@ std::string num(simdjson::dom::element e, const char* key) {
     return buf;
   }
   return {};
-}
-
-// Prints the error the agent sent; returns 1.
-int print_error(simdjson::dom::element reply) {
-  auto err = reply["error"];
-  std::string field = str(err.value_unsafe(), "field");
-  std::fprintf(stderr, "%s%s%s: %s\n", str(err.value_unsafe(), "code").c_str(), field.empty() ? "" : " ",
-               field.c_str(), str(err.value_unsafe(), "message").c_str());
-  return 1;
 }
 
 void print_status(simdjson::dom::element s) {
@@ -313,16 +296,8 @@ int run(const Options& o) {
     return 2;
   }
   simdjson::dom::parser parser;
-  auto read_reply = [&](simdjson::dom::element& out, std::string& raw) -> int {
-    if (!client.read_line(raw)) {
-      std::fprintf(stderr, "sandboxctl: the agent closed the connection\n");
-      return 2;
-    }
-    if (parser.parse(raw).get(out)) {
-      std::fprintf(stderr, "sandboxctl: unreadable reply: %s\n", raw.c_str());
-      return 2;
-    }
-    return 0;
+  auto read_reply = [&](simdjson::dom::element& out, std::string& raw) {
+    return sandboxctl::read_reply(client, parser, out, raw);
   };
   std::string raw;
   simdjson::dom::element reply;

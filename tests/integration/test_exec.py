@@ -39,6 +39,18 @@ def replies(s, n):
     return out
 
 
+def settled_fd_count(pid):
+    """The agent's descriptors once a launch's transient ones are gone (the same twice, 100 ms apart)."""
+    before = fd_count(pid)
+    for _ in range(50):
+        time.sleep(0.1)
+        now = fd_count(pid)
+        if now == before:
+            return now
+        before = now
+    return before
+
+
 def run(agent, sid, args, stdin=b"", **kw):
     """exec with pipes: (first reply, final reply, stdout, stderr)."""
     in_r, in_w = os.pipe()
@@ -238,7 +250,7 @@ time.sleep(600)
         s = connect(a)
         send(s, {"op": "version"})
         replies(s, 1)
-        base = fd_count(a.proc.pid)
+        base = settled_fd_count(a.proc.pid)
         for _ in range(5):
             send(s, {"op": "version"}, [0, 1, 2])
         self.assertEqual(len(replies(s, 5)), 5)
