@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import unittest
+import weakref
 
 from harness import AgentTestCase, fd_count, pids_with_cmdline, sandboxctl, wait_for
 
@@ -25,17 +26,24 @@ def send(s, msg, fds=()):
     socket.send_fds(s, [(json.dumps(msg) + "\n").encode()], list(fds))
 
 
+_unread = weakref.WeakKeyDictionary()  # per socket: bytes read past the last reply returned
+
+
 def replies(s, n):
-    """The next n reply lines."""
-    out, buf = [], b""
-    while len(out) < n:
+    """The next n reply lines. What came after them is kept for the next call: a command that
+    cannot run gets its first and final replies in one chunk."""
+    out, buf = [], _unread.pop(s, b"")
+    while True:
+        while b"\n" in buf and len(out) < n:
+            line, buf = buf.split(b"\n", 1)
+            out.append(json.loads(line))
+        if len(out) == n:
+            break
         chunk = s.recv(65536)
         if not chunk:
             break
         buf += chunk
-        while b"\n" in buf and len(out) < n:
-            line, buf = buf.split(b"\n", 1)
-            out.append(json.loads(line))
+    _unread[s] = buf
     return out
 
 
