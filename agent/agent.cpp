@@ -13,6 +13,8 @@
 #include "durable_writer.hpp"
 #include "events.hpp"
 #include "log.hpp"
+#include "metrics.hpp"
+#include "metrics_server.hpp"
 #include "paths.hpp"
 #include "reactor.hpp"
 #include "runtime_probe.hpp"
@@ -91,7 +93,29 @@ struct Agent::Impl {
         supervisor(ex, config, runtime, events, writer, dirs, pids),
         pools(ex, config, supervisor, events),
         socket(ex, config, supervisor, events, pools),
-        spool(ex, config, supervisor, events, dirs, writer) {}
+        spool(ex, config, supervisor, events, dirs, writer),
+        metrics_http(ex, [this] { return metrics_text(); }) {
+    socket.set_metrics([this] { return metrics_text(); });
+  }
+
+  // Everything counted, and what is read now: rendered whenever scraped (a few µs per
+  // sandbox held, for the states; no I/O but /proc/self).
+  std::string metrics_text() const {
+    MetricsSnapshot s;
+    s.counted = &supervisor.metrics();
+    s.stats = supervisor.stats();
+    s.sandboxes = supervisor.count_by_state();
+    s.version = SANDBOX_AGENT_VERSION;
+    s.runtime_version = runtime.version;
+    s.platform = runtime.platform;
+    s.connections = socket.connections();
+    s.connections_total = socket.connections_total();
+    s.spool_in_progress = spool.in_progress();
+    s.execs_running = supervisor.execs_running();
+    for (const auto& p : pools.info()) s.pools.push_back({p.name, p.size, p.ready, p.warming, p.failed_in_a_row});
+    read_process_metrics(s);
+    return render_metrics(s);
+  }
 
   ~Impl() {
     if (lock_fd >= 0) ::close(lock_fd);
@@ -118,6 +142,17 @@ struct Agent::Impl {
       if (auto s = spool.open(); !s) co_return fail(s);
       spool.start();
     }
+    if (auto ep = parse_metrics_listen(config.metrics.listen); !ep) {
+      co_return fail(ep.error());
+    } else if (ep->kind != MetricsEndpoint::off) {
+      if (auto s = metrics_http.listen(*ep); !s) co_return fail(s);
+      if (ep->kind == MetricsEndpoint::unix_socket) {  // who may scrape: as for the agent's socket
+        gid_t group = config.socket.allowed_gids.empty() ? 0 : config.socket.allowed_gids.front();
+        if (::chmod(ep->path.c_str(), 0660) != 0 || ::chown(ep->path.c_str(), 0, group) != 0)
+          spdlog::warn("cannot set the mode/owner of {}: {}", ep->path, paths::errno_text());
+      }
+      metrics_http.start();
+    }
     done(Ok{});
   }
 
@@ -125,9 +160,11 @@ struct Agent::Impl {
     pools.stop();
     socket.close();
     spool.close();
+    metrics_http.close();
     co_await supervisor.shutdown(config.stop_sandboxes_on_exit);
     dirs.close();
     co_await socket.wait_closed(Millis(2000));
+    co_await metrics_http.wait_closed(Millis(2000));
     done();
   }
 
@@ -144,6 +181,7 @@ struct Agent::Impl {
   Pools pools;
   SocketServer socket;
   SpoolIntake spool;
+  MetricsServer metrics_http;
 };
 
 Agent::Agent(asio::io_context& io, Config config, AgentOptions options)
@@ -181,6 +219,7 @@ std::optional<SandboxStatus> Agent::status(const std::string& id) const {
 
 std::vector<SandboxStatus> Agent::list() const { return impl_->supervisor.list(); }
 Stats Agent::stats() const { return impl_->supervisor.stats(); }
+std::string Agent::metrics() const { return impl_->metrics_text(); }
 
 std::uint64_t Agent::subscribe(EventHandler handler) {
   return impl_->events.subscribe([h = std::move(handler)](const StateEvent& e, const Sandbox& sb) { h(e, sb.status()); });

@@ -7,6 +7,7 @@
 
 #include "json_in.hpp"
 #include "json_out.hpp"
+#include "metrics.hpp"
 #include "paths.hpp"
 #include "request_parse.hpp"
 
@@ -151,6 +152,17 @@ Status parse_logs(json::value v, const Ptr& at, LogsConfig& c) {
   });
 }
 
+Status parse_metrics(json::value v, const Ptr& at, MetricsConfig& c) {
+  return json::for_each_member(v, at, [&](std::string_view k, json::value m, const Ptr& p) -> Status {
+    if (k == "listen") {
+      if (auto st = json::read_string(m, p, c.listen, 200); !st) return st;
+      if (auto ep = parse_metrics_listen(c.listen); !ep) return invalid(p, ep.error().message);
+      return Ok{};
+    }
+    return invalid(p, "unknown key");
+  });
+}
+
 constexpr unsigned kMaxPoolSize = 1000;
 
 Status read_pools(json::value v, const Ptr& at, std::vector<PoolConfig>& out) {
@@ -240,6 +252,7 @@ Status parse_top(json::value root, Config& c) {
     if (k == "network") return parse_network(m, p, c.network);
     if (k == "logs") return parse_logs(m, p, c.logs);
     if (k == "pools") return read_pools(m, p, c.pools);
+    if (k == "metrics") return parse_metrics(m, p, c.metrics);
     if (k == "stop_sandboxes_on_exit") return json::read_bool(m, p, c.stop_sandboxes_on_exit);
     if (k == "clean_orphans") return json::read_bool(m, p, c.clean_orphans);
     if (k == "log_level") return json::read_string(m, p, c.log_level, 16);

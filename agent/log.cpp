@@ -3,6 +3,10 @@
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 
@@ -48,10 +52,40 @@ class EscapedMessage final : public spdlog::custom_flag_formatter {
   std::string scratch_;
 };
 
+// %P: the syslog priority as journald reads it at the start of a line (sd-daemon(3):
+// "<3>" error ... "<7>" debug), so `journalctl -p warning` finds the agent's warnings.
+class JournalPriority final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    const char* p = "<6>";
+    switch (msg.level) {
+      case spdlog::level::trace:
+      case spdlog::level::debug: p = "<7>"; break;
+      case spdlog::level::warn: p = "<4>"; break;
+      case spdlog::level::err: p = "<3>"; break;
+      case spdlog::level::critical: p = "<2>"; break;
+      default: break;
+    }
+    dest.append(p, p + 3);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<JournalPriority>(); }
+};
+
 std::unique_ptr<spdlog::formatter> formatter(const std::string& pattern, spdlog::pattern_time_type time) {
   auto f = std::make_unique<spdlog::pattern_formatter>(time);
-  f->add_flag<EscapedMessage>('E').set_pattern(pattern);
+  f->add_flag<EscapedMessage>('E').add_flag<JournalPriority>('P').set_pattern(pattern);
   return f;
+}
+
+// Whether stderr is the journal stream systemd gave us: JOURNAL_STREAM is "DEV:INODE" of it
+// (systemd.exec(5)); a child that inherited the variable but writes elsewhere gets times.
+bool stderr_is_journal() {
+  const char* v = std::getenv("JOURNAL_STREAM");
+  if (!v) return false;
+  unsigned long long dev = 0, ino = 0;
+  if (std::sscanf(v, "%llu:%llu", &dev, &ino) != 2) return false;
+  struct stat st {};
+  return ::fstat(STDERR_FILENO, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
 }
 
 }  // namespace
@@ -60,8 +94,8 @@ bool setup(std::string_view level) {
   auto lvl = spdlog::level::from_str(std::string(level));
   if (lvl == spdlog::level::off && level != "off") return false;
   auto logger = spdlog::stderr_color_st("sandbox-agent");
-  if (std::getenv("JOURNAL_STREAM"))
-    logger->set_formatter(formatter("%l %E", spdlog::pattern_time_type::local));  // journald stamps time itself
+  if (stderr_is_journal())  // journald stamps the time itself, and takes the priority from <N>
+    logger->set_formatter(formatter("%P%l %E", spdlog::pattern_time_type::local));
   else
     logger->set_formatter(formatter("%Y-%m-%dT%H:%M:%S.%fZ %^%l%$ %E", spdlog::pattern_time_type::utc));
   logger->set_level(lvl);

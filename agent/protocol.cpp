@@ -49,14 +49,14 @@ Status read_op(json::value v, const Ptr& at, Op& op) {
   static constexpr std::pair<std::string_view, Op> ops[] = {
       {"launch", Op::launch}, {"status", Op::status}, {"list", Op::list}, {"stop", Op::stop},
       {"watch", Op::watch},   {"stats", Op::stats},   {"version", Op::version}, {"extend", Op::extend}, {"logs", Op::logs},
-      {"exec", Op::exec},     {"cp", Op::cp},         {"pools", Op::pools}};
+      {"exec", Op::exec},     {"cp", Op::cp},         {"pools", Op::pools},   {"metrics", Op::metrics}};
   for (auto [name, o] : ops)
     if (s == name) {
       op = o;
       return Ok{};
     }
   return make_error(ErrorCode::unknown_op,
-                    "unknown op \"" + s + "\" (one of launch, status, list, stop, watch, stats, version, extend, logs, exec, cp, pools)",
+                    "unknown op \"" + s + "\" (one of launch, status, list, stop, watch, stats, version, extend, logs, exec, cp, pools, metrics)",
                     at.path());
 }
 
@@ -389,6 +389,10 @@ std::string reply_ok(const Tag& tag) {
 
 std::string reply_stats(const Stats& s, const Tag& tag) {
   return reply(true, tag, [&](auto& ar) { ar(make_nvp("stats", StatsOut{s})); });
+}
+
+std::string reply_metrics(const std::string& text, const Tag& tag) {
+  return reply(true, tag, [&](auto& ar) { ar(make_nvp("text", text)); });
 }
 
 std::string reply_version(std::string_view version, const Tag& tag) {

@@ -37,7 +37,7 @@ class LineFramer {
   std::size_t max_;
 };
 
-enum class Op { launch, status, list, stop, watch, stats, version, extend, logs, exec, cp, pools };
+enum class Op { launch, status, list, stop, watch, stats, version, extend, logs, exec, cp, pools, metrics };
 
 // A client's tag, echoed as given: a string or an integer.
 using Tag = std::variant<std::monostate, std::string, std::int64_t>;
@@ -92,6 +92,7 @@ std::string reply_pools(const std::vector<PoolInfo>& pools, const Tag& tag);
 std::string reply_ok(const Tag& tag);  // watch
 std::string reply_stats(const Stats& s, const Tag& tag);
 std::string reply_version(std::string_view version, const Tag& tag);
+std::string reply_metrics(const std::string& text, const Tag& tag);  // the Prometheus text format
 std::string event_line(const StateEvent& e);
 
 }  // namespace sandbox_agent::protocol

@@ -57,9 +57,9 @@ std::string RunscResult::describe() const {
 }
 
 Runsc::Runsc(asio::any_io_executor ex, const RunscConfig& config, const RuntimeInfo& runtime,
-             std::string state_root, unsigned max_concurrent)
+             std::string state_root, unsigned max_concurrent, Metrics& metrics)
     : ex_(ex), config_(config), runtime_(runtime), state_root_(std::move(state_root)),
-      max_concurrent_(max_concurrent), slots_(ex, max_concurrent) {}
+      max_concurrent_(max_concurrent), metrics_(metrics), slots_(ex, max_concurrent) {}
 
 std::vector<std::string> Runsc::base_argv(std::optional<NetworkMode> network, bool docker) const {
   std::vector<std::string> argv{config_.path, "--root", state_root_};
@@ -110,6 +110,7 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
     co_return result;
   }
   SpawnSpec spec{argv, capture_stdout ? pipe_fds[1] : log_fd, log_fd};
+  auto began = std::chrono::steady_clock::now();
   auto child = spawn(spec);
   if (pipe_fds[1] >= 0) ::close(pipe_fds[1]);
   if (!child) {
@@ -141,6 +142,8 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
   }
   result.status = co_await proc->wait();
   deadline.cancel();
+  metrics_.observe_runsc(args.empty() ? "" : args.front(),
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
   result.timed_out = *timed_out;
   result.log_excerpt = read_from(log_fd, log_start);
   co_return result;

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "metrics.hpp"
 #include "process.hpp"
 #include "reactor.hpp"
 #include "sandbox_agent/config.hpp"
@@ -56,7 +57,7 @@ class Runsc {
   // `runtime`: what the start-up probe decided (flags added to every call); it must outlive
   // this object and is read at each call, so it may be filled in after construction.
   Runsc(asio::any_io_executor ex, const RunscConfig& config, const RuntimeInfo& runtime,
-        std::string state_root, unsigned max_concurrent);
+        std::string state_root, unsigned max_concurrent, Metrics& metrics);
 
   // Waits for a free slot: a caller can record what it is about to do before it does it.
   awaitable<Slot> reserve();
@@ -106,6 +107,7 @@ class Runsc {
   const RuntimeInfo& runtime_;
   std::string state_root_;
   unsigned max_concurrent_;
+  Metrics& metrics_;
   AsyncSemaphore slots_;
 };
 

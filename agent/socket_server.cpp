@@ -203,6 +203,7 @@ awaitable<void> SocketServer::accept_loop() {
     }
     auto c = std::make_shared<Connection>(std::move(socket));
     connections_.insert(c);
+    ++connections_total_;
     asio::co_spawn(ex_, serve(c), asio::detached);
   }
 }
@@ -574,6 +575,9 @@ awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line
     }
     case Op::version:
       send(c, protocol::reply_version(SANDBOX_AGENT_VERSION, m.tag));
+      co_return;
+    case Op::metrics:
+      send(c, protocol::reply_metrics(metrics_ ? metrics_() : std::string(), m.tag));
       co_return;
   }
 }

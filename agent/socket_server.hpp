@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -33,6 +34,9 @@ class SocketServer {
   // read is still in the ring: it would destroy that operation after the socket service.
   awaitable<void> wait_closed(Millis bound);
   std::size_t connections() const { return connections_.size(); }
+  std::uint64_t connections_total() const { return connections_total_; }  // accepted since start
+  // What the `metrics` op answers (the agent's whole exposition, rendered on demand).
+  void set_metrics(std::function<std::string()> render) { metrics_ = std::move(render); }
 
  private:
   struct Connection;
@@ -56,6 +60,8 @@ class SocketServer {
   asio::local::stream_protocol::acceptor acceptor_;
   std::set<ConnectionPtr> connections_;
   std::size_t watchers_ = 0;
+  std::uint64_t connections_total_ = 0;
+  std::function<std::string()> metrics_;
   std::size_t forbidden_ = 0;  // refused peers in their last moment: they hold no slot
   bool owns_path_ = false;
   struct RunningCount {  // shared with the coroutines: a frame may outlive the server

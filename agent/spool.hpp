@@ -29,6 +29,7 @@ class SpoolIntake {
   void close();
 
   static bool is_request_name(std::string_view name);
+  std::size_t in_progress() const { return in_progress_.size(); }  // claimed, not yet done
 
  private:
   void on_new_entry(std::string_view name, std::uint32_t mask);

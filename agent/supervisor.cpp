@@ -51,7 +51,7 @@ Supervisor::Supervisor(asio::any_io_executor ex, const Config& config, const Run
                        EventBus& events, DurableWriter& writer, DirWatcher& dirs, PidWatcher& pids)
     : ex_(ex), config_(config), runtime_(runtime), layout_{config.root}, events_(events), writer_(writer),
       dirs_(dirs), pids_(pids),
-      runsc_(ex, config.runsc, runtime, layout_.runsc_root(), config.runsc_concurrency()),
+      runsc_(ex, config.runsc, runtime, layout_.runsc_root(), config.runsc_concurrency(), metrics_),
       policy_(config.request_policy()),
       networks_(ex, config.network, policy_, paths::join(config.root, "network")),
       execs_(ex, runsc_, config.limits.max_execs),
@@ -211,6 +211,12 @@ Stats Supervisor::stats() const {
   return s;
 }
 
+std::map<SandboxState, std::uint64_t> Supervisor::count_by_state() const {
+  std::map<SandboxState, std::uint64_t> by;
+  for (const auto& [id, sb] : sandboxes_) ++by[sb->state];
+  return by;
+}
+
 void Supervisor::note_ready_time(std::int64_t ms) {
   constexpr std::size_t kSamples = 10000;
   if (ready_samples_.size() < kSamples) ready_samples_.push_back(static_cast<double>(ms));
@@ -318,6 +324,7 @@ awaitable<void> Supervisor::probe_docker(SandboxPtr sb) {
       auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now());
       auto attempt = std::min(Millis(pc.attempt_timeout_ms), std::max(left, Millis(1)));
       ++attempts;
+      ++metrics_.probe_attempts;
       auto ping = co_await ping_docker(socket_path, attempt);
       if (ping.ok) {
         // Owner and mode once more, now that dockerd answers: gVisor's gofer can set the
@@ -500,10 +507,13 @@ void Supervisor::transition(Sandbox& sb, SandboxState to, std::string_view why) 
     sb.timings.ready_ms = elapsed;
     ++counters_.ready;
     note_ready_time(elapsed);
+    metrics_.time_to_ready.observe(std::chrono::duration<double>(Clock::now() - sb.accepted_at).count());
   } else if (to == SandboxState::failed) {
     ++counters_.failed;
+    metrics_.count(metrics_.failures, sb.reason);
   } else if (to == SandboxState::stopped) {
     ++counters_.stopped;
+    metrics_.count(metrics_.stops, sb.reason);
   }
   auto level = to == SandboxState::failed ? spdlog::level::warn : spdlog::level::info;
   spdlog::log(level, "{} {} -> {}{}{} after {} ms", sb.id, to_string(from), to_string(to),

@@ -15,6 +15,7 @@
 #include "events.hpp"
 #include "exec.hpp"
 #include "layout.hpp"
+#include "metrics.hpp"
 #include "network.hpp"
 #include "reactor.hpp"
 #include "runsc.hpp"
@@ -69,6 +70,11 @@ class Supervisor {
   std::vector<std::string> ids_with_origin(const std::string& origin) const;
   std::vector<SandboxStatus> list() const;
   Stats stats() const;
+  // What it counted as it went (failures and stops by reason, time to ready, runsc calls,
+  // probe attempts, pool claims): read by the `metrics` op.
+  const Metrics& metrics() const { return metrics_; }
+  std::map<SandboxState, std::uint64_t> count_by_state() const;
+  std::size_t execs_running() const { return execs_.running(); }
   const Networks& networks() const { return networks_; }
   // What requests from every intake are held to, built once from the configuration (which
   // does not change while the agent runs).
@@ -137,6 +143,7 @@ class Supervisor {
   DurableWriter& writer_;
   DirWatcher& dirs_;
   PidWatcher& pids_;
+  Metrics metrics_;  // before runsc_, which counts into it
   Runsc runsc_;
   RequestPolicy policy_;
   Networks networks_;

@@ -134,6 +134,7 @@ awaitable<Result<std::string>> Supervisor::claim(SandboxPtr member, const PoolCo
   }
   if (member->request.socket_owner) apply_socket_owner(*member);
   ++counters_.accepted;
+  metrics_.count(metrics_.pool_claims, pool.name);
   spdlog::info("{} claimed from pool {} (member {}, ready {} ms before)", id, pool.name, before_id,
                member->ready_at_us ? (now_unix_us() - *member->ready_at_us) / 1000 : 0);
   member->wake.notify();  // its lifecycle now has a deadline to keep

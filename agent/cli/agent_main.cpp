@@ -158,6 +158,7 @@ void print_config(const Config& c) {
   std::printf("  allowed host prefixes:");
   for (const auto& p : c.allowed_host_prefixes) std::printf(" %s", p.c_str());
   std::printf("\n");
+  std::printf("  metrics         %s\n", c.metrics.listen.empty() ? "off (metrics.listen)" : c.metrics.listen.c_str());
 }
 
 // systemd socket activation: LISTEN_PID/LISTEN_FDS name our inherited listening socket (fd 3).

@@ -56,6 +56,7 @@ commands:
   watch                      print state changes as they happen, until interrupted
   stats                      counters and time-to-ready percentiles
   pools                      each warm pool: size, ready, warming, failures in a row
+  metrics                    the Prometheus text exposition (what GET /metrics serves)
   version                    the agent's version (--version: this client's)
 
 The socket is --socket, else ROOT/agent.sock for --root, else $SANDBOX_AGENT_SOCKET, else
@@ -275,6 +276,8 @@ int run(const Options& o) {
     line = "{\"op\":\"stats\"}";
   } else if (cmd == "pools") {
     line = "{\"op\":\"pools\"}";
+  } else if (cmd == "metrics") {
+    line = "{\"op\":\"metrics\"}";
   } else if (cmd == "version") {
     line = "{\"op\":\"version\"}";
   } else {
@@ -394,6 +397,11 @@ int run(const Options& o) {
         std::printf("%-24s %5s %6s %8s %7s  %s\n", str(p, "name").c_str(), num(p, "size").c_str(), num(p, "ready").c_str(),
                     num(p, "warming").c_str(), num(p, "failed_in_a_row").c_str(), err.c_str());
       }
+    return 0;
+  }
+  if (cmd == "metrics") {
+    if (o.json) std::puts(raw.c_str());
+    else std::fputs(str(reply, "text").c_str(), stdout);
     return 0;
   }
   if (cmd == "stats") {

@@ -45,6 +45,8 @@ class Agent {
   std::optional<SandboxStatus> status(const std::string& id) const;
   std::vector<SandboxStatus> list() const;
   Stats stats() const;
+  // The Prometheus text exposition (as the `metrics` op and metrics.listen serve it).
+  std::string metrics() const;
 
   // Every state change of every sandbox, in order.
   using EventHandler = std::function<void(const StateEvent&, const SandboxStatus&)>;

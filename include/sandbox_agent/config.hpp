@@ -92,6 +92,12 @@ struct PoolConfig {
   std::uint64_t template_hash = 0;
 };
 
+// The Prometheus endpoint (GET /metrics): "" is off; "unix:/ABS/PATH" or "127.0.0.1:PORT"
+// (loopback only: it has no authentication).
+struct MetricsConfig {
+  std::string listen;
+};
+
 struct Config {
   std::string root;  // everything lives under it unless overridden
   SocketConfig socket;
@@ -105,6 +111,7 @@ struct Config {
   NetworkConfig network;
   LogsConfig logs;
   std::vector<PoolConfig> pools;
+  MetricsConfig metrics;
   bool stop_sandboxes_on_exit = false;
   bool clean_orphans = true;  // remove runsc sandboxes under ROOT/runsc that have no record
   std::string log_level = "info";

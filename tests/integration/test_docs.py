@@ -168,7 +168,7 @@ class ProtocolDocTest(AgentTestCase):
     def test_every_documented_op_is_accepted_and_no_other(self):
         a = self.start_agent()
         ops = self.socket_ops()
-        self.assertEqual(sorted(ops), sorted(["launch", "status", "list", "stop", "watch", "stats", "version", "extend", "logs", "exec", "cp", "pools"]))
+        self.assertEqual(sorted(ops), sorted(["launch", "status", "list", "stop", "watch", "stats", "version", "extend", "logs", "exec", "cp", "pools", "metrics"]))
         for op in ops:
             reply = self.call(a, {"op": op, "tag": op})
             self.assertEqual(reply.get("tag"), op)

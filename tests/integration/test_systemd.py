@@ -347,5 +347,36 @@ class EmbedExampleTest(AgentTestCase):
         self.assertIn("usage: embed_example ROOT ROOTFS", r.stderr)
 
 
+class JournalFormatTest(AgentTestCase):
+    """Under systemd, stderr is the journal stream: each line starts with its syslog
+    priority (<6> info, <4> warning, ...; sd-daemon(3)) for journald to file it by."""
+
+    def agent_with_journal_stream(self, value_of):
+        root = os.path.join(self.tmp, f"j{len(self.agents)}")
+        os.makedirs(root)
+        log = os.path.join(root, "agent.log")  # the harness's log file: the agent's stderr
+        open(log, "ab").close()
+        st = os.stat(log)
+        return self.start_agent(root=root, config={"log_level": "debug"}, env=clean_env(JOURNAL_STREAM=value_of(st)))
+
+    def test_lines_carry_their_priority_when_stderr_is_the_journal(self):
+        a = self.agent_with_journal_stream(lambda st: f"{st.st_dev}:{st.st_ino}")
+        self.assertEqual(a.launch(a.request("d", docker={"enabled": True}), wait=True)["state"], "ready")
+        a.launch(a.request("slow", env=["FAKE_RUNSC=dockerd=never"], docker={"enabled": True, "ready_timeout_ms": 300}))
+        a.wait_state("slow", "failed")
+        lines = wait_for(lambda: (l := a.log().splitlines()) and any("failing" in x for x in l) and l,
+                         timeout=10, what="the failure in the log")
+        self.assertTrue(any(re.match(r"^<6>info .*starting: root ", l) for l in lines), lines[:5])
+        self.assertTrue(any(re.match(r"^<4>warning slow failing \(ready_timeout\)", l) for l in lines), lines)
+        self.assertTrue(any(re.match(r"^<7>debug d dockerd answered", l) for l in lines), lines)
+        self.assertFalse([l for l in lines if not re.match(r"^<[2-7]>", l)])
+
+    def test_an_inherited_variable_for_another_stream_changes_nothing(self):
+        a = self.agent_with_journal_stream(lambda st: f"{st.st_dev}:{st.st_ino + 1}")
+        lines = a.log().splitlines()
+        self.assertTrue(lines)
+        self.assertFalse([l for l in lines if not re.match(r"^\d{4}-\d\d-\d\dT", l)], lines[:5])
+
+
 if __name__ == "__main__":
     unittest.main()
