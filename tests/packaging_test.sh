@@ -62,6 +62,21 @@ dpkg-deb -f "$deb" Description | grep -q 'gVisor' || fail "no Description"
 conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles)
 [ "$conffiles" = /etc/sandbox-agent/config.json ] || fail "conffiles is '$conffiles'"
 
+echo "== the -dev package (contents only: tests/embed_package_test.sh builds against them)"
+dev=$(ls "$work"/sandbox-agent-dev_*.deb 2>/dev/null | head -n 1)
+[ -n "$dev" ] || { cat "$work/cpack.log"; fail "no sandbox-agent-dev_*.deb in $work"; }
+dpkg-deb -f "$dev" Depends | grep -q 'liburing-dev' || fail "the -dev package does not depend on liburing-dev"
+[ "$(dpkg-deb -f "$dev" Section)" = libdevel ] || fail "the -dev package's Section is not libdevel"
+dpkg-deb -c "$dev" | awk '{print $NF}' >"$work/dev-files"
+# libdir: lib/ (the build's GNUInstallDirs default), which CMake and pkg-config search too.
+for f in './usr/include/sandbox_agent/agent.hpp' './usr/lib/(.*/)?libsandbox_agent\.a' \
+         './usr/lib/(.*/)?libsandbox_agent_model\.a' './usr/lib/(.*/)?cmake/SandboxAgent/SandboxAgentConfig\.cmake' \
+         './usr/lib/(.*/)?cmake/SandboxAgent/SandboxAgentTargets\.cmake' './usr/lib/(.*/)?pkgconfig/sandbox-agent\.pc'; do
+  grep -Eqx -- "$f" "$work/dev-files" || { cat "$work/dev-files"; fail "the -dev package lacks $f"; }
+done
+if grep -q 'bin/\|systemd' "$work/dev-files"; then fail "the -dev package carries the daemon's files"; fi
+if dpkg-deb -c "$deb" | grep -q 'usr/include\|\.a$'; then fail "the daemon's package carries the -dev files"; fi
+
 echo "== dpkg -i"
 installed=1
 dpkg -i "$deb" >"$work/install.log" 2>&1 || { cat "$work/install.log"; fail "dpkg -i"; }
