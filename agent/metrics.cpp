@@ -1,6 +1,8 @@
 #include "metrics.hpp"
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -194,7 +196,9 @@ std::string render_metrics(const MetricsSnapshot& s) {
   by_reason(e, "sandbox_agent_failures_total", m.failures, kFailureReasons);
   e.family("sandbox_agent_stops_total", "counter", "Sandboxes that stopped, by reason.");
   by_reason(e, "sandbox_agent_stops_total", m.stops, kStopReasons);
-  e.family("sandbox_agent_time_to_ready_seconds", "histogram", "From accepted to ready.");
+  e.family("sandbox_agent_time_to_ready_seconds", "histogram",
+           "From accepted to ready, launches that started a sandbox (pool members too; not warm claims, "
+           "not sandboxes adopted after a restart).");
   e.histogram("sandbox_agent_time_to_ready_seconds", m.time_to_ready);
 
   e.family("sandbox_agent_runsc_call_duration_seconds", "histogram", "runsc invocations, by verb.");
@@ -211,7 +215,7 @@ std::string render_metrics(const MetricsSnapshot& s) {
         static_cast<double>(s.stats.records_unwritten));
   gauge("sandbox_agent_spool_files_in_progress", "Spool files claimed whose sandboxes have not ended.",
         static_cast<double>(s.spool_in_progress));
-  gauge("sandbox_agent_connections", "Socket clients connected.", static_cast<double>(s.connections));
+  gauge("sandbox_agent_connections_open", "Socket clients connected now.", static_cast<double>(s.connections));
   counter("sandbox_agent_connections_total", "Socket clients accepted.", static_cast<double>(s.connections_total));
   gauge("sandbox_agent_execs_running", "exec and cp processes running (limits.max_execs).",
         static_cast<double>(s.execs_running));
@@ -230,6 +234,9 @@ std::string render_metrics(const MetricsSnapshot& s) {
       e.sample("sandbox_agent_pool_claims_total", it == m.pool_claims.end() ? 0.0 : static_cast<double>(it->second),
                {{"pool", p.name}});
     }
+    e.family("sandbox_agent_pool_claim_seconds", "histogram",
+             "A launch served by a ready pool member, from its request to its ready reply (every pool).");
+    e.histogram("sandbox_agent_pool_claim_seconds", m.pool_claim);
     per_pool("sandbox_agent_pool_failures_in_a_row", "Pool members that failed since the last one became ready.",
              &PoolGauges::failed_in_a_row);
   }
@@ -316,17 +323,20 @@ Result<MetricsEndpoint> parse_metrics_listen(std::string_view listen) {
   if (ec != std::errc() || end != port.data() + port.size() || p == 0 || p > 65535)
     return bad("the port must be a number from 1 to 65535");
   ep.port = static_cast<std::uint16_t>(p);
-  if (host == "[::1]") {
-    ep.address = "::1";
+  std::string address(host);
+  if (address.size() > 2 && address.front() == '[' && address.back() == ']') address = address.substr(1, address.size() - 2);
+  in_addr v4{};
+  in6_addr v6{};
+  if (!host.empty() && host.front() != '[' && ::inet_pton(AF_INET, address.c_str(), &v4) == 1) {
+    if ((ntohl(v4.s_addr) >> 24) != 127)
+      return bad("the address must be on loopback (127.0.0.0/8 or [::1]): the endpoint has no authentication");
+  } else if (host.size() > 2 && host.front() == '[' && ::inet_pton(AF_INET6, address.c_str(), &v6) == 1) {
+    if (!IN6_IS_ADDR_LOOPBACK(&v6))
+      return bad("the address must be on loopback (127.0.0.0/8 or [::1]): the endpoint has no authentication");
   } else {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    char tail = 0;
-    if (std::sscanf(std::string(host).c_str(), "%u.%u.%u.%u%c", &a, &b, &c, &d, &tail) != 4 || a > 255 || b > 255 ||
-        c > 255 || d > 255)
-      return bad("the address must be a loopback IP address, 127.0.0.1 or [::1] (got \"" + std::string(host) + "\")");
-    if (a != 127) return bad("the address must be on loopback (127.0.0.0/8 or [::1]): the endpoint has no authentication");
-    ep.address = std::string(host);
+    return bad("the address must be a loopback IP address, 127.0.0.1 or [::1] (got \"" + std::string(host) + "\")");
   }
+  ep.address = address;
   ep.kind = MetricsEndpoint::tcp;
   return ep;
 }

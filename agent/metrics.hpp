@@ -44,7 +44,8 @@ std::vector<double> runsc_buckets();
 struct Metrics {
   std::map<std::string, std::uint64_t, std::less<>> failures;  // by reason
   std::map<std::string, std::uint64_t, std::less<>> stops;     // by reason
-  Histogram time_to_ready{ready_buckets()};                    // seconds
+  Histogram time_to_ready{ready_buckets()};                    // seconds; cold launches
+  Histogram pool_claim{ready_buckets()};                       // seconds; a warm claim, asked → ready
   std::map<std::string, Histogram, std::less<>> runsc_calls;    // by verb, seconds
   std::map<std::string, std::uint64_t, std::less<>> pool_claims;  // warm, by pool
   std::uint64_t probe_attempts = 0;                             // GET /_ping sent

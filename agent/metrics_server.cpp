@@ -90,9 +90,12 @@ struct MetricsServer::Impl : std::enable_shared_from_this<Impl> {
         impl.closers.erase(token);
       }
     } leave{*this, token};
+    // The head's deadline. `reading` tells its handler whether it still applies: one that
+    // fired as the head arrived may run after cancel() and must not cut the answer short.
+    auto reading = std::make_shared<bool>(true);
     asio::steady_timer deadline(ex, kHeadTimeout);
-    deadline.async_wait([weak = std::weak_ptr<Socket>(socket)](std::error_code ec) {
-      if (auto s = weak.lock(); s && !ec) {
+    deadline.async_wait([weak = std::weak_ptr<Socket>(socket), reading](std::error_code ec) {
+      if (auto s = weak.lock(); s && !ec && *reading) {
         std::error_code ignored;
         s->close(ignored);
       }
@@ -106,6 +109,7 @@ struct MetricsServer::Impl : std::enable_shared_from_this<Impl> {
       head.append(buf, n);
       end = head.find("\r\n\r\n");
     }
+    *reading = false;
     deadline.cancel();
     if (closed || !socket->is_open()) co_return;
     auto answer = answer_metrics_request(head, end != std::string::npos);
@@ -118,9 +122,9 @@ struct MetricsServer::Impl : std::enable_shared_from_this<Impl> {
     if (answer.status == 405) response += "Allow: GET\r\n";
     response += "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
     response += body;
-    // The write is bounded too: a client that stops reading is closed.
-    deadline.expires_after(kHeadTimeout);
-    deadline.async_wait([weak = std::weak_ptr<Socket>(socket)](std::error_code ec) {
+    // The write and the drain are bounded too: a client that stops reading is closed.
+    asio::steady_timer write_deadline(ex, kHeadTimeout);
+    write_deadline.async_wait([weak = std::weak_ptr<Socket>(socket)](std::error_code ec) {
       if (auto s = weak.lock(); s && !ec) {
         std::error_code ignored;
         s->close(ignored);
@@ -137,7 +141,7 @@ struct MetricsServer::Impl : std::enable_shared_from_this<Impl> {
       if (ec) break;
       drained += n;
     }
-    deadline.cancel();
+    write_deadline.cancel();
     socket->close(ignored);
   }
 
@@ -159,6 +163,7 @@ MetricsServer::MetricsServer(asio::any_io_executor ex, std::function<std::string
 MetricsServer::~MetricsServer() { close(); }
 
 Status MetricsServer::listen(const MetricsEndpoint& ep) {
+  if (impl_->closed) return Ok{};  // shut down before start-up got here: nothing to open
   std::error_code ec;
   if (ep.kind == MetricsEndpoint::unix_socket) {
     struct stat st {};
@@ -196,6 +201,7 @@ Status MetricsServer::listen(const MetricsEndpoint& ep) {
 
 void MetricsServer::start() {
   auto& i = *impl_;
+  if (i.closed) return;
   if (i.unix_acceptor.is_open()) asio::co_spawn(i.ex, i.accept_loop(i.unix_acceptor), asio::detached);
   if (i.tcp_acceptor.is_open()) asio::co_spawn(i.ex, i.accept_loop(i.tcp_acceptor), asio::detached);
 }

@@ -507,7 +507,9 @@ void Supervisor::transition(Sandbox& sb, SandboxState to, std::string_view why) 
     sb.timings.ready_ms = elapsed;
     ++counters_.ready;
     note_ready_time(elapsed);
-    metrics_.time_to_ready.observe(std::chrono::duration<double>(Clock::now() - sb.accepted_at).count());
+    // Not for a sandbox adopted after a restart: its accepted time is rebuilt from its record,
+    // and the agent's downtime is not time anyone waited for it to become ready.
+    if (!sb.adopted) metrics_.time_to_ready.observe(std::chrono::duration<double>(Clock::now() - sb.accepted_at).count());
   } else if (to == SandboxState::failed) {
     ++counters_.failed;
     metrics_.count(metrics_.failures, sb.reason);

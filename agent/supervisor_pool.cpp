@@ -96,6 +96,7 @@ awaitable<Result<std::string>> Supervisor::launch_from_pool(LaunchRequest reques
 
 awaitable<Result<std::string>> Supervisor::claim(SandboxPtr member, const PoolConfig& pool, LaunchRequest request,
                                                  std::string origin) {
+  auto began = Clock::now();
   std::string id = request.id.empty() ? new_sandbox_id() : request.id;
   if (auto it = sandboxes_.find(id); it != sandboxes_.end()) {  // finished (checked above): its id is reused
     if (it->second->dir != id) ::unlink(layout_.state_file(it->second->dir).c_str());
@@ -135,6 +136,7 @@ awaitable<Result<std::string>> Supervisor::claim(SandboxPtr member, const PoolCo
   if (member->request.socket_owner) apply_socket_owner(*member);
   ++counters_.accepted;
   metrics_.count(metrics_.pool_claims, pool.name);
+  metrics_.pool_claim.observe(std::chrono::duration<double>(Clock::now() - began).count());
   spdlog::info("{} claimed from pool {} (member {}, ready {} ms before)", id, pool.name, before_id,
                member->ready_at_us ? (now_unix_us() - *member->ready_at_us) / 1000 : 0);
   member->wake.notify();  // its lifecycle now has a deadline to keep

@@ -74,8 +74,9 @@ set(CPACK_DEBIAN_DEV_DESCRIPTION
 libsandbox_agent_model.a, the CMake package SandboxAgent (find_package(SandboxAgent
 CONFIG), target SandboxAgent::sandbox_agent) and the pkg-config file sandbox-agent.pc.")
 # What a program built against the headers and static libraries needs to compile and link.
-set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "liburing-dev, libasio-dev, libsimdjson-dev, libspdlog-dev, libcereal-dev")
-set(CPACK_DEBIAN_DEV_PACKAGE_SUGGESTS "sandbox-agent, runsc, pkg-config, cmake")
+# pkg-config: the CMake package finds liburing through it.
+set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "liburing-dev, libasio-dev, libsimdjson-dev, libspdlog-dev, libcereal-dev, pkgconf | pkg-config")
+set(CPACK_DEBIAN_DEV_PACKAGE_SUGGESTS "sandbox-agent, runsc, cmake")
 set(CPACK_PACKAGE_NAME sandbox-agent)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGE_VENDOR "sandbox-agent")

@@ -17,8 +17,8 @@ set_tests_properties(embed_package PROPERTIES LABELS packaging TIMEOUT 600 ENVIR
 # The .deb under a real systemd: a debootstrapped Debian 12 tree (cached in
 # BUILD/systemd-boot/) booted with systemd-nspawn; READY=1, socket activation, stop, the
 # watchdog, reload and the journal (tests/systemd_boot/test_systemd_boot.py). Needs root.
-add_test(NAME packaging_systemd_boot COMMAND /usr/bin/python3 -m unittest -v test_systemd_boot
+add_test(NAME packaging_systemd_boot COMMAND /usr/bin/python3 test_systemd_boot.py -v
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}/tests/systemd_boot)
 set_tests_properties(packaging_systemd_boot PROPERTIES
-  LABELS "packaging;serial;systemd" RUN_SERIAL TRUE TIMEOUT 1500
+  LABELS "packaging;serial;systemd" RUN_SERIAL TRUE TIMEOUT 1500 SKIP_RETURN_CODE 77
   ENVIRONMENT "SA_BUILD_DIR=${PROJECT_BINARY_DIR};FAKE_RUNSC=$<TARGET_FILE:fake-runsc>;PYTHONDONTWRITEBYTECODE=1")

@@ -108,7 +108,7 @@ class MetricsTest(AgentTestCase):
         self.assertGreaterEqual(m['sandbox_agent_runsc_call_duration_seconds_count{verb="create"}'], 2)
         self.assertGreaterEqual(m['sandbox_agent_runsc_call_duration_seconds_count{verb="start"}'], 2)
         self.assertGreaterEqual(m["sandbox_agent_probe_attempts_total"], 1)  # d1's (slow's socket never appears)
-        self.assertEqual(m["sandbox_agent_connections"], 1)  # this one
+        self.assertEqual(m["sandbox_agent_connections_open"], 1)  # this one
         self.assertGreaterEqual(m["sandbox_agent_connections_total"], 5)
         self.assertGreater(m["process_resident_memory_bytes"], 1 << 20)
         self.assertGreater(m["process_open_fds"], 3)
@@ -132,6 +132,12 @@ class MetricsTest(AgentTestCase):
         m = samples(text)
         self.assertEqual(m['sandbox_agent_pool_size{pool="small"}'], 2)
         self.assertEqual(m['sandbox_agent_pool_claims_total{pool="small"}'], 1)
+        self.assertEqual(m["sandbox_agent_pool_claim_seconds_count"], 1)
+        self.assertLess(m["sandbox_agent_pool_claim_seconds_sum"], 5)
+        # The claim is not a launch that started a sandbox: only members (two, or three once
+        # the refill is ready) are in here, as in ready_total.
+        self.assertEqual(m["sandbox_agent_time_to_ready_seconds_count"], m["sandbox_agent_ready_total"])
+        self.assertIn(m["sandbox_agent_ready_total"], (2, 3))
         self.assertIn('sandbox_agent_pool_failures_in_a_row{pool="small"}', m)
 
     def test_get_metrics_on_a_unix_socket_and_a_loopback_port(self):

@@ -80,7 +80,7 @@ TEST_CASE("metrics: the agent's families, with every known reason and state pres
   CHECK(has_line(text, "sandbox_agent_runsc_call_duration_seconds_count{verb=\"create\"} 1"));
   CHECK(has_line(text, "sandbox_agent_runsc_call_duration_seconds_count{verb=\"delete\"} 0"));
   CHECK(has_line(text, "sandbox_agent_probe_attempts_total 12"));
-  CHECK(has_line(text, "sandbox_agent_connections 1"));
+  CHECK(has_line(text, "sandbox_agent_connections_open 1"));
   CHECK(has_line(text, "sandbox_agent_connections_total 9"));
   CHECK(has_line(text, "sandbox_agent_pool_ready{pool=\"small\"} 1"));
   CHECK(has_line(text, "sandbox_agent_pool_claims_total{pool=\"small\"} 1"));
@@ -125,6 +125,15 @@ TEST_CASE("metrics: metrics.listen takes a Unix socket or a loopback port, and s
   CHECK(why("127.0.0.1:70000").find("port") != std::string::npos);
   CHECK(why("localhost:80").find("address") != std::string::npos);
   CHECK(why("9464").find("unix:PATH") != std::string::npos);
+  // Only what the agent can bind: inet_pton's forms, no padding or signs.
+  CHECK(why(" 127.0.0.1:80").find("address") != std::string::npos);
+  CHECK(why("127.+0.0.1:80").find("address") != std::string::npos);
+  CHECK(why("127.0.0.01:80").find("address") != std::string::npos);
+  CHECK(why("[::2]:80").find("loopback") != std::string::npos);
+  CHECK(why("::1:80").find("address") != std::string::npos);  // IPv6 needs its brackets
+  CHECK(parse_metrics_listen("127.1.2.3:80")->address == "127.1.2.3");
+  CHECK(why(":80").find("address") != std::string::npos);
+  CHECK(why("[127.0.0.1]:80").find("address") != std::string::npos);
 }
 
 TEST_CASE("metrics: the HTTP endpoint answers GET /metrics and refuses the rest") {
