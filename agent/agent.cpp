@@ -145,12 +145,8 @@ struct Agent::Impl {
     if (auto ep = parse_metrics_listen(config.metrics.listen); !ep) {
       co_return fail(ep.error());
     } else if (ep->kind != MetricsEndpoint::off) {
-      if (auto s = metrics_http.listen(*ep); !s) co_return fail(s);
-      if (ep->kind == MetricsEndpoint::unix_socket) {  // who may scrape: as for the agent's socket
-        gid_t group = config.socket.allowed_gids.empty() ? 0 : config.socket.allowed_gids.front();
-        if (::chmod(ep->path.c_str(), 0660) != 0 || ::chown(ep->path.c_str(), 0, group) != 0)
-          spdlog::warn("cannot set the mode/owner of {}: {}", ep->path, paths::errno_text());
-      }
+      unsigned group = config.socket.allowed_gids.empty() ? 0 : config.socket.allowed_gids.front();
+      if (auto s = metrics_http.listen(*ep, group); !s) co_return fail(s);
       metrics_http.start();
     }
     done(Ok{});

@@ -64,21 +64,13 @@ std::string number(double v) {
   return ec == std::errc() ? std::string(buf, end) : "NaN";
 }
 
-// Label values: backslash, double quote and newline are escaped; nothing else is special.
-void append_label_value(std::string& out, std::string_view v) {
-  for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
-  }
-}
-
-// HELP text: backslash and newline are escaped.
-void append_help(std::string& out, std::string_view v) {
+// The text format escapes backslash and newline, and in label values the double quote too.
+enum class Escape { help, label_value };
+void append_escaped(std::string& out, std::string_view v, Escape what) {
   for (char c : v) {
     if (c == '\\') out += "\\\\";
     else if (c == '\n') out += "\\n";
+    else if (c == '"' && what == Escape::label_value) out += "\\\"";
     else out += c;
   }
 }
@@ -89,7 +81,7 @@ void Exposition::family(std::string_view name, std::string_view type, std::strin
   out_ += "# HELP ";
   out_ += name;
   out_ += ' ';
-  append_help(out_, help);
+  append_escaped(out_, help, Escape::help);
   out_ += "\n# TYPE ";
   out_ += name;
   out_ += ' ';
@@ -106,7 +98,7 @@ void Exposition::labels(Labels labels, std::string_view le) {
     first = false;
     out_ += k;
     out_ += "=\"";
-    append_label_value(out_, v);
+    append_escaped(out_, v, Escape::label_value);
     out_ += '"';
   }
   if (!le.empty()) {

@@ -162,7 +162,7 @@ MetricsServer::MetricsServer(asio::any_io_executor ex, std::function<std::string
 
 MetricsServer::~MetricsServer() { close(); }
 
-Status MetricsServer::listen(const MetricsEndpoint& ep) {
+Status MetricsServer::listen(const MetricsEndpoint& ep, unsigned group) {
   if (impl_->closed) return Ok{};  // shut down before start-up got here: nothing to open
   std::error_code ec;
   if (ep.kind == MetricsEndpoint::unix_socket) {
@@ -180,6 +180,8 @@ Status MetricsServer::listen(const MetricsEndpoint& ep) {
     if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return make_error(ErrorCode::internal, "metrics: listening on " + ep.path + ": " + ec.message(), "/metrics/listen");
     impl_->owned_path = ep.path;
+    if (::chmod(ep.path.c_str(), 0660) != 0 || ::chown(ep.path.c_str(), 0, group) != 0)
+      spdlog::warn("cannot set the mode/owner of {}: {}", ep.path, paths::errno_text());
     spdlog::info("metrics on unix:{} (GET /metrics)", ep.path);
   } else if (ep.kind == MetricsEndpoint::tcp) {
     auto address = asio::ip::make_address(ep.address, ec);

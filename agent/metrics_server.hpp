@@ -19,7 +19,8 @@ class MetricsServer {
   MetricsServer(asio::any_io_executor ex, std::function<std::string()> render);
   ~MetricsServer();
 
-  Status listen(const MetricsEndpoint& endpoint);
+  // A Unix socket is made 0660 root:`group` (who may scrape, as for the agent's socket).
+  Status listen(const MetricsEndpoint& endpoint, unsigned group);
   void start();
   void close();
   awaitable<void> wait_closed(Millis bound);  // as SocketServer::wait_closed

@@ -144,6 +144,8 @@ class MetricsTest(AgentTestCase):
         path = os.path.join(self.tmp, "metrics.sock")
         a = self.start_agent(config={"metrics": {"listen": "unix:" + path}})
         self.assertTrue(a.launch(a.request("x"), wait=True)["ok"])
+        st = os.stat(path)
+        self.assertEqual((oct(st.st_mode & 0o777), st.st_uid, st.st_gid), (oct(0o660), 0, 0))  # as the agent's socket
         status, headers, body = http(unix_connect(path), GET)
         self.assertEqual(status, 200, body)
         self.assertEqual(headers["content-type"], "text/plain; version=0.0.4; charset=utf-8")
