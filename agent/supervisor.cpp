@@ -312,6 +312,11 @@ awaitable<void> Supervisor::probe_docker(SandboxPtr sb) {
   auto timeout = Millis(sb->request.docker.ready_timeout_ms.value_or(config_.docker.ready_timeout_ms));
   auto deadline = Clock::now() + timeout;
   auto socket_path = paths::join(layout_.sockets_dir(sb->dir), std::string(kDockerSocketName));
+  // Two clocks: `absent` paces the fallback checks while the socket does not exist yet
+  // (inotify wakes us as it appears), `delay` the retries once it does. Kept apart so a slow
+  // boot does not leave a refused first connect (the relay binds before it listens) waiting
+  // the longest backoff: that made ready land up to 250 ms after dockerd answered.
+  double absent = pc.initial_ms;
   double delay = pc.initial_ms;
   std::string last_error = "the socket never appeared";
   std::uniform_real_distribution<double> jitter(1.0 - pc.jitter, 1.0 + pc.jitter);
@@ -319,6 +324,7 @@ awaitable<void> Supervisor::probe_docker(SandboxPtr sb) {
 
   for (;;) {
     if (sb->stop_requested || sb->ended()) co_return;
+    double next = 0;
     // The socket's appearance wakes us (inotify); checking here also covers a missed event.
     if (prepare_docker_socket(*sb)) {
       auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now());
@@ -341,7 +347,13 @@ awaitable<void> Supervisor::probe_docker(SandboxPtr sb) {
       // (e.g. "HTTP 500"): keep that one.
       bool cut_short = ping.timed_out && attempt < Millis(pc.attempt_timeout_ms) && attempts > 1;
       if (!cut_short) last_error = ping.error;
+      spdlog::debug("{} probe attempt {} failed: {}", sb->id, attempts, ping.error);
       if (sb->stop_requested || sb->ended()) co_return;
+      next = delay;
+      delay = std::min(delay * pc.factor, static_cast<double>(pc.max_ms));
+    } else {
+      next = absent;
+      absent = std::min(absent * pc.factor, static_cast<double>(pc.max_ms));
     }
     auto now = Clock::now();
     if (now >= deadline) {
@@ -351,8 +363,7 @@ awaitable<void> Supervisor::probe_docker(SandboxPtr sb) {
       co_return;
     }
     auto wait = std::chrono::duration_cast<Clock::duration>(
-        std::chrono::duration<double, std::milli>(delay * jitter(rng_)));
-    delay = std::min(delay * pc.factor, static_cast<double>(pc.max_ms));
+        std::chrono::duration<double, std::milli>(next * jitter(rng_)));
     co_await sb->wake.wait_until(std::min(now + wait, deadline));
   }
 }

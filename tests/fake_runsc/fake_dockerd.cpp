@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "files.hpp"
 
@@ -133,7 +134,17 @@ FakeDockerd::~FakeDockerd() {
 }
 
 bool FakeDockerd::listen(std::string& err) {
+  if (fd_ >= 0) {  // bound by bind_only()
+    if (::listen(fd_, SOMAXCONN) == 0) return true;
+    err = "listen on " + path_ + ": " + std::strerror(errno);
+    return false;
+  }
   fd_ = unix_listen(path_, SOMAXCONN, &err);
+  return fd_ >= 0;
+}
+
+bool FakeDockerd::bind_only(std::string& err) {
+  fd_ = unix_bind(path_, &err);
   return fd_ >= 0;
 }
 

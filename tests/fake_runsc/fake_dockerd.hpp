@@ -22,6 +22,9 @@ class FakeDockerd final : public IoHandler {
 
   // Binds and listens. Connections wait in the backlog until start_answering().
   bool listen(std::string& err);
+  // Binds under the final name without listening (connects are refused until listen()),
+  // as a relay that binds and then listens looks in between.
+  bool bind_only(std::string& err);
   void start_answering();
   bool listening() const { return fd_ >= 0; }
   void remove_socket_file();

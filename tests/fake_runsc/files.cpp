@@ -139,6 +139,25 @@ int unix_listen(const std::string& path, int backlog, std::string* err) {
   return -1;
 }
 
+int unix_bind(const std::string& path, std::string* err) {
+  sockaddr_un addr;
+  socklen_t len = 0;
+  int dir_fd = -1;
+  if (!unix_address(path, addr, len, &dir_fd)) {
+    if (err) *err = "socket path " + path + ": " + errno_text();
+    return -1;
+  }
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const bool ok = fd >= 0 && (::unlink(path.c_str()), ::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0);
+  const int saved = errno;
+  if (dir_fd >= 0) ::close(dir_fd);
+  if (ok) return fd;
+  if (err) *err = "bind " + path + ": " + std::strerror(saved);
+  if (fd >= 0) ::close(fd);
+  errno = saved;
+  return -1;
+}
+
 int unix_connect(const std::string& path) {
   sockaddr_un addr;
   socklen_t len = 0;

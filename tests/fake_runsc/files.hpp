@@ -24,6 +24,8 @@ bool write_all(int fd, std::string_view data);
 // there is replaced, and the file appears only once the socket listens. Paths longer
 // than sun_path go through /proc/self/fd/N of the parent. Returns -1 and sets *err.
 int unix_listen(const std::string& path, int backlog, std::string* err);
+// A socket bound at `path` that does not listen yet; -1 (and *err) on failure.
+int unix_bind(const std::string& path, std::string* err);
 // A blocking, close-on-exec connected socket, or -1 with errno set.
 int unix_connect(const std::string& path);
 

@@ -57,7 +57,7 @@ void Runtime::begin_running(Container& c) {
     dockerd_log(c, logrus("info", "Starting up"));
     if (!d.dockerd_never) {
       loop_->after_ms(d.dockerd_delay_ms, [this, serial] { on_dockerd_listen(serial); });
-      if (d.answer_delay_ms > d.dockerd_delay_ms)
+      if (d.answer_delay_ms > d.dockerd_delay_ms + d.listen_gap_ms)
         loop_->after_ms(d.answer_delay_ms, [this, serial] { on_dockerd_answer(serial); });
     }
     if (d.dockerd_exit_after_ms >= 0)
@@ -115,13 +115,31 @@ void Runtime::on_dockerd_listen(uint64_t serial) {
   }
   auto dockerd = std::make_unique<FakeDockerd>(*loop_, c->plan.d.ping, c->plan.relay_socket);
   std::string err;
-  if (!dockerd->listen(err)) {
+  const int64_t gap = c->plan.d.listen_gap_ms;
+  if (!(gap > 0 ? dockerd->bind_only(err) : dockerd->listen(err))) {
     init_log(*c, "relay: " + err);
     return;
   }
   c->dockerd = std::move(dockerd);
   c->socket_created = true;
+  if (gap > 0) {
+    loop_->after_ms(gap, [this, serial] { on_relay_listen(serial); });
+    return;
+  }
   if (c->plan.d.answer_delay_ms <= c->plan.d.dockerd_delay_ms) on_dockerd_answer(serial);
+}
+
+// listen_gap_ms: the bound socket starts listening (and answering, unless answer_delay_ms
+// holds it back longer).
+void Runtime::on_relay_listen(uint64_t serial) {
+  Container* c = by_serial(serial);
+  if (!c || !c->dockerd) return;
+  std::string err;
+  if (!c->dockerd->listen(err)) {
+    init_log(*c, "relay: " + err);
+    return;
+  }
+  if (c->plan.d.answer_delay_ms <= c->plan.d.dockerd_delay_ms + c->plan.d.listen_gap_ms) on_dockerd_answer(serial);
 }
 
 void Runtime::on_dockerd_answer(uint64_t serial) {

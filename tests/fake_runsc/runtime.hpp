@@ -54,6 +54,7 @@ class Runtime {
   Container* by_serial(uint64_t serial);
   void on_main_exit(uint64_t serial, int code);
   void on_dockerd_listen(uint64_t serial);
+  void on_relay_listen(uint64_t serial);
   void on_dockerd_answer(uint64_t serial);
   void on_dockerd_exit(uint64_t serial);
   void init_log(const Container& c, std::string_view message);

@@ -50,6 +50,7 @@ constexpr Delay kDelays[] = {
     {"exit_after_ms", &Directives::exit_after_ms},
     {"dockerd_delay_ms", &Directives::dockerd_delay_ms},
     {"answer_delay_ms", &Directives::answer_delay_ms},
+    {"listen_gap_ms", &Directives::listen_gap_ms},
     {"dockerd_exit_after_ms", &Directives::dockerd_exit_after_ms},
 };
 

@@ -316,6 +316,31 @@ class SocketApiTest(AgentTestCase):
                 early.append((sid, (answered[rid] - ready_at) / 1000))
         self.assertEqual(early, [], "ready before its own dockerd answered (ms early)")
 
+    def test_a_socket_that_refuses_as_it_appears_is_retried_at_once(self):
+        # sandbox-init's relay binds its socket before it listens, so the first connect after
+        # the socket appears can be refused. The waits while the socket was absent must not
+        # set the retry's pace: they had grown to the 250 ms maximum, and ready came that
+        # long after dockerd answered.
+        a = self.start_agent()
+        ids = [f"gap{i}" for i in range(5)]
+        for sid in ids:
+            a.launch(a.request(sid, env=["FAKE_RUNSC=dockerd_delay_ms=800,listen_gap_ms=10"],
+                               docker={"enabled": True}))
+        for sid in ids:
+            self.assertEqual(a.wait_state(sid, ("ready", "failed"), timeout=30)["state"], "ready")
+        answered = {}
+        with open(os.path.join(a.root, "runsc", "fake-dockerd-ready.log")) as f:
+            for line in f:
+                rid, at = line.split()
+                answered.setdefault(rid, int(at))
+        late = []
+        for sid in ids:
+            with open(os.path.join(a.root, "state", sid + ".json")) as f:
+                rid = json.load(f)["runsc_id"]
+            late.append((_unix_us(a.status(sid)["ready_at"]) - answered[rid]) / 1000)
+        late.sort()
+        self.assertLess(late[len(late) // 2], 100, f"ms from dockerd answering to ready: {late}")
+
 
 def _unix_us(rfc3339):
     """'2026-11-29T09:11:20.123456Z' -> UNIX microseconds (exact, no float rounding)."""
