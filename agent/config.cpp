@@ -97,6 +97,7 @@ Status parse_docker(json::value v, const Ptr& at, DockerConfig& c) {
   return json::for_each_member(v, at, [&](std::string_view k, json::value m, const Ptr& p) -> Status {
     if (k == "ready_timeout_ms") return json::read_u32(m, p, c.ready_timeout_ms, 1, 3600000);
     if (k == "dockerd_path") return json::read_string(m, p, c.dockerd_path);
+    if (k == "containerd_path") return json::read_string(m, p, c.containerd_path);
     return invalid(p, "unknown key");
   });
 }
@@ -313,6 +314,9 @@ Status finish(Config& c) {
   if (c.docker.dockerd_path.empty() ||
       (c.docker.dockerd_path[0] != '/' && c.docker.dockerd_path.find('/') != std::string::npos))
     return err("/docker/dockerd_path", "must be an absolute path or a bare program name");
+  if (!c.docker.containerd_path.empty() && c.docker.containerd_path[0] != '/' &&
+      c.docker.containerd_path.find('/') != std::string::npos)
+    return err("/docker/containerd_path", "must be an absolute path, a bare program name or \"\" (dockerd starts its own)");
   {
     std::string why;
     auto subnet = parse_cidr(c.network.subnet, &why);

@@ -79,6 +79,7 @@ std::vector<std::string> init_args(const LaunchRequest& r, const SpecContext& ct
                        "--dockerd-socket", std::string(kDockerdInnerSocket), "--relay-socket",
                        std::string(kSocketsMount) + "/" + std::string(kDockerSocketName)});
     const auto& profile = ctx.dockerd_flags.empty() ? portable_dockerd_flags() : ctx.dockerd_flags;
+    if (!ctx.containerd_path.empty()) a.insert(a.end(), {"--containerd", ctx.containerd_path});
     for (const auto& f : profile) a.push_back("--dockerd-arg=" + f);
     for (const auto& f : r.docker.dockerd_args) a.push_back("--dockerd-arg=" + f);
   }

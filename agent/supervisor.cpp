@@ -614,7 +614,8 @@ Status Supervisor::prepare_host_dirs(Sandbox& sb) {
   if (!paths::make_dirs(sockets, 0700)) return fail("creating " + sockets);
   if (auto& o = sb.request.socket_owner; o && ::chown(sockets.c_str(), o->uid, o->gid) != 0)
     return fail("chown " + sockets);
-  SpecContext ctx{config_.sandbox_init, sockets, logs, config_.docker.dockerd_path, runtime_.dockerd_flags, {}, {}};
+  SpecContext ctx{config_.sandbox_init, sockets, logs, config_.docker.dockerd_path, runtime_.dockerd_flags, {}, {},
+                  config_.docker.containerd_path};
   if (sb.request.network == NetworkMode::bridge) {
     ctx.netns_path = networks_.netns_path(sb.runsc_id);
     ctx.resolv_conf = networks_.resolv_conf();

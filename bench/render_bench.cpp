@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
                         R"("labels":{"batch-job":"1234"},"socket_owner":{"uid":1000,"gid":1000}})";
   RequestPolicy policy{{images}, false, 1 << 20};
   SpecContext ctx{"/usr/lib/sandbox-agent/sandbox-init", "/var/lib/sandbox-agent/sockets/job-42",
-                  "/var/lib/sandbox-agent/logs/job-42", "dockerd", {}, {}, {}};
+                  "/var/lib/sandbox-agent/logs/job-42", "dockerd", {}, {}, {}, "containerd"};
 
   std::size_t bytes = 0, n = 0, parse_only = 0;
   double cpu_rate = 0;  // of the last run

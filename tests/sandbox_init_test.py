@@ -165,6 +165,31 @@ FAKE_DOCKERD = textwrap.dedent(r'''
 ''').lstrip()
 
 
+FAKE_CONTAINERD = textwrap.dedent(r'''
+    #!/usr/bin/python3
+    # Fake containerd: `--config FILE`; listens on the [grpc] address of FILE, writes its argv and
+    # config to $FAKE_CONTAINERD_INFO, exits after $FAKE_CONTAINERD_EXIT_AFTER seconds if set.
+    import json, os, re, signal, socket, sys, time
+    config = open(sys.argv[sys.argv.index("--config") + 1]).read()
+    address = re.search(r'address = "([^"]+)"', config).group(1)
+    def term(*_):
+        print("fake containerd exiting", flush=True)
+        os._exit(0)
+    signal.signal(signal.SIGTERM, term)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(address)
+    s.listen(16)
+    with open(os.environ["FAKE_CONTAINERD_INFO"], "w") as f:
+        json.dump({"argv": sys.argv, "config": config, "pid": os.getpid(), "sid": os.getsid(0)}, f)
+    print("fake containerd serving", flush=True)
+    parent = os.getppid()
+    deadline = time.time() + float(os.environ.get("FAKE_CONTAINERD_EXIT_AFTER", "1e9"))
+    while os.getppid() == parent and time.time() < deadline:
+        time.sleep(0.05)
+    os._exit(4)
+''').lstrip()
+
+
 def wait_for(cond, timeout, interval=0.01, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -245,6 +270,11 @@ class SandboxInitTest(unittest.TestCase):
         os.chmod(self.fake, 0o755)
         self.inner = os.path.join(self.run_dir, "docker.sock")
         self.relay = os.path.join(self.status, "docker.sock")
+        self.fake_containerd = os.path.join(self.dir, "fake-containerd")
+        with open(self.fake_containerd, "w") as f:
+            f.write(FAKE_CONTAINERD)
+        os.chmod(self.fake_containerd, 0o755)
+        self.containerd_info = os.path.join(self.dir, "containerd.json")
         self.procs = []
 
     def tearDown(self):
@@ -264,8 +294,9 @@ class SandboxInitTest(unittest.TestCase):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def start(self, args, dockerd=None, cgroup="auto", markers=True, logs=True):
-        """Starts init in its own session. dockerd: list of extra --fake-* options, or None."""
+    def start(self, args, dockerd=None, cgroup="auto", markers=True, logs=True, containerd=None, env=None):
+        """Starts init in its own session. dockerd: list of extra --fake-* options, or None;
+        containerd: the --containerd path, or None."""
         cmd = [INIT]
         if markers:
             cmd += ["--status-dir", self.status]
@@ -275,10 +306,13 @@ class SandboxInitTest(unittest.TestCase):
             cmd += ["--dockerd", self.fake, "--cgroup", cgroup, "--dockerd-socket", self.inner,
                     "--relay-socket=" + self.relay, "--dockerd-arg=--iptables=false"]
             cmd += ["--dockerd-arg=" + a for a in dockerd]
+            if containerd:
+                cmd += ["--containerd", containerd]
         if args:
             cmd += ["--"] + list(args)
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, start_new_session=True)
+                             stderr=subprocess.PIPE, start_new_session=True,
+                             env=dict(os.environ, FAKE_CONTAINERD_INFO=self.containerd_info, **(env or {})))
         self.procs.append(p)
         return p
 
@@ -604,6 +638,62 @@ class SandboxInitTest(unittest.TestCase):
         code, _, _ = self.finish(p)
         self.assertEqual(code, 143)
         self.assertEqual(self.marker("init.exit"), {"exit_code": 143})
+
+    def test_containerd_is_started_first_and_stopped_after_dockerd(self):
+        info = os.path.join(self.dir, "info.json")
+        p = self.start(["sleep", "30"], dockerd=["--fake-info=" + info], containerd=self.fake_containerd)
+        self.wait_relay()
+        ctrd = self.read_info(self.containerd_info)
+        config = os.path.join(self.run_dir, "sandbox-init", "containerd.toml")
+        self.assertEqual(ctrd["argv"][1:], ["--config", config])
+        self.assertEqual(ctrd["sid"], ctrd["pid"], "containerd runs in its own session")
+        address = os.path.join(self.run_dir, "sandbox-init", "containerd.sock")
+        self.assertIn(f'address = "{address}"', ctrd["config"])
+        self.assertIn('"io.containerd.grpc.v1.cri"', ctrd["config"])  # disabled, as dockerd does
+        self.assertEqual(os.stat(os.path.dirname(config)).st_mode & 0o777, 0o700)
+        self.assertEqual(self.read_info(info)["argv"][-1], "--containerd=" + address)
+        log = self.log()
+        self.assertLess(log.index("containerd: started pid"), log.index("dockerd: started pid"))
+        wait_for(lambda: "fake containerd serving" in self.log("dockerd.log"), 10,
+                 what="containerd's output in dockerd.log")
+        p.send_signal(signal.SIGTERM)
+        code, _, _ = self.finish(p)
+        self.assertEqual(code, 143)
+        log = self.log()
+        # dockerd stops its containers through containerd: containerd goes last.
+        self.assertLess(log.index("dockerd (pid"), log.index("stopping containerd"))
+        self.assertIn("containerd (pid %d) exited: exit code 0" % ctrd["pid"], log)
+        self.assertIn("fake containerd exiting", self.log("dockerd.log"))
+        self.assertFalse(os.path.exists("/proc/%d" % ctrd["pid"]), "containerd is gone")
+
+    def test_containerd_that_dies_takes_dockerd_down(self):
+        p = self.start(["sleep", "30"], dockerd=[], containerd=self.fake_containerd,
+                       env={"FAKE_CONTAINERD_EXIT_AFTER": "0.5"})
+        wait_for(lambda: self.marker("dockerd.exit"), 10, what="dockerd.exit")
+        self.assertIn("containerd exited while dockerd runs; stopping dockerd", self.log())
+        self.assertIsNone(p.poll(), "the main child keeps running; the agent decides")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(self.finish(p)[0], 143)
+
+    def test_containerd_that_cannot_start_leaves_it_to_dockerd(self):
+        info = os.path.join(self.dir, "info.json")
+        p = self.start(["sleep", "30"], dockerd=["--fake-info=" + info], containerd="/nonexistent/containerd")
+        self.wait_relay()
+        self.assertNotIn("--containerd", " ".join(self.read_info(info)["argv"]))
+        self.assertIn("containerd: cannot start /nonexistent/containerd", self.log())
+        self.assertIn("dockerd starts its own", self.log())
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(self.finish(p)[0], 143)
+
+    def test_a_containerd_of_the_users_own_is_left_alone(self):
+        info = os.path.join(self.dir, "info.json")
+        p = self.start(["sleep", "30"], dockerd=["--fake-info=" + info, "--containerd=/run/theirs.sock"],
+                       containerd=self.fake_containerd)
+        self.wait_relay()
+        self.assertEqual([a for a in self.read_info(info)["argv"] if "containerd" in a], ["--containerd=/run/theirs.sock"])
+        self.assertFalse(os.path.exists(self.containerd_info))
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(self.finish(p)[0], 143)
 
     def test_dockerd_dies_before_listening(self):
         p = self.start([], dockerd=["--fake-listen=0", "--fake-exit-after=0.3",

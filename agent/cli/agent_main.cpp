@@ -139,7 +139,7 @@ int render(const Config& config, const std::string& file) {
   auto runtime = request->docker.enabled ? probe_runtime_now(config) : RuntimeInfo{};
   SpecContext ctx{config.sandbox_init, paths::join(paths::join(config.root, "sockets"), request->id),
                   paths::join(paths::join(config.root, "logs"), request->id), config.docker.dockerd_path,
-                  runtime.dockerd_flags, {}, {}};
+                  runtime.dockerd_flags, {}, {}, config.docker.containerd_path};
   std::fputs(render_spec(*request, ctx).c_str(), stdout);
   return 0;
 }

@@ -19,7 +19,8 @@ const char* usage_text() {
   return "usage: sandbox-init --version\n"
          "       sandbox-init [--status-dir DIR] [--log-dir DIR]\n"
          "                    [--dockerd PATH --cgroup auto|sandbox|userns|host-bind|none\n"
-         "                     --dockerd-socket PATH --relay-socket PATH [--dockerd-arg ARG]...]\n"
+         "                     --dockerd-socket PATH --relay-socket PATH [--containerd PATH]\n"
+         "                     [--dockerd-arg ARG]...]\n"
          "                    [--] [ARGS...]\n"
          "       sandbox-init cp-in|cp-out --max-bytes=N [--mode=OCTAL] -- /PATH\n";
 }
@@ -80,7 +81,7 @@ ParseResult parse_args(int argc, const char* const* argv) {
     static constexpr std::string_view kValued[] = {"--status-dir",     "--log-dir",
                                                    "--dockerd",        "--cgroup",
                                                    "--dockerd-socket", "--relay-socket",
-                                                   "--dockerd-arg"};
+                                                   "--dockerd-arg",    "--containerd"};
     bool known = false;
     for (std::string_view k : kValued) known = known || name == k;
     if (!known) return error("unknown option '" + std::string(arg) + "'");
@@ -109,6 +110,9 @@ ParseResult parse_args(int argc, const char* const* argv) {
       saw_relay = true;
     } else if (name == "--dockerd-arg") {
       o.dockerd_args.push_back(value);
+    } else if (name == "--containerd") {
+      if (value.empty()) return error("--containerd needs a non-empty path");
+      o.containerd_path = value;
     }
   }
   for (; i < argc; ++i) o.command.emplace_back(argv[i]);
@@ -118,8 +122,9 @@ ParseResult parse_args(int argc, const char* const* argv) {
     if (!saw_dockerd_socket || o.dockerd_socket.empty())
       return error("--dockerd needs --dockerd-socket PATH");
     if (saw_relay && o.relay_socket.empty()) return error("--relay-socket needs a non-empty path");
-  } else if (saw_cgroup || saw_dockerd_socket || saw_relay || !o.dockerd_args.empty()) {
-    return error("--cgroup, --dockerd-socket, --relay-socket and --dockerd-arg need --dockerd");
+  } else if (saw_cgroup || saw_dockerd_socket || saw_relay || !o.dockerd_args.empty() ||
+             !o.containerd_path.empty()) {
+    return error("--cgroup, --dockerd-socket, --relay-socket, --containerd and --dockerd-arg need --dockerd");
   }
   return result;
 }

@@ -22,6 +22,9 @@ struct Options {
   std::string dockerd_socket;  // dockerd's own socket inside the sandbox
   std::string relay_socket;    // where the relay listens (host-bound directory); empty: no relay
   std::vector<std::string> dockerd_args;
+  // containerd, started by init before dockerd so that the two boot side by side (dockerd
+  // would start it only once it is up itself); empty: dockerd starts its own.
+  std::string containerd_path;
 
   std::vector<std::string> command;  // the main child; empty: wait for SIGTERM/SIGINT
 };

@@ -3,14 +3,52 @@
 #include <cerrno>
 #include <csignal>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cgroup.hpp"
+#include "fd.hpp"
 #include "log.hpp"
 #include "spawn.hpp"
 #include "userns.hpp"
 
 namespace sinit {
+
+namespace {
+// What dockerd itself would give its own containerd (root under dockerd's data root, the CRI
+// plugin off), minus the snapshotters and the /opt plugin that cannot work in a sandbox and
+// only cost start-up time and log lines. `dir` holds its state, config and socket.
+std::string containerd_toml(const std::string& dir) {
+  return "version = 2\n"
+         "root = \"/var/lib/docker/containerd/daemon\"\n"
+         "state = \"" + dir + "/containerd\"\n"
+         "disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.aufs\",\n"
+         "  \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.devmapper\",\n"
+         "  \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.internal.v1.opt\"]\n"
+         "[grpc]\n"
+         "  address = \"" + dir + "/containerd.sock\"\n";
+}
+
+bool write_new_file(const std::string& path, const std::string& data) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd.valid()) return false;
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// The user chose a containerd of their own (`--dockerd-arg=--containerd=…`).
+bool names_containerd(const std::vector<std::string>& args) {
+  for (const std::string& a : args)
+    if (a == "--containerd" || a.rfind("--containerd=", 0) == 0) return true;
+  return false;
+}
+}  // namespace
 
 Dockerd::Dockerd(EventLoop& loop, const Options& opts) : opts_(opts), log_(loop, opts.log_dir) {}
 
@@ -38,6 +76,12 @@ bool Dockerd::start() {
     log_msg("dockerd: pipe2: %s; its output goes to init's stderr", errno_str(errno).c_str());
   }
 
+  // In a user namespace dockerd must start containerd itself, inside it.
+  if (!opts_.containerd_path.empty() && !decision.userns && !names_containerd(opts_.dockerd_args)) {
+    std::string address = start_containerd(req.stdin_fd, req.stdout_fd);
+    if (!address.empty()) req.argv.push_back("--containerd=" + address);
+  }
+
   std::string cmdline;
   for (const std::string& a : req.argv) cmdline += (cmdline.empty() ? "" : " ") + a;
   SpawnResult r = spawn(req);
@@ -57,6 +101,42 @@ bool Dockerd::start() {
     log_msg("dockerd: pid %d failed before running %s: %s: %s", pid_, cmdline.c_str(),
             r.error.c_str(), r.err ? errno_str(r.err).c_str() : "see above");
   return true;
+}
+
+std::string Dockerd::start_containerd(int stdin_fd, int out_fd) {
+  // Beside dockerd's socket (/run in a sandbox: a fresh tmpfs, so no stale socket is there
+  // for dockerd to find before containerd listens).
+  const std::string& sock = opts_.dockerd_socket;
+  const auto slash = sock.rfind('/');
+  const std::string dir = (slash == std::string::npos || slash == 0 ? std::string() : sock.substr(0, slash)) + "/sandbox-init";
+  const std::string config = dir + "/containerd.toml";
+  if ((::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) || !write_new_file(config, containerd_toml(dir))) {
+    log_msg("containerd: cannot write %s: %s; dockerd starts its own", config.c_str(),
+            errno_str(errno).c_str());
+    return {};
+  }
+  SpawnRequest req;
+  req.argv = {opts_.containerd_path, "--config", config};
+  req.new_session = true;
+  req.stdin_fd = stdin_fd;
+  req.stdout_fd = req.stderr_fd = out_fd;  // its lines go to dockerd.log, as when dockerd runs it
+  SpawnResult r = spawn(req);
+  if (r.pid < 0 || !r.started) {
+    // A child whose exec failed exits by itself and is reaped as an orphan.
+    log_msg("containerd: cannot start %s: %s: %s; dockerd starts its own", opts_.containerd_path.c_str(),
+            r.error.c_str(), errno_str(r.err).c_str());
+    return {};
+  }
+  containerd_pid_ = r.pid;
+  log_msg("containerd: started pid %d: %s --config %s", containerd_pid_, opts_.containerd_path.c_str(),
+          config.c_str());
+  return dir + "/containerd.sock";
+}
+
+void Dockerd::signal_containerd(int sig) {
+  if (containerd_pid_ <= 0) return;
+  if (::kill(containerd_pid_, sig) != 0)
+    log_msg("containerd: kill(%d, %d): %s", containerd_pid_, sig, errno_str(errno).c_str());
 }
 
 void Dockerd::signal(int sig) {

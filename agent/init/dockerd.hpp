@@ -1,5 +1,9 @@
 // Starts and stops dockerd: `DOCKERD --host=unix://SOCKET --group=root [--dockerd-arg...]`,
 // plain or in a nested user namespace (cgroup.hpp decides), output piped into dockerd.log.
+// With --containerd, containerd is started first and dockerd is pointed at it
+// (`--containerd=ADDRESS`): inside gVisor each takes 100-200 ms just to load and initialise,
+// and dockerd would otherwise start containerd only once it is up itself. dockerd's dialer
+// retries a socket that does not exist yet every 10 ms, so the two may start in any order.
 #pragma once
 
 #include <sys/types.h>
@@ -24,10 +28,21 @@ class Dockerd {
   void on_exited();
   void drain_log() { log_.drain(); }
 
+  // The containerd init started (-1: none, or it is gone).
+  pid_t containerd_pid() const { return containerd_pid_; }
+  bool containerd_running() const { return containerd_pid_ > 0; }
+  void signal_containerd(int sig);
+  void on_containerd_exited() { containerd_pid_ = -1; }
+
  private:
+  // Writes containerd's config and starts it with `out_fd` as its stdout and stderr; returns
+  // the address dockerd is to use, or "" when dockerd should start its own.
+  std::string start_containerd(int stdin_fd, int out_fd);
+
   const Options& opts_;
   DockerdLogPump log_;
   pid_t pid_ = -1;
+  pid_t containerd_pid_ = -1;
 };
 
 }  // namespace sinit

@@ -119,6 +119,9 @@ void Supervisor::reap_children() {
     } else if (dockerd_ && pid == dockerd_->pid()) {
       log_msg("dockerd (pid %d) exited: %s", pid, describe_status(status).c_str());
       on_dockerd_exited(code);
+    } else if (dockerd_ && pid == dockerd_->containerd_pid()) {
+      log_msg("containerd (pid %d) exited: %s", pid, describe_status(status).c_str());
+      on_containerd_exited();
     } else {
       log_msg("reaped orphan pid %d (%s)", pid, describe_status(status).c_str());
     }
@@ -144,7 +147,37 @@ void Supervisor::on_dockerd_exited(int code) {
     write_exit_marker(opts_.status_dir, kDockerdExitMarker, code);
     if (relay_) relay_->stop_waiting();
   }
+  stop_containerd();  // only now: dockerd stops its containers through it on the way out
   maybe_finish();
+}
+
+void Supervisor::on_containerd_exited() {
+  if (dockerd_) dockerd_->on_containerd_exited();
+  loop_.cancel_timer(containerd_kill_timer_);
+  containerd_kill_timer_ = 0;
+  if (dockerd_ && dockerd_->running() && !stopping_dockerd_) {
+    // dockerd cannot work without it: stop dockerd, whose exit then reports the failure.
+    log_msg("containerd exited while dockerd runs; stopping dockerd");
+    stop_dockerd();
+  }
+  maybe_finish();
+}
+
+void Supervisor::stop_containerd() {
+  if (!dockerd_ || !dockerd_->containerd_running() || containerd_kill_timer_ != 0) return;
+  log_msg("stopping containerd (pid %d): SIGTERM, SIGKILL after %lld s", dockerd_->containerd_pid(),
+          static_cast<long long>(kDockerdStopTimeout.count()));
+  dockerd_->signal_containerd(SIGTERM);
+  containerd_kill_timer_ = loop_.add_timer(kDockerdStopTimeout, [this] {
+    log_msg("containerd still running after SIGTERM: SIGKILL");
+    dockerd_->signal_containerd(SIGKILL);
+    // Not reaped even then: give up on it, as on dockerd.
+    containerd_kill_timer_ = loop_.add_timer(kReapAfterKillTimeout, [this] {
+      log_msg("containerd not reaped after SIGKILL; exiting without it");
+      dockerd_->on_containerd_exited();
+      maybe_finish();
+    });
+  });
 }
 
 void Supervisor::begin_shutdown(int sig) {
@@ -177,6 +210,10 @@ void Supervisor::maybe_finish() {
   if (finished_) return;
   bool dockerd_gone = !dockerd_ || !dockerd_->running() || gave_up_on_dockerd_;
   if (!dockerd_gone) return;
+  if (dockerd_ && dockerd_->containerd_running()) {
+    stop_containerd();  // dockerd was given up on, or never ran
+    return;
+  }
   if (!opts_.command.empty()) {
     if (main_done_) finish(main_code_);
   } else if (shutdown_requested_) {

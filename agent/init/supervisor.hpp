@@ -26,6 +26,8 @@ class Supervisor : public EventHandler {
   void reap_children();
   void on_main_exited(int code);
   void on_dockerd_exited(int code);
+  void on_containerd_exited();
+  void stop_containerd();
   void begin_shutdown(int sig);
   void stop_dockerd();
   bool shutting_down() const { return shutdown_requested_ || main_done_; }
@@ -45,6 +47,7 @@ class Supervisor : public EventHandler {
   bool stopping_dockerd_ = false;
   bool gave_up_on_dockerd_ = false;  // not reaped even after SIGKILL
   EventLoop::TimerId kill_timer_ = 0, give_up_timer_ = 0;
+  EventLoop::TimerId containerd_kill_timer_ = 0;  // SIGKILL, then giving up, once stopping
   bool finished_ = false;
   int exit_code_ = 0;
 };

@@ -32,6 +32,7 @@ struct SpecContext {
   // and the host file given to the sandbox as /etc/resolv.conf.
   std::string netns_path;
   std::string resolv_conf;
+  std::string containerd_path;  // containerd inside the image; empty: dockerd starts its own
 };
 
 // The spec as JSON: indented for people, or compact (what the agent writes for runsc).

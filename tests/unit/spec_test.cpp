@@ -31,7 +31,7 @@ SpecContext context_for(const std::string& id) {
           "/var/lib/sandbox-agent/logs/" + id, "dockerd", {},
           // used by bridge requests only
           "/var/lib/sandbox-agent/network/netns/sa00000000000000" + std::to_string(id.size()),
-          "/var/lib/sandbox-agent/network/resolv.conf"};
+          "/var/lib/sandbox-agent/network/resolv.conf", "containerd"};
 }
 
 LaunchRequest plain_request(const std::string& id) {
