@@ -286,6 +286,27 @@ class Agent:
         kill_pids(pids_with_cmdline(os.path.join(self.root, "runsc")))
 
 
+def release_real_agent(agent):
+    """Kills an agent on a real runsc and removes what it leaves: its sandboxes (`runsc delete
+    --force`), runsc's pinned gofer namespace and the log quota mounts."""
+    agent.kill()
+    rr = os.path.join(agent.root, "runsc")
+    listed = subprocess.run([agent.runsc, "--root", rr, "list", "--format=json"], capture_output=True, text=True).stdout
+    for i in [c["id"] for c in (json.loads(listed or "null") or [])]:
+        subprocess.run([agent.runsc, "--root", rr, "delete", "--force", i], capture_output=True, timeout=60)
+    for _ in range(64):
+        if subprocess.run(["umount", "-l", os.path.join(rr, "null-netns")], capture_output=True).returncode:
+            break
+
+
+def leftovers(base):
+    """(processes, mounts) whose command line or mount point names `base`."""
+    procs = pids_with_cmdline(base)
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1] for line in f if base in line]
+    return procs, mounts
+
+
 def release_log_quotas(root):
     """Unmounts the logs tmpfs (the log quota) of sandboxes a killed agent left, deepest first."""
     logs = os.path.join(root, "logs") + "/"

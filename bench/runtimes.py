@@ -14,7 +14,6 @@ the processes and mounts left behind are reported. Time to ready is from just be
     python3 bench/runtimes.py [--runs 5] [--nested-runs 5]
 """
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -121,18 +120,8 @@ def main():
                 time.sleep(0.3)
     finally:
         for a in agents.values():
-            a.kill()
-            rr = os.path.join(a.root, "runsc")
-            runsc = a.runsc
-            listed = subprocess.run([runsc, "--root", rr, "list", "--format=json"], capture_output=True, text=True).stdout
-            for i in [c["id"] for c in (json.loads(listed or "null") or [])]:
-                subprocess.run([runsc, "--root", rr, "delete", "--force", i], capture_output=True, timeout=60)
-            for _ in range(64):
-                if subprocess.run(["umount", "-l", os.path.join(rr, "null-netns")], capture_output=True).returncode:
-                    break
-        procs = bl.pids_with_cmdline(base)
-        with open("/proc/mounts") as f:
-            mounts = [line.split()[1] for line in f if base in line]
+            bl.release_real_agent(a)
+        procs, mounts = bl.leftovers(base)
         if not procs and not mounts:
             shutil.rmtree(base, ignore_errors=True)
 
