@@ -41,6 +41,10 @@ std::string errno_text() { return std::strerror(errno); }
 
 bool make_dirs(const std::string& path, unsigned mode) {
   if (path.empty()) return false;
+  // The leaf first: its parents exist nearly always (a sandbox's directories under ROOT), and
+  // one mkdir beats one per component on every launch.
+  if (::mkdir(path.c_str(), mode) == 0) return true;
+  if (errno != ENOENT && errno != EEXIST) return false;
   std::string cur;
   std::size_t i = 0;
   while (i < path.size()) {

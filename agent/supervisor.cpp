@@ -532,7 +532,10 @@ void Supervisor::transition(Sandbox& sb, SandboxState to, std::string_view why) 
   spdlog::log(level, "{} {} -> {}{}{} after {} ms", sb.id, to_string(from), to_string(to),
               why.empty() ? "" : " reason=", why, elapsed);
   events_.publish({sb.id, to, sb.reason, now_unix_us(), sb.exit_code}, sb);
-  persist(sb);
+  // `starting` and `probing` get no record of their own: after a crash, recovery derives them
+  // exactly from the `creating` record (which carries the intent, runsc_created) and what runsc
+  // says (created: start it; running: probe it). Two durable writes fewer per launch.
+  if (to != SandboxState::starting && to != SandboxState::probing) persist(sb);
 }
 
 void Supervisor::fail(Sandbox& sb, std::string_view why, std::string detail) {

@@ -1,0 +1,63 @@
+// paths: the host file-system helpers the supervisor builds a sandbox's directories with.
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <fcntl.h>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "paths.hpp"
+
+using namespace sandbox_agent;
+
+namespace {
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/sa-paths-test-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() { paths::remove_tree(path); }
+};
+
+bool is_dir_with_mode(const std::string& p, unsigned mode) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == mode;
+}
+}  // namespace
+
+TEST_CASE("make_dirs creates the leaf, its missing parents, and accepts what exists") {
+  TempDir t;
+  ::umask(022);
+  auto leaf = t.path + "/a/b/c";
+  CHECK(paths::make_dirs(leaf, 0700));
+  CHECK(is_dir_with_mode(leaf, 0700));
+  CHECK(is_dir_with_mode(t.path + "/a/b", 0700));  // the parents it made
+  CHECK(paths::make_dirs(leaf, 0700));              // already there: fine
+  CHECK(paths::make_dirs(t.path + "/a/b/d", 0750));  // parents there: only the leaf is new
+  CHECK(is_dir_with_mode(t.path + "/a/b/d", 0750));
+}
+
+TEST_CASE("make_dirs refuses a file in the way, as the leaf or as a parent") {
+  TempDir t;
+  auto file = t.path + "/f";
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT, 0600);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  errno = 0;
+  CHECK_FALSE(paths::make_dirs(file, 0700));
+  CHECK(errno == ENOTDIR);
+  CHECK_FALSE(paths::make_dirs(file + "/below", 0700));
+  CHECK(errno == ENOTDIR);
+}
+
+TEST_CASE("remove_tree removes a tree and is content when there is none") {
+  TempDir t;
+  REQUIRE(paths::make_dirs(t.path + "/x/y", 0700));
+  CHECK(paths::remove_tree(t.path + "/x"));
+  CHECK(::access((t.path + "/x").c_str(), F_OK) != 0);
+  CHECK(paths::remove_tree(t.path + "/never"));
+}
