@@ -1,5 +1,7 @@
 #include "paths.hpp"
 
+#include <cstdlib>
+
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -75,6 +77,13 @@ bool remove_tree(const std::string& path) {
 
 namespace {
 bool read_fd(int fd, std::string& out, std::size_t max);
+}
+
+int read_pid_file(const std::string& path) {
+  std::string text;
+  if (!read_file(path, text, 64)) return -1;
+  int pid = std::atoi(text.c_str());
+  return pid > 0 ? pid : -1;
 }
 
 bool read_file(const std::string& path, std::string& out, std::size_t max) {

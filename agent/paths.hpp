@@ -21,6 +21,9 @@ bool make_dirs(const std::string& path, unsigned mode = 0755);
 // rm -rf of a directory tree that contains no mount points; best effort, returns success.
 bool remove_tree(const std::string& path);
 
+// The pid in a pid file (runsc's --pid-file: digits, no newline), or -1.
+int read_pid_file(const std::string& path);
+
 // Reads a whole small file (up to max bytes); false on error or when larger.
 // Like read_file, but only a regular file (symlinks to one too), opened without blocking: a
 // FIFO or a device put where a file is expected fails with EINVAL instead of blocking.

@@ -160,6 +160,7 @@ awaitable<void> Supervisor::recover() {
     if (alive && !is_terminal(sb->state)) {
       ++adopted;
       if (listed_entry->pid > 0) sb->pid = listed_entry->pid;
+      else if (sb->pid <= 0) sb->pid = paths::read_pid_file(paths::join(layout_.bundle_dir(sb->dir), "sandbox.pid"));
       watch_sandbox(sb);
       watch_pid(sb);
       read_markers(*sb);

@@ -256,7 +256,7 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   auto slot = co_await runsc_.reserve();
   if (sb->stop_requested) co_return;
   sb->capabilities = capabilities_for(sb->request);  // what this runtime gives it
-  transition(*sb, SandboxState::creating);
+  transition(*sb, SandboxState::creating);  // recorded just below, with the intent
   // Never a runsc sandbox without a record that says so.
   sb->runsc_created = true;
   if (!co_await persist_now(sb)) {
@@ -276,8 +276,7 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
          "runsc create: " + created.describe());
     co_return;
   }
-  std::string pid_text;
-  if (paths::read_file(pid_file, pid_text, 64)) sb->pid = std::atoi(pid_text.c_str());
+  if (int pid = paths::read_pid_file(pid_file); pid > 0) sb->pid = pid;
   watch_pid(sb);
   co_await start(sb);
 }
@@ -534,8 +533,9 @@ void Supervisor::transition(Sandbox& sb, SandboxState to, std::string_view why) 
   events_.publish({sb.id, to, sb.reason, now_unix_us(), sb.exit_code}, sb);
   // `starting` and `probing` get no record of their own: after a crash, recovery derives them
   // exactly from the `creating` record (which carries the intent, runsc_created) and what runsc
-  // says (created: start it; running: probe it). Two durable writes fewer per launch.
-  if (to != SandboxState::starting && to != SandboxState::probing) persist(sb);
+  // says (created: start it; running: probe it). `creating` is recorded by bring_up itself,
+  // awaited, once runsc_created is set. Three durable writes fewer per launch.
+  if (to != SandboxState::creating && to != SandboxState::starting && to != SandboxState::probing) persist(sb);
 }
 
 void Supervisor::fail(Sandbox& sb, std::string_view why, std::string detail) {

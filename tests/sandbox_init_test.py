@@ -13,6 +13,7 @@ Every test runs init in its own session and kills that session's process group o
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -661,7 +662,7 @@ class SandboxInitTest(unittest.TestCase):
         self.assertEqual(code, 143)
         log = self.log()
         # dockerd stops its containers through containerd: containerd goes last.
-        self.assertLess(log.index("dockerd (pid"), log.index("stopping containerd"))
+        self.assertLess(re.search(r"dockerd \(pid \d+\) exited", log).start(), log.index("stopping containerd"))
         self.assertIn("containerd (pid %d) exited: exit code 0" % ctrd["pid"], log)
         self.assertIn("fake containerd exiting", self.log("dockerd.log"))
         self.assertFalse(os.path.exists("/proc/%d" % ctrd["pid"]), "containerd is gone")
@@ -672,6 +673,32 @@ class SandboxInitTest(unittest.TestCase):
         wait_for(lambda: self.marker("dockerd.exit"), 10, what="dockerd.exit")
         self.assertIn("containerd exited while dockerd runs; stopping dockerd", self.log())
         self.assertIsNone(p.poll(), "the main child keeps running; the agent decides")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(self.finish(p)[0], 143)
+
+    def test_containerd_that_dies_before_dockerd_is_up_is_replaced_by_dockerds_own(self):
+        info = os.path.join(self.dir, "info.json")
+        p = self.start(["sleep", "30"], dockerd=["--fake-info=" + info, "--fake-listen-delay=1.5"],
+                       containerd=self.fake_containerd, env={"FAKE_CONTAINERD_EXIT_AFTER": "0.2"})
+        wait_for(lambda: "starting it again with a containerd of its own" in self.log(), 10, what="the restart")
+        self.assertIn("containerd exited before dockerd came up", self.log())
+        # the second dockerd has no --containerd, and comes up; no death was reported
+        wait_for(lambda: os.path.exists(info) and "--containerd" not in " ".join(self.read_info(info)["argv"]),
+                 10, what="dockerd started again without --containerd")
+        self.wait_relay()
+        self.assertEqual(http(self.relay, "/_ping"), ("HTTP/1.1 200 OK", b"OK"))
+        self.assertIsNone(self.marker("dockerd.exit"))
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(self.finish(p)[0], 143)
+
+    def test_containerd_is_left_to_dockerd_in_a_user_namespace(self):
+        info = os.path.join(self.dir, "info.json")
+        p = self.start(["sleep", "30"], dockerd=["--fake-info=" + info], cgroup="userns",
+                       containerd=self.fake_containerd)
+        self.wait_relay()
+        self.assertNotIn("--containerd", " ".join(self.read_info(info)["argv"]))
+        self.assertIn("containerd: left to dockerd (it runs in a user namespace)", self.log())
+        self.assertFalse(os.path.exists(self.containerd_info))
         p.send_signal(signal.SIGTERM)
         self.assertEqual(self.finish(p)[0], 143)
 

@@ -52,7 +52,7 @@ bool names_containerd(const std::vector<std::string>& args) {
 
 Dockerd::Dockerd(EventLoop& loop, const Options& opts) : opts_(opts), log_(loop, opts.log_dir) {}
 
-bool Dockerd::start() {
+bool Dockerd::start(bool with_containerd) {
   CgroupDecision decision = decide_cgroup_strategy(opts_.cgroup);
   log_msg("dockerd: cgroup strategy: %s", decision.reason.c_str());
 
@@ -76,10 +76,15 @@ bool Dockerd::start() {
     log_msg("dockerd: pipe2: %s; its output goes to init's stderr", errno_str(errno).c_str());
   }
 
-  // In a user namespace dockerd must start containerd itself, inside it.
-  if (!opts_.containerd_path.empty() && !decision.userns && !names_containerd(opts_.dockerd_args)) {
-    std::string address = start_containerd(req.stdin_fd, req.stdout_fd);
-    if (!address.empty()) req.argv.push_back("--containerd=" + address);
+  if (!opts_.containerd_path.empty() && with_containerd) {
+    if (decision.userns) {  // dockerd must start containerd itself, inside its namespace
+      log_msg("containerd: left to dockerd (it runs in a user namespace)");
+    } else if (names_containerd(opts_.dockerd_args)) {
+      log_msg("containerd: left alone (dockerd_args name a --containerd of their own)");
+    } else {
+      std::string address = start_containerd(req.stdin_fd, req.stdout_fd);
+      if (!address.empty()) req.argv.push_back("--containerd=" + address);
+    }
   }
 
   std::string cmdline;
@@ -108,7 +113,7 @@ std::string Dockerd::start_containerd(int stdin_fd, int out_fd) {
   // for dockerd to find before containerd listens).
   const std::string& sock = opts_.dockerd_socket;
   const auto slash = sock.rfind('/');
-  const std::string dir = (slash == std::string::npos || slash == 0 ? std::string() : sock.substr(0, slash)) + "/sandbox-init";
+  const std::string dir = (slash == std::string::npos || slash == 0 ? std::string("/run") : sock.substr(0, slash)) + "/sandbox-init";
   const std::string config = dir + "/containerd.toml";
   if ((::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) || !write_new_file(config, containerd_toml(dir))) {
     log_msg("containerd: cannot write %s: %s; dockerd starts its own", config.c_str(),
@@ -123,8 +128,8 @@ std::string Dockerd::start_containerd(int stdin_fd, int out_fd) {
   SpawnResult r = spawn(req);
   if (r.pid < 0 || !r.started) {
     // A child whose exec failed exits by itself and is reaped as an orphan.
-    log_msg("containerd: cannot start %s: %s: %s; dockerd starts its own", opts_.containerd_path.c_str(),
-            r.error.c_str(), errno_str(r.err).c_str());
+    log_msg("containerd: cannot start %s: %s%s%s; dockerd starts its own", opts_.containerd_path.c_str(),
+            r.error.c_str(), r.err ? ": " : "", r.err ? errno_str(r.err).c_str() : "");
     return {};
   }
   containerd_pid_ = r.pid;

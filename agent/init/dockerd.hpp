@@ -20,7 +20,8 @@ class Dockerd {
 
   // False when no dockerd process could be created at all (then nothing will be reaped).
   // A dockerd whose setup or exec failed still exits and is reaped like any other.
-  bool start();
+  // with_containerd: start containerd first (when --containerd was given and may be used).
+  bool start(bool with_containerd = true);
   pid_t pid() const { return pid_; }
   bool running() const { return pid_ > 0; }
   void signal(int sig);

@@ -33,6 +33,7 @@ class Relay : public EventHandler {
   void shutdown();
 
   const std::string& inner_path() const { return inner_path_; }
+  bool listening() const { return listener_.valid(); }  // dockerd's socket has accepted
   void on_pair_closed(RelayPair* pair);
   void note_connect_failure(int err);  // rate-limited log line
   void on_events(uint32_t events) override;  // the listening socket is readable

@@ -141,6 +141,15 @@ void Supervisor::on_dockerd_exited(int code) {
   loop_.cancel_timer(kill_timer_);
   loop_.cancel_timer(give_up_timer_);
   kill_timer_ = give_up_timer_ = 0;
+  if (restarting_dockerd_) {
+    restarting_dockerd_ = false;
+    stopping_dockerd_ = false;
+    if (!shutting_down()) {
+      log_msg("dockerd stopped; starting it again with a containerd of its own");
+      if (!dockerd_->start(/*with_containerd=*/false)) on_dockerd_exited(127);
+      return;
+    }
+  }
   if (!shutting_down()) {
     // dockerd died on its own: tell the host agent, which decides; the main child keeps going.
     log_msg("dockerd exited on its own (exit_code %d); the main child keeps running", code);
@@ -155,10 +164,19 @@ void Supervisor::on_containerd_exited() {
   if (dockerd_) dockerd_->on_containerd_exited();
   loop_.cancel_timer(containerd_kill_timer_);
   containerd_kill_timer_ = 0;
-  if (dockerd_ && dockerd_->running() && !stopping_dockerd_) {
-    // dockerd cannot work without it: stop dockerd, whose exit then reports the failure.
-    log_msg("containerd exited while dockerd runs; stopping dockerd");
-    stop_dockerd();
+  if (dockerd_ && dockerd_->running() && !stopping_dockerd_ && !shutting_down()) {
+    if (relay_ && !relay_->listening()) {
+      // Before dockerd came up (an image's containerd that refuses the config, say): dockerd
+      // can still start one of its own, as it would have without --containerd.
+      log_msg("containerd exited before dockerd came up; restarting dockerd with a containerd of its own");
+      restarting_dockerd_ = true;
+      stopping_dockerd_ = true;
+      dockerd_->signal(SIGKILL);
+    } else {
+      // dockerd cannot work without it: stop dockerd, whose exit then reports the failure.
+      log_msg("containerd exited while dockerd runs; stopping dockerd");
+      stop_dockerd();
+    }
   }
   maybe_finish();
 }
@@ -173,6 +191,7 @@ void Supervisor::stop_containerd() {
     dockerd_->signal_containerd(SIGKILL);
     // Not reaped even then: give up on it, as on dockerd.
     containerd_kill_timer_ = loop_.add_timer(kReapAfterKillTimeout, [this] {
+      containerd_kill_timer_ = 0;
       log_msg("containerd not reaped after SIGKILL; exiting without it");
       dockerd_->on_containerd_exited();
       maybe_finish();

@@ -48,6 +48,9 @@ class Supervisor : public EventHandler {
   bool gave_up_on_dockerd_ = false;  // not reaped even after SIGKILL
   EventLoop::TimerId kill_timer_ = 0, give_up_timer_ = 0;
   EventLoop::TimerId containerd_kill_timer_ = 0;  // SIGKILL, then giving up, once stopping
+  // containerd died before dockerd came up: dockerd is being killed to be started again
+  // with a containerd of its own.
+  bool restarting_dockerd_ = false;
   bool finished_ = false;
   int exit_code_ = 0;
 };

@@ -31,7 +31,7 @@ bool is_dir_with_mode(const std::string& p, unsigned mode) {
 
 TEST_CASE("make_dirs creates the leaf, its missing parents, and accepts what exists") {
   TempDir t;
-  ::umask(022);
+  mode_t old_mask = ::umask(022);
   auto leaf = t.path + "/a/b/c";
   CHECK(paths::make_dirs(leaf, 0700));
   CHECK(is_dir_with_mode(leaf, 0700));
@@ -39,6 +39,7 @@ TEST_CASE("make_dirs creates the leaf, its missing parents, and accepts what exi
   CHECK(paths::make_dirs(leaf, 0700));              // already there: fine
   CHECK(paths::make_dirs(t.path + "/a/b/d", 0750));  // parents there: only the leaf is new
   CHECK(is_dir_with_mode(t.path + "/a/b/d", 0750));
+  ::umask(old_mask);
 }
 
 TEST_CASE("make_dirs refuses a file in the way, as the leaf or as a parent") {
@@ -60,4 +61,21 @@ TEST_CASE("remove_tree removes a tree and is content when there is none") {
   CHECK(paths::remove_tree(t.path + "/x"));
   CHECK(::access((t.path + "/x").c_str(), F_OK) != 0);
   CHECK(paths::remove_tree(t.path + "/never"));
+}
+
+TEST_CASE("read_pid_file reads runsc's pid file and says -1 for anything else") {
+  TempDir t;
+  auto write = [&](const std::string& text) {
+    int fd = ::open((t.path + "/pid").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+    ::close(fd);
+  };
+  write("4242");
+  CHECK(paths::read_pid_file(t.path + "/pid") == 4242);
+  write("0");
+  CHECK(paths::read_pid_file(t.path + "/pid") == -1);
+  write("garbage");
+  CHECK(paths::read_pid_file(t.path + "/pid") == -1);
+  CHECK(paths::read_pid_file(t.path + "/none") == -1);
 }
