@@ -100,10 +100,13 @@ def render(q, init, sockets, logs, dockerd="dockerd"):
     if d.get("enabled"):
         args = (["/.sandbox-agent/init", "--status-dir", "/.sandbox-agent/sockets", "--log-dir", "/.sandbox-agent/logs",
                  "--dockerd", dockerd, "--cgroup", d.get("cgroup", "auto"), "--dockerd-socket", "/run/docker.sock",
-                 "--relay-socket", "/.sandbox-agent/sockets/docker.sock", "--dockerd-arg=--iptables=false",
+                 "--relay-socket", "/.sandbox-agent/sockets/docker.sock", "--containerd", "containerd",
+                 "--dockerd-arg=--iptables=false",
                  "--dockerd-arg=--ip6tables=false", "--dockerd-arg=--bridge=none"]
                 + [f"--dockerd-arg={a}" for a in d.get("dockerd_args", [])] + ["--"] + args)
     env = list(q["env"])
+    if d.get("enabled") and not any(e.startswith("DOCKER_HOST=") for e in env):
+        env.insert(0, "DOCKER_HOST=unix:///run/docker.sock")
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, PATH_ENV)
     mounts = [{"destination": "/proc", "type": "proc", "source": "proc"},
@@ -169,7 +172,8 @@ def check(tmp, images, request):
     with open(os.path.join(tmp, "req.json"), "w") as f:
         f.write(request)
     with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump({"sandbox_init": INIT, "allowed_host_prefixes": [images]}, f)
+        # Debian's runsc: the portable Docker profile (current gVisor adds --storage-driver=overlay2)
+        json.dump({"sandbox_init": INIT, "allowed_host_prefixes": [images], "runsc": {"path": "/usr/bin/runsc"}}, f)
     out = subprocess.run([bl.AGENT, "--config", os.path.join(tmp, "config.json"), "--root", "/var/lib/sandbox-agent",
                           "render", os.path.join(tmp, "req.json")], capture_output=True, text=True)
     if out.returncode != 0:
