@@ -233,6 +233,9 @@ Status finish_pool(PoolConfig& pc, const Ptr& at, const RequestPolicy& policy) {
   return Ok{};
 }
 
+// A program inside the image: an absolute path, or a name looked up in the sandbox's PATH.
+bool is_program_name(const std::string& p) { return !p.empty() && (p[0] == '/' || p.find('/') == std::string::npos); }
+
 bool is_log_level(std::string_view l) {
   for (auto n : {"trace", "debug", "info", "warn", "error", "critical", "off"})
     if (l == n) return true;
@@ -311,11 +314,9 @@ Status finish(Config& c) {
   if (c.socket.path.size() >= 108) return err("/socket/path", "is longer than a Unix socket path may be (107 bytes)");
   if (!is_log_level(c.log_level))
     return err("/log_level", "must be one of trace, debug, info, warn, error, critical, off");
-  if (c.docker.dockerd_path.empty() ||
-      (c.docker.dockerd_path[0] != '/' && c.docker.dockerd_path.find('/') != std::string::npos))
+  if (!is_program_name(c.docker.dockerd_path))
     return err("/docker/dockerd_path", "must be an absolute path or a bare program name");
-  if (!c.docker.containerd_path.empty() && c.docker.containerd_path[0] != '/' &&
-      c.docker.containerd_path.find('/') != std::string::npos)
+  if (!c.docker.containerd_path.empty() && !is_program_name(c.docker.containerd_path))
     return err("/docker/containerd_path", "must be an absolute path, a bare program name or \"\" (dockerd starts its own)");
   {
     std::string why;

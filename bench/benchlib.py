@@ -307,6 +307,16 @@ def leftovers(base):
     return procs, mounts
 
 
+def print_failures_and_cleanup(results, procs, mounts):
+    """The closing lines of the real-stack reports: the first failed runs ({name: [run]}, each
+    with "ok" and "detail"), then what the runs left behind."""
+    fails = [(name, r.get("detail")) for name in results for r in results[name] if not r["ok"]]
+    if fails:
+        print(f"- failed runs: {fails[:4]}")
+    print(f"- cleanup: {len(procs)} processes and {len(mounts)} mounts left behind")
+    print()
+
+
 def release_log_quotas(root):
     """Unmounts the logs tmpfs (the log quota) of sandboxes a killed agent left, deepest first."""
     logs = os.path.join(root, "logs") + "/"

@@ -165,11 +165,7 @@ def main():
     if default and base_ready:
         print(f"- goal ≤ 0.5× the baseline ({0.5 * base_ready:.0f} ms): defaults today {default:.0f} ms = "
               f"{default / base_ready:.2f}× → {'met' if default <= 0.5 * base_ready else '**missed**'}")
-    fails = [(name, r.get("detail")) for name in results for r in results[name] if not r["ok"]]
-    if fails:
-        print(f"- failed runs: {fails[:4]}")
-    print(f"- cleanup: {len(procs)} processes and {len(mounts)} mounts left behind")
-    print()
+    bl.print_failures_and_cleanup(results, procs, mounts)
 
 
 if __name__ == "__main__":

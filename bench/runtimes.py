@@ -151,11 +151,7 @@ def main():
     if ratios:
         print(bl.table(["ratio", "value"], ratios, ["---", "---:"]))
         print()
-    fails = [(name, r.get("detail")) for name in results for r in results[name] if not r["ok"]]
-    if fails:
-        print(f"- failed runs: {fails[:4]}")
-    print(f"- cleanup: {len(procs)} processes and {len(mounts)} mounts left behind")
-    print()
+    bl.print_failures_and_cleanup(results, procs, mounts)
 
 
 if __name__ == "__main__":

@@ -31,15 +31,7 @@ std::string containerd_toml(const std::string& dir) {
 
 bool write_new_file(const std::string& path, const std::string& data) {
   Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd.valid()) return false;
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
+  return fd.valid() && write_all(fd.get(), data.data(), data.size());
 }
 
 // The user chose a containerd of their own (`--dockerd-arg=--containerd=…`).

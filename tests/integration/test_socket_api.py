@@ -300,15 +300,10 @@ class SocketApiTest(AgentTestCase):
         c.close()
         for sid in ids:
             self.assertEqual(a.wait_state(sid, ("ready", "failed"), timeout=60)["state"], "ready")
-        answered = {}
-        with open(os.path.join(a.root, "runsc", "fake-dockerd-ready.log")) as f:
-            for line in f:
-                rid, at = line.split()
-                answered.setdefault(rid, int(at))
+        answered = _fake_dockerd_answered(a)
         early = []
         for sid in ids:
-            with open(os.path.join(a.root, "state", sid + ".json")) as f:
-                rid = json.load(f)["runsc_id"]
+            rid = _runsc_id(a, sid)
             ready_at = _unix_us(a.status(sid)["ready_at"])
             if rid not in answered:  # ready, and its dockerd has not even begun to answer
                 early.append((sid, "before any answer"))
@@ -328,18 +323,25 @@ class SocketApiTest(AgentTestCase):
                                docker={"enabled": True}))
         for sid in ids:
             self.assertEqual(a.wait_state(sid, ("ready", "failed"), timeout=30)["state"], "ready")
-        answered = {}
-        with open(os.path.join(a.root, "runsc", "fake-dockerd-ready.log")) as f:
-            for line in f:
-                rid, at = line.split()
-                answered.setdefault(rid, int(at))
-        late = []
-        for sid in ids:
-            with open(os.path.join(a.root, "state", sid + ".json")) as f:
-                rid = json.load(f)["runsc_id"]
-            late.append((_unix_us(a.status(sid)["ready_at"]) - answered[rid]) / 1000)
+        answered = _fake_dockerd_answered(a)
+        late = [(_unix_us(a.status(sid)["ready_at"]) - answered[_runsc_id(a, sid)]) / 1000 for sid in ids]
         late.sort()
         self.assertLess(late[len(late) // 2], 100, f"ms from dockerd answering to ready: {late}")
+
+
+def _fake_dockerd_answered(agent):
+    """{runsc id: UNIX µs when its fake dockerd first could answer} (fake-runsc's log)."""
+    answered = {}
+    with open(os.path.join(agent.root, "runsc", "fake-dockerd-ready.log")) as f:
+        for line in f:
+            rid, at = line.split()
+            answered.setdefault(rid, int(at))
+    return answered
+
+
+def _runsc_id(agent, sid):
+    with open(os.path.join(agent.root, "state", sid + ".json")) as f:
+        return json.load(f)["runsc_id"]
 
 
 def _unix_us(rfc3339):

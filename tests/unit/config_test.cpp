@@ -331,6 +331,13 @@ TEST_CASE("config: dockerd_path is an absolute path or a bare program name") {
   check_error(R"({"docker":{"dockerd_path":""}})", "/docker/dockerd_path", "absolute path or a bare");
 }
 
+TEST_CASE("config: containerd_path is an absolute path, a bare program name or empty") {
+  CHECK(parse_ok("{}").docker.containerd_path == "containerd");  // started beside dockerd by default
+  CHECK(parse_ok(R"({"docker":{"containerd_path":"/usr/bin/containerd"}})").docker.containerd_path == "/usr/bin/containerd");
+  CHECK(parse_ok(R"({"docker":{"containerd_path":""}})").docker.containerd_path.empty());  // dockerd starts its own
+  check_error(R"({"docker":{"containerd_path":"bin/containerd"}})", "/docker/containerd_path", "absolute path, a bare");
+}
+
 TEST_CASE("config: probe.max_ms below probe.initial_ms is rejected") {
   check_error(R"({"probe":{"initial_ms":100,"max_ms":50}})", "/probe/max_ms", "at least");
   check_error(R"({"probe":{"initial_ms":500}})", "/probe/max_ms", "at least");  // against the default max
