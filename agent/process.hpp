@@ -1,5 +1,6 @@
-// Child processes without blocking the reactor: posix_spawn (vfork-fast, argv only, no
-// shell, inherited fds closed), waited for through a pidfd polled on the ring.
+// Child processes without blocking the reactor: clone with CLONE_VFORK (the agent waits
+// only until exec; argv only, no shell, inherited fds closed), waited for through the
+// pidfd clone returns, polled on the ring.
 #pragma once
 
 #include <sys/types.h>
