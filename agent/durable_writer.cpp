@@ -7,6 +7,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <asio/post.hpp>
 #include <spdlog/spdlog.h>
 
 #include "paths.hpp"
@@ -121,12 +122,24 @@ void DurableWriter::start(const std::string& path, std::string content, std::vec
 void DurableWriter::submit_fsync(int fd, std::uintptr_t tag) {
   io_uring_sqe* sqe = ::io_uring_get_sqe(ring_.get());
   if (!sqe) {
+    ::io_uring_submit(ring_.get());
+    sqe = ::io_uring_get_sqe(ring_.get());
+  }
+  if (!sqe) {  // the kernel has not taken any: wait for completions to make room
     unsubmitted_.emplace_back(fd, tag);
     return;
   }
   ::io_uring_prep_fsync(sqe, fd, 0);
   ::io_uring_sqe_set_data(sqe, reinterpret_cast<void*>(tag));
-  ::io_uring_submit(ring_.get());
+  // One io_uring_enter for every flush queued in this turn of the reactor (many sandboxes
+  // record at once under load), not one each.
+  if (submit_posted_) return;
+  submit_posted_ = true;
+  asio::post(ex_, [this, alive = std::weak_ptr<bool>(alive_)] {
+    if (alive.expired()) return;
+    submit_posted_ = false;
+    ::io_uring_submit(ring_.get());
+  });
 }
 
 void DurableWriter::flush_submissions() {

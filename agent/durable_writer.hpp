@@ -67,6 +67,8 @@ class DurableWriter {
   std::unordered_map<std::string, std::unique_ptr<DirSync>> dirs_;
   std::deque<std::pair<int, std::uintptr_t>> unsubmitted_;  // when the SQ is full
   bool open_ = false;
+  bool submit_posted_ = false;                           // an io_uring_submit is queued on the reactor
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>();  // lets that handler outlive us safely
 };
 
 }  // namespace sandbox_agent

@@ -23,15 +23,24 @@ constexpr off_t kRotateBytes = 4 << 20;
 constexpr std::size_t kExcerptBytes = 4096;
 constexpr std::size_t kMaxStdout = 64 << 20;  // `list` of many sandboxes
 
-// Opens runsc.log for appending, rotating it first when it has grown too large.
-int open_log(const std::string& path) {
+// Opens runsc.log for appending, rotating it first when it has grown too large; `size` is
+// its size when opened.
+int open_log(const std::string& path, off_t& size) {
   if (path.empty()) return -1;
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > kRotateBytes)
-    ::rename(path.c_str(), (path + ".1").c_str());
   // O_NOFOLLOW: logs/ID is writable from inside the sandbox; a symlink planted there must
   // not make us append to some other file. Read-write: we read the excerpt back.
-  return ::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0640);
+  auto open_it = [&] {
+    return ::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0640);
+  };
+  int fd = open_it();
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0) return fd;
+  size = st.st_size;
+  if (!S_ISREG(st.st_mode) || st.st_size <= kRotateBytes) return fd;
+  ::close(fd);
+  ::rename(path.c_str(), (path + ".1").c_str());
+  size = 0;
+  return open_it();
 }
 
 std::string read_from(int fd, off_t from) {
@@ -89,15 +98,14 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
   auto argv = base_argv(network, docker);
   argv.insert(argv.end(), args.begin(), args.end());
 
-  int log_fd = open_log(log_path);
   off_t log_start = 0;
+  int log_fd = open_log(log_path, log_start);
   if (log_fd >= 0) {
     std::string header = format_time(now_unix_us()) + " runsc";
     for (std::size_t i = 1; i < argv.size(); ++i) header += " " + argv[i];
     header += "\n";
-    if (::write(log_fd, header.data(), header.size()) < 0) { /* logging is best effort */ }
-    struct stat st {};
-    if (::fstat(log_fd, &st) == 0) log_start = st.st_size;
+    // What runsc writes starts after the header (the excerpt of a failure is read from there).
+    if (auto n = ::write(log_fd, header.data(), header.size()); n > 0) log_start += n;
   }
   struct CloseFd {
     int fd;

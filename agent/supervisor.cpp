@@ -603,18 +603,21 @@ Status Supervisor::prepare_host_dirs(Sandbox& sb) {
   auto bundle = layout_.bundle_dir(sb.dir);
   auto sockets = layout_.sockets_dir(sb.dir);
   auto logs = layout_.logs_dir(sb.dir);
-  // Leftovers of an earlier sandbox with this id would be mistaken for this one's.
-  paths::remove_tree(bundle);
-  paths::remove_tree(sockets);
   auto fail = [](const std::string& what) {
     return make_error(ErrorCode::internal, what + ": " + paths::errno_text());
   };
-  if (!paths::make_dirs(bundle, 0700)) return fail("creating " + bundle);
+  // Leftovers of an earlier sandbox with this id would be mistaken for this one's.
+  auto fresh_dir = [](const std::string& dir, unsigned mode) {
+    if (::mkdir(dir.c_str(), mode) == 0) return true;  // nearly always: nothing to remove
+    if (errno == EEXIST) paths::remove_tree(dir);
+    return paths::make_dirs(dir, mode);
+  };
+  if (!fresh_dir(bundle, 0700)) return fail("creating " + bundle);
   if (!paths::make_dirs(logs, 0750)) return fail("creating " + logs);
   // The quota first: nothing of this sandbox's is written to logs/ID before it is in place.
   if (auto quota = config_.logs.max_bytes_per_sandbox; quota && !log_quota::mounted(logs))
     if (auto s = log_quota::mount(logs, quota); !s) return s;
-  if (!paths::make_dirs(sockets, 0700)) return fail("creating " + sockets);
+  if (!fresh_dir(sockets, 0700)) return fail("creating " + sockets);
   if (auto& o = sb.request.socket_owner; o && ::chown(sockets.c_str(), o->uid, o->gid) != 0)
     return fail("chown " + sockets);
   SpecContext ctx{config_.sandbox_init, sockets, logs, config_.docker.dockerd_path, runtime_.dockerd_flags, {}, {},
@@ -695,17 +698,20 @@ void Supervisor::read_markers(Sandbox& sb) {
 bool Supervisor::prepare_docker_socket(Sandbox& sb) {
   auto dir = layout_.sockets_dir(sb.dir);
   std::string name(kDockerSocketName);
+  struct stat st {};
+  // Not there yet (most checks while dockerd boots): one system call, nothing to secure.
+  if (::lstat(paths::join(dir, name).c_str(), &st) != 0) return false;
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0) return false;
-  struct stat st {};
-  bool ok = ::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode);
+  int found = ::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
+  bool ok = found == 0 && S_ISSOCK(st.st_mode);
   if (ok && !sb.socket_prepared) {
     auto owner = sb.request.socket_owner.value_or(Owner{0, 0});
     if (::fchownat(dfd, name.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 ||
         ::fchmodat(dfd, name.c_str(), 0660, AT_SYMLINK_NOFOLLOW) != 0)
       spdlog::warn("{} cannot set the owner of {}/{}: {}", sb.id, dir, name, paths::errno_text());
     sb.socket_prepared = true;
-  } else if (!ok && ::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+  } else if (!ok && found == 0) {
     spdlog::warn("{} {}/{} is not a socket; ignoring it", sb.id, dir, name);
   }
   ::close(dfd);
