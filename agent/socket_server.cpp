@@ -445,8 +445,8 @@ awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line
       }
       // Hold the reply until the sandbox is ready, or will never be.
       auto token = std::make_shared<std::uint64_t>(0);
-      *token = events_.subscribe([this, weak = std::weak_ptr<Connection>(c), id, tag, token](const StateEvent& e, const Sandbox& sb) {
-        if (e.id != id || (e.state != SandboxState::ready && !is_terminal(e.state))) return;
+      *token = events_.subscribe(id, [this, weak = std::weak_ptr<Connection>(c), tag, token](const StateEvent& e, const Sandbox& sb) {
+        if (e.state != SandboxState::ready && !is_terminal(e.state)) return;
         events_.unsubscribe(*token);
         if (auto conn = weak.lock()) {
           std::erase(conn->waits, *token);
