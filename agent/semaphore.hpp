@@ -17,16 +17,19 @@ class AsyncSemaphore {
       --free_;
       co_return;
     }
-    asio::steady_timer turn(ex_, Clock::time_point::max());
-    waiters_.push_back(&turn);
+    Waiter me{asio::steady_timer(ex_, Clock::time_point::max())};
+    waiters_.push_back(&me);
     struct Leave {  // if the waiting coroutine is destroyed, give up its place
-      std::deque<asio::steady_timer*>& q;
-      asio::steady_timer* t;
+      std::deque<Waiter*>& q;
+      Waiter* w;
       ~Leave() {
-        if (auto it = std::find(q.begin(), q.end(), t); it != q.end()) q.erase(it);
+        // Granted: release() has taken it off the queue already. Searching anyway made each
+        // acquire O(waiters): quadratic with thousands of launches queued for runsc.
+        if (w->granted) return;
+        if (auto it = std::find(q.begin(), q.end(), w); it != q.end()) q.erase(it);
       }
-    } leave{waiters_, &turn};
-    co_await turn.async_wait(use_nothrow);  // release() cancels it: the slot is ours
+    } leave{waiters_, &me};
+    co_await me.turn.async_wait(use_nothrow);  // release() cancels it: the slot is ours
   }
 
   void release() {
@@ -36,7 +39,8 @@ class AsyncSemaphore {
     }
     auto* next = waiters_.front();  // hand the slot over directly: FIFO, no barging
     waiters_.pop_front();
-    next->cancel();
+    next->granted = true;
+    next->turn.cancel();
   }
 
   unsigned waiting() const { return static_cast<unsigned>(waiters_.size()); }
@@ -45,7 +49,11 @@ class AsyncSemaphore {
  private:
   asio::any_io_executor ex_;
   unsigned free_;
-  std::deque<asio::steady_timer*> waiters_;
+  struct Waiter {
+    asio::steady_timer turn;
+    bool granted = false;
+  };
+  std::deque<Waiter*> waiters_;
 };
 
 }  // namespace sandbox_agent
