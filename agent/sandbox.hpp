@@ -56,6 +56,9 @@ struct Sandbox {
   bool dockerd_exited = false;
   bool process_gone = false;
   bool runsc_created = false;  // runsc may hold state for it: delete before forgetting
+  // The intent record already said runsc may hold it (no bridge network: bring_up has
+  // nothing to record before runsc create, so it writes no `creating` record of its own).
+  bool runsc_promised = false;
   bool finished = false;       // torn down; the id may be reused
   bool pending = false;        // counted in the pending launches (before probing/ready)
   bool socket_prepared = false;

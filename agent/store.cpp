@@ -103,7 +103,7 @@ struct RecordOut {
     save_optional(ar, "ready_at_us", s.ready_at_us);
     ar(make_nvp("timings", json::TimingsOut{s.timings}), make_nvp("pid", static_cast<std::int64_t>(s.pid)),
        make_nvp("docker_socket", s.docker_socket), make_nvp("log_tail", json::utf8_sanitize(s.log_tail)),
-       make_nvp("stop_requested", s.stop_requested), make_nvp("runsc_created", s.runsc_created),
+       make_nvp("stop_requested", s.stop_requested), make_nvp("runsc_created", s.runsc_created || s.runsc_promised),
        make_nvp("finished", s.finished), make_nvp("request", RequestOut{s.request}));
     if (s.capabilities) ar(make_nvp("capabilities", json::CapabilitiesOut{*s.capabilities}));
     save_optional(ar, "ttl_deadline_us", s.ttl_deadline_us);

@@ -118,6 +118,31 @@ class CrashTest(AgentTestCase):
 
         wait_for(runtime_matches, timeout=120, interval=0.5, what="the runtime to hold exactly the ready sandboxes")
 
+    def test_a_launch_killed_before_runsc_create_is_launched_again_from_its_intent_record(self):
+        # One runsc slot, held by a create that hangs: the second launch waits for it. Its
+        # only record is the intent, which (no bridge network) already says runsc may hold it.
+        a = self.start_agent({"runsc": {"max_concurrent": 1, "timeout_ms": 3000}})
+        a.launch(a.request("holder", env=["FAKE_RUNSC=create=hang"]))
+        wait_for(lambda: a.status("holder")["state"] == "creating", timeout=10, what="the slot to be held")
+        a.launch(a.request("queued", docker={"enabled": True}))
+        time.sleep(0.3)
+        self.assertEqual(a.status("queued")["state"], "accepted")
+        with open(os.path.join(a.root, "state", "queued.json")) as f:
+            record = json.load(f)
+        self.assertEqual((record["state"], record["runsc_created"]), ("accepted", True))
+        self.assertIn("capabilities", record)
+        a.kill()
+        a.start()
+        # runsc.log has no `create` of it: never called, so it runs now, once.
+        self.assertEqual(a.wait_state("queued", ("ready", "failed"), timeout=30)["state"], "ready")
+        self.assertIn("queued recovered: never reached runsc, launching again", a.log())
+        self.assertIn("capabilities", a.status("queued"))
+        with open(os.path.join(a.root, "state", "queued.json")) as f:
+            rid = json.load(f)["runsc_id"]
+        self.assertEqual([c["id"] for c in fake_list(a) if c["id"] == rid], [rid])
+        # the one that was in runsc create when the agent died may have run: given up on
+        self.assertEqual(a.wait_state("holder", ("ready", "failed"), timeout=30)["reason"], "agent_restart")
+
 
 def fake_list(agent):
     r = subprocess.run([agent.runsc, "--root", os.path.join(agent.root, "runsc"), "list", "--format=json"],

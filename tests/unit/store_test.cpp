@@ -321,3 +321,15 @@ TEST_CASE("store: request_to_json parses back with parse_launch_request into an 
     check_same_request(*r, original);
   }
 }
+
+TEST_CASE("store: an intent record that promised runsc says runsc_created before runsc is called") {
+  asio::io_context io;
+  Sandbox sb(io.get_executor());
+  sb.id = sb.dir = "promised";
+  sb.runsc_id = "sa-000000000000002c";
+  sb.request = full_request();
+  CHECK_FALSE(parse_record(record_to_json(sb))->runsc_created);
+  sb.runsc_promised = true;  // no bridge network: the intent is the record before runsc create
+  CHECK(parse_record(record_to_json(sb))->runsc_created);
+  CHECK_FALSE(sb.runsc_created);  // in memory: not yet (tear-down deletes only what runsc has)
+}
