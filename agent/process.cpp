@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <pthread.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -100,14 +101,27 @@ struct ChildPlan {
   char* const* envp;
   int fds[4];      // sources for 0..3; -1: fd 3 unused
   int first_free;  // everything from here up is closed
+  int fd_limit;    // RLIMIT_NOFILE: how far to close if close_range is refused (kernel < 5.9)
   bool new_session;
   int exec_errno;  // written by the child when execve fails (it shares our memory)
 };
 
 int dev_null() {
-  // One descriptor for every child's unused stdio, opened once (close-on-exec in the agent).
-  static int fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  // One descriptor for every child's unused stdio, opened once (close-on-exec in the agent);
+  // opened again later if the first try failed (a full descriptor table, say).
+  static int fd = -1;
+  if (fd < 0) fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   return fd;
+}
+
+int fd_limit() {
+  static int limit = [] {
+    struct rlimit rl {};
+    return ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (1u << 20)
+               ? static_cast<int>(rl.rlim_cur)
+               : (1 << 20);
+  }();
+  return limit;
 }
 
 // Runs in the child, on its own stack, in the agent's memory while the agent waits
@@ -127,14 +141,19 @@ __attribute__((no_sanitize("address", "undefined"))) int child_main(void* arg) {
   if (plan->new_session) ::setsid();
   // Sources below 4 would be overwritten by an earlier dup2: move them out of the way.
   for (int& fd : plan->fds)
-    if (fd >= 0 && fd < 4) fd = ::fcntl(fd, F_DUPFD, 4);
+    if (fd >= 0 && fd < 4 && (fd = ::fcntl(fd, F_DUPFD, 4)) < 0) {
+      plan->exec_errno = errno;
+      ::_exit(127);
+    }
   for (int target = 0; target < 4; ++target)
     if (plan->fds[target] >= 0 && ::dup2(plan->fds[target], target) < 0) {
       plan->exec_errno = errno;
       ::_exit(127);
     }
-  // Asio's sockets and our files are not all close-on-exec: close everything else.
-  ::syscall(SYS_close_range, plan->first_free, ~0U, 0);
+  // Asio's sockets and our files are not all close-on-exec: close everything else (one by
+  // one where the kernel has no close_range, or a seccomp profile refuses it).
+  if (::syscall(SYS_close_range, plan->first_free, ~0U, 0) != 0)
+    for (int fd = plan->first_free; fd < plan->fd_limit; ++fd) ::close(fd);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -147,7 +166,7 @@ __attribute__((no_sanitize("address", "undefined"))) int child_main(void* arg) {
 // each child to exec (CLONE_VFORK), so one stack serves them all; it is static so that a
 // spawn costs no mmap/munmap (the munmap of a stack a CLONE_VM child ran on flushes TLBs).
 alignas(64) char child_stack[64 * 1024];
-std::atomic_flag child_stack_busy = ATOMIC_FLAG_INIT;
+std::atomic_flag child_stack_busy;  // clear (C++20)
 
 }  // namespace
 
@@ -169,13 +188,13 @@ Result<Child> spawn(const SpawnSpec& spec) {
   ChildPlan plan{argv.data(), spec.env ? envp.data() : environ,
                  {spec.stdin_fd >= 0 ? spec.stdin_fd : dev_null(), spec.stdout_fd >= 0 ? spec.stdout_fd : dev_null(),
                   spec.stderr_fd >= 0 ? spec.stderr_fd : dev_null(), spec.fd3},
-                 spec.fd3 >= 0 ? 4 : 3, spec.new_session, 0};
+                 spec.fd3 >= 0 ? 4 : 3, fd_limit(), spec.new_session, 0};
 
   std::unique_ptr<char[]> own_stack;  // only if a second thread ever spawns at the same time
   char* stack = child_stack;
   std::size_t stack_size = sizeof child_stack;
   if (child_stack_busy.test_and_set()) {
-    own_stack = std::make_unique<char[]>(stack_size);
+    own_stack = std::make_unique_for_overwrite<char[]>(stack_size);
     stack = own_stack.get();
   }
   // Blocked until the child has reset its handlers: none of ours may run on its stack.

@@ -147,6 +147,9 @@ awaitable<void> Supervisor::recover() {
     }
     if (!sb->runsc_created) {  // never reached runsc: launch it again
       ++relaunched;
+      // A record on disk that already says runsc may hold it keeps that promise: no
+      // `creating` record is needed before runsc create, as for a first launch.
+      if (rec.runsc_created && sb->request.network != NetworkMode::bridge) sb->runsc_promised = true;
       sb->state = SandboxState::accepted;
       sb->pending = true;
       ++pending_launches_;
@@ -218,9 +221,12 @@ awaitable<void> Supervisor::recover() {
 // Whether `runsc create` was ever started for this sandbox: the driver writes each call's
 // command line to runsc.log just before it runs it.
 bool Supervisor::runsc_create_was_run(const Sandbox& sb) const {
-  std::string log;
+  std::string log, rotated;
   auto path = paths::join(layout_.logs_dir(sb.dir), "runsc.log");
   if (!paths::read_untrusted_file(path, log, 16 << 20)) return errno != ENOENT;  // unsure: assume it was
+  // The sandbox's console shares the file: past 4 MiB the next runsc call rotated the create
+  // line into runsc.log.1.
+  if (paths::read_untrusted_file(path + ".1", rotated, 16 << 20)) log = rotated + log;
   std::string tail = " " + sb.runsc_id + "\n";
   for (std::size_t pos = log.find(" create --bundle "); pos != std::string::npos;
        pos = log.find(" create --bundle ", pos + 1)) {

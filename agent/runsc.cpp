@@ -104,8 +104,11 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
     std::string header = format_time(now_unix_us()) + " runsc";
     for (std::size_t i = 1; i < argv.size(); ++i) header += " " + argv[i];
     header += "\n";
-    // What runsc writes starts after the header (the excerpt of a failure is read from there).
-    if (auto n = ::write(log_fd, header.data(), header.size()); n > 0) log_start += n;
+    // What runsc writes starts after the header (the excerpt of a failure is read from there);
+    // with O_APPEND the offset is the end of what we wrote, even if the sandbox's console
+    // (the same file) appended meanwhile.
+    if (::write(log_fd, header.data(), header.size()) > 0)
+      if (off_t end = ::lseek(log_fd, 0, SEEK_CUR); end >= 0) log_start = end;
   }
   struct CloseFd {
     int fd;

@@ -121,7 +121,7 @@ class CrashTest(AgentTestCase):
     def test_a_launch_killed_before_runsc_create_is_launched_again_from_its_intent_record(self):
         # One runsc slot, held by a create that hangs: the second launch waits for it. Its
         # only record is the intent, which (no bridge network) already says runsc may hold it.
-        a = self.start_agent({"runsc": {"max_concurrent": 1, "timeout_ms": 3000}})
+        a = self.start_agent({"runsc": {"max_concurrent": 1, "timeout_ms": 8000}})
         a.launch(a.request("holder", env=["FAKE_RUNSC=create=hang"]))
         wait_for(lambda: a.status("holder")["state"] == "creating", timeout=10, what="the slot to be held")
         a.launch(a.request("queued", docker={"enabled": True}))

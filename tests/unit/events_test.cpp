@@ -68,3 +68,21 @@ TEST_CASE("events: subscribing from a handler, and the last unsubscribe of a san
   CHECK(heard.size() == 1);
   CHECK(bus.size() == 1);
 }
+
+TEST_CASE("events: a one-sandbox handler may subscribe more for its own sandbox while it is called") {
+  asio::io_context io;
+  Sandbox sb(io.get_executor());
+  EventBus bus;
+  int calls = 0, added = 0;
+  bus.subscribe("a", [&](const StateEvent&, const Sandbox&) {
+    ++calls;
+    for (int i = 0; i < 64; ++i)  // enough to make the list reallocate under the walk
+      bus.subscribe("a", [&](const StateEvent&, const Sandbox&) { ++added; });
+    for (int i = 0; i < 64; ++i)  // and the map rehash
+      bus.subscribe("other-" + std::to_string(calls) + "-" + std::to_string(i), [](const StateEvent&, const Sandbox&) {});
+  });
+  bus.publish(event("a", SandboxState::accepted), sb);
+  CHECK(calls == 1);
+  CHECK(added == 64);  // the new ones are walked in the same publish, as with every-sandbox subscribers
+  CHECK(bus.size() == 1 + 64 + 64);
+}

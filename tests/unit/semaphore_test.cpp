@@ -19,8 +19,11 @@ TEST_CASE("semaphore: waiters get the slot in the order they asked, and a releas
     asio::steady_timer t(io, Millis(20));
     co_await t.async_wait(use_nothrow);
     slots.release();
-    // A newcomer right after a release queues behind b, c and d: the slot went to b.
-    if (name == "a") asio::co_spawn(io, worker("e"), asio::detached);
+    if (name == "a") {
+      CHECK(slots.available() == 0);  // handed to b, not freed for whoever asks first
+      // A newcomer right after a release queues behind b, c and d.
+      asio::co_spawn(io, worker("e"), asio::detached);
+    }
   };
   for (auto name : {"a", "b", "c", "d"}) asio::co_spawn(io, worker(name), asio::detached);
   io.poll();  // a holds the slot; b, c, d wait
