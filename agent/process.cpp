@@ -5,13 +5,13 @@
 
 #include <atomic>
 #include <cerrno>
-#include <memory>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <memory>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/resource.h>
-#include <pthread.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -101,7 +101,6 @@ struct ChildPlan {
   char* const* envp;
   int fds[4];      // sources for 0..3; -1: fd 3 unused
   int first_free;  // everything from here up is closed
-  int fd_limit;    // RLIMIT_NOFILE: how far to close if close_range is refused (kernel < 5.9)
   bool new_session;
   int exec_errno;  // written by the child when execve fails (it shares our memory)
 };
@@ -112,16 +111,6 @@ int dev_null() {
   static int fd = -1;
   if (fd < 0) fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   return fd;
-}
-
-int fd_limit() {
-  static int limit = [] {
-    struct rlimit rl {};
-    return ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (1u << 20)
-               ? static_cast<int>(rl.rlim_cur)
-               : (1 << 20);
-  }();
-  return limit;
 }
 
 // Runs in the child, on its own stack, in the agent's memory while the agent waits
@@ -152,8 +141,11 @@ __attribute__((no_sanitize("address", "undefined"))) int child_main(void* arg) {
     }
   // Asio's sockets and our files are not all close-on-exec: close everything else (one by
   // one where the kernel has no close_range, or a seccomp profile refuses it).
-  if (::syscall(SYS_close_range, plan->first_free, ~0U, 0) != 0)
-    for (int fd = plan->first_free; fd < plan->fd_limit; ++fd) ::close(fd);
+  if (::syscall(SYS_close_range, plan->first_free, ~0U, 0) != 0) {
+    struct rlimit rl {};  // the limit now: the agent raises it at start, embedders may too
+    int limit = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (1u << 20) ? static_cast<int>(rl.rlim_cur) : 1 << 20;
+    for (int fd = plan->first_free; fd < limit; ++fd) ::close(fd);
+  }
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -188,7 +180,7 @@ Result<Child> spawn(const SpawnSpec& spec) {
   ChildPlan plan{argv.data(), spec.env ? envp.data() : environ,
                  {spec.stdin_fd >= 0 ? spec.stdin_fd : dev_null(), spec.stdout_fd >= 0 ? spec.stdout_fd : dev_null(),
                   spec.stderr_fd >= 0 ? spec.stderr_fd : dev_null(), spec.fd3},
-                 spec.fd3 >= 0 ? 4 : 3, fd_limit(), spec.new_session, 0};
+                 spec.fd3 >= 0 ? 4 : 3, spec.new_session, 0};
 
   std::unique_ptr<char[]> own_stack;  // only if a second thread ever spawns at the same time
   char* stack = child_stack;

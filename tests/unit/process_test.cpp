@@ -3,8 +3,14 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
+#include <cstddef>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <string>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "process.hpp"
@@ -118,4 +124,39 @@ TEST_CASE("process: a child killed by a signal reports the signal") {
   auto status = run_on_reactor(child->wait());
   CHECK(status.signal == SIGTERM);
   CHECK_FALSE(child->running());
+}
+
+TEST_CASE("process: where close_range is refused (old kernel, seccomp), inherited descriptors are still closed") {
+  // In a forked copy of this test, close_range fails with EPERM (a seccomp filter, as
+  // Docker's older default profiles do); a child spawned there must not see our leaked fd.
+  pid_t tester = ::fork();
+  REQUIRE(tester >= 0);
+  if (tester == 0) {
+    int leaked[2], out[2];
+    if (::pipe(leaked) != 0 || ::pipe2(out, O_CLOEXEC) != 0) ::_exit(2);
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_close_range, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(std::size(filter)), filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+      ::_exit(2);
+    if (::syscall(SYS_close_range, 1000, 1000, 0) == 0 || errno != EPERM) ::_exit(2);  // the filter works
+    SpawnSpec spec{{"/usr/bin/python3", "-c",
+                    "import os; print(os.path.exists('/proc/self/fd/" + std::to_string(leaked[1]) + "'))"}};
+    spec.stdout_fd = out[1];
+    auto child = spawn(spec);
+    if (!child.ok()) ::_exit(3);
+    ::close(out[1]);
+    ::waitpid(child->pid(), nullptr, 0);
+    char buf[16] = {};
+    ssize_t n = ::read(out[0], buf, sizeof buf - 1);
+    ::_exit(n > 0 && std::string(buf) == "False\n" ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(tester, &status, 0) == tester);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);  // 1: the child saw the leaked fd; 2/3: setup failed
 }
