@@ -13,12 +13,15 @@ using namespace sandbox_agent;
 
 namespace {
 StateEvent event(const std::string& id, SandboxState state) { return {id, state, {}, 0, {}}; }
+
+struct Bus {  // a bus and a sandbox to publish with (handlers here only read the event)
+  asio::io_context io;
+  Sandbox sb{io.get_executor()};
+  EventBus bus;
+};
 }  // namespace
 
-TEST_CASE("events: a one-sandbox subscriber hears only its sandbox; an every-sandbox one hears all") {
-  asio::io_context io;
-  Sandbox sb(io.get_executor());
-  EventBus bus;
+TEST_CASE_FIXTURE(Bus, "events: a one-sandbox subscriber hears only its sandbox; an every-sandbox one hears all") {
   std::vector<std::string> all, only_a, only_b;
   bus.subscribe([&](const StateEvent& e, const Sandbox&) { all.push_back(e.id); });
   bus.subscribe("a", [&](const StateEvent& e, const Sandbox&) { only_a.push_back(e.id); });
@@ -30,10 +33,7 @@ TEST_CASE("events: a one-sandbox subscriber hears only its sandbox; an every-san
   CHECK(bus.size() == 3);
 }
 
-TEST_CASE("events: a held reply unsubscribes itself from its handler; the others of its sandbox still hear it") {
-  asio::io_context io;
-  Sandbox sb(io.get_executor());
-  EventBus bus;
+TEST_CASE_FIXTURE(Bus, "events: a held reply unsubscribes itself from its handler; the others of its sandbox still hear it") {
   int first = 0, second = 0;
   std::uint64_t token = 0;
   token = bus.subscribe("a", [&](const StateEvent&, const Sandbox&) {
@@ -48,10 +48,7 @@ TEST_CASE("events: a held reply unsubscribes itself from its handler; the others
   CHECK(bus.size() == 1);
 }
 
-TEST_CASE("events: subscribing from a handler, and the last unsubscribe of a sandbox forgets it") {
-  asio::io_context io;
-  Sandbox sb(io.get_executor());
-  EventBus bus;
+TEST_CASE_FIXTURE(Bus, "events: subscribing from a handler, and the last unsubscribe of a sandbox forgets it") {
   std::vector<std::string> heard;
   std::uint64_t late = 0;
   bus.subscribe([&](const StateEvent& e, const Sandbox&) {
@@ -69,10 +66,7 @@ TEST_CASE("events: subscribing from a handler, and the last unsubscribe of a san
   CHECK(bus.size() == 1);
 }
 
-TEST_CASE("events: a one-sandbox handler may subscribe more for its own sandbox while it is called") {
-  asio::io_context io;
-  Sandbox sb(io.get_executor());
-  EventBus bus;
+TEST_CASE_FIXTURE(Bus, "events: a one-sandbox handler may subscribe more for its own sandbox while it is called") {
   int calls = 0, added = 0;
   bus.subscribe("a", [&](const StateEvent&, const Sandbox&) {
     ++calls;
