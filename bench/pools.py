@@ -6,7 +6,8 @@ the same run by the client (from sending `launch … wait: ready` to its reply):
   refilled, and as many cold launches of the template (a pool of size 0);
 - real stack (current gVisor, Docker sandboxes): --real-claims (default 101: a nearest-rank p99 of fewer samples is their maximum) of each.
 
-Prints p50/p99/max per kind and the cold/warm ratio. Every sandbox is stopped at the end.
+Prints p50/p99/max per kind, the cold/warm ratio, and for the slowest warm claims how much of
+their time the agent spent inside the claim (its `sandbox_agent_pool_claim_seconds`). Every sandbox is stopped at the end.
 
     python3 bench/pools.py [--claims 120] [--real-claims 101] [--skip-real]
 """
@@ -56,22 +57,32 @@ def claim(agent, pool, sid):
     return ms, r["sandbox"].get("pool_start")
 
 
+def claim_seconds(agent):
+    """The agent's own sandbox_agent_pool_claim_seconds_sum (time spent inside claims)."""
+    for line in agent.call({"op": "metrics"}).get("text", "").splitlines():
+        if line.startswith("sandbox_agent_pool_claim_seconds_sum"):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def measure(agent, n, size, timeout):
-    warm, cold, kinds = [], [], {}
+    warm, cold, kinds, inside = [], [], {}, []
     for i in range(n):
         if not bl.wait_for(lambda: pool_ready(agent, "warm") >= size, timeout):
             raise RuntimeError("the pool did not refill")
+        before = claim_seconds(agent)
         ms, kind = claim(agent, "warm", f"w{i}")
+        inside.append((claim_seconds(agent) - before) * 1000)
         warm.append(ms)
         kinds[kind] = kinds.get(kind, 0) + 1
         ms, _ = claim(agent, "cold", f"c{i}")
         cold.append(ms)
         for sid in (f"w{i}", f"c{i}"):
             agent.call({"op": "stop", "id": sid, "timeout_ms": 2000})
-    return warm, cold, kinds
+    return warm, cold, kinds, inside
 
 
-def report(title, warm, cold, kinds):
+def report(title, warm, cold, kinds, inside):
     rows = [[name, str(len(v)), f"{bl.percentile(v, 50):.1f}", f"{bl.percentile(v, 99):.1f}", f"{max(v):.1f}"]
             for name, v in (("from the pool (warm)", warm), ("cold (same template)", cold))]
     print(title)
@@ -80,6 +91,10 @@ def report(title, warm, cold, kinds):
     print()
     print(f"cold / warm: p50 {bl.percentile(cold, 50) / bl.percentile(warm, 50):.0f}x, "
           f"p99 {bl.percentile(cold, 99) / bl.percentile(warm, 99):.0f}x; claims served warm: {kinds}")
+    # Where a slow claim's time went: inside the agent's claim (its record write) or around it.
+    slowest = sorted(range(len(warm)), key=lambda i: warm[i])[-3:][::-1]
+    print("slowest warm claims, client ms / inside the agent's claim ms (sandbox_agent_pool_claim_seconds): "
+          + ", ".join(f"{warm[i]:.1f} / {inside[i]:.1f}" for i in slowest))
     print()
 
 
@@ -114,9 +129,9 @@ def main():
         print(bl.machine_line())
         print()
         template = {"rootfs": "", "args": ["/bin/sleep", "infinity"], "docker": {"enabled": True}}
-        warm, cold, kinds = run(tmp, "fake", bl.FAKE_RUNSC, dict(template), args.claims, args.size, 60, [])
+        warm, cold, kinds, inside = run(tmp, "fake", bl.FAKE_RUNSC, dict(template), args.claims, args.size, 60, [])
         report(f"Fake runtime, Docker template, {args.claims} claims from a pool of {args.size} (refilled between "
-               "claims) and as many cold launches:", warm, cold, kinds)
+               "claims) and as many cold launches:", warm, cold, kinds, inside)
         if args.skip_real or not os.access(REAL_RUNSC, os.X_OK):
             print("real stack: skipped" + ("" if args.skip_real else f" ({REAL_RUNSC} is not installed)"))
             return
@@ -124,11 +139,12 @@ def main():
                                       {"source": "/etc", "destination": "/etc", "readonly": True}])
         real_tmp = tempfile.mkdtemp(prefix="sa-bench-pools-real-")
         try:
-            warm, cold, kinds = run(real_tmp, "real", REAL_RUNSC, real, args.real_claims, 2, 180, ["/usr", "/etc"])
+            warm, cold, kinds, inside = run(real_tmp, "real", REAL_RUNSC, real, args.real_claims, 2, 180,
+                                            ["/usr", "/etc"])
         finally:
             shutil.rmtree(real_tmp, ignore_errors=True)
         report(f"Real stack (current gVisor, dockerd answering /_ping), {args.real_claims} claims from a pool of 2 "
-               "and as many cold launches:", warm, cold, kinds)
+               "and as many cold launches:", warm, cold, kinds, inside)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
