@@ -3,6 +3,7 @@
 #include <liburing.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@ namespace sandbox_agent {
 struct DurableWriter::Job {
   std::string path, tmp;
   std::vector<Done> done;
+  Spare spare = Spare::keep;
   int fd = -1;
 };
 
@@ -48,6 +50,15 @@ std::string dir_of(const std::string& path) {
 }
 }  // namespace
 
+int DurableWriter::swap_in(const std::string& tmp, const std::string& path, Spare spare) {
+  if (spare == Spare::keep && exchange_supported_) {
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) == 0) return 0;
+    if (errno == EINVAL || errno == ENOSYS) exchange_supported_ = false;
+    else if (errno != ENOENT) return errno;  // ENOENT: the first write of `path`
+  }
+  return ::rename(tmp.c_str(), path.c_str()) == 0 ? 0 : errno;
+}
+
 DurableWriter::DurableWriter(asio::any_io_executor ex) : ex_(ex), event_(ex) {}
 
 DurableWriter::~DurableWriter() {
@@ -76,19 +87,20 @@ Status DurableWriter::open(unsigned entries) {
   return Ok{};
 }
 
-void DurableWriter::write(const std::string& path, std::string content, Done done) {
+void DurableWriter::write(const std::string& path, std::string content, Done done, Spare spare) {
   auto& slot = paths_[path];
   if (slot.running) {  // keep order: only the newest content waits behind the running write
     slot.next = std::move(content);
+    slot.next_spare = spare;
     if (done) slot.next_done.push_back(std::move(done));
     return;
   }
   std::vector<Done> d;
   if (done) d.push_back(std::move(done));
-  start(path, std::move(content), std::move(d));
+  start(path, std::move(content), std::move(d), spare);
 }
 
-awaitable<int> DurableWriter::write_async(std::string path, std::string content) {
+awaitable<int> DurableWriter::write_async(std::string path, std::string content, Spare spare) {
   // Shared with the callback, which may outlive this coroutine at shutdown.
   struct Pending {
     explicit Pending(asio::any_io_executor ex) : signal(ex, Clock::time_point::max()) {}
@@ -99,17 +111,17 @@ awaitable<int> DurableWriter::write_async(std::string path, std::string content)
   write(path, std::move(content), [p](int err) {
     p->result = err;
     p->signal.cancel();
-  });
+  }, spare);
   if (p->result < 0) co_await p->signal.async_wait(use_nothrow);
   co_return p->result;
 }
 
-void DurableWriter::start(const std::string& path, std::string content, std::vector<Done> done) {
+void DurableWriter::start(const std::string& path, std::string content, std::vector<Done> done, Spare spare) {
   auto job = std::make_unique<Job>();
   job->path = path;
-  auto slash = path.rfind('/');
-  job->tmp = dir_of(path) + "/." + path.substr(slash + 1) + ".tmp";
+  job->tmp = paths::staging_path(path);
   job->done = std::move(done);
+  job->spare = spare;
   Job* j = job.get();
   paths_[path].running = std::move(job);
   // open + write land in the page cache; only the flush waits for the disk.
@@ -179,7 +191,7 @@ void DurableWriter::on_file_synced(Job* job, int res) {
   ::close(job->fd);
   job->fd = -1;
   if (res < 0) return finish(job, -res);
-  if (::rename(job->tmp.c_str(), job->path.c_str()) != 0) return finish(job, errno);
+  if (int e = swap_in(job->tmp, job->path, job->spare)) return finish(job, e);
   // The rename is durable once the directory is: share that fsync with other renames.
   queue_dir_sync(dir_for(dir_of(job->path)), [this, job](int err) { finish(job, err); });
 }
@@ -230,9 +242,10 @@ void DurableWriter::finish(Job* j, int error) {
   auto job = std::move(it->second.running);  // keeps j alive through the callbacks
   auto next = std::move(it->second.next);
   auto next_done = std::move(it->second.next_done);
+  auto next_spare = it->second.next_spare;
   it->second.next.reset();
   it->second.next_done.clear();
-  if (next) start(job->path, std::move(*next), std::move(next_done));
+  if (next) start(job->path, std::move(*next), std::move(next_done), next_spare);
   else paths_.erase(it);
   for (auto& cb : job->done)
     if (cb) cb(error);

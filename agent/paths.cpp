@@ -151,10 +151,24 @@ bool write_all(int fd, std::string_view data) {
 }
 }  // namespace
 
+std::string staging_path(const std::string& path) {
+  auto slash = path.rfind('/');
+  const std::size_t cut = slash == std::string::npos ? 0 : slash + 1;
+  std::string out;
+  out.reserve(path.size() + 5);
+  out.append(path, 0, cut).append(".").append(path, cut, std::string::npos).append(".tmp");
+  return out;
+}
+
+void remove_file_and_staging(const std::string& path) {
+  ::unlink(path.c_str());
+  ::unlink(staging_path(path).c_str());
+}
+
 bool write_file_atomic(const std::string& path, std::string_view data, unsigned mode) {
   auto slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
-  std::string tmp = dir + "/." + path.substr(slash + 1) + ".tmp";
+  std::string tmp = staging_path(path);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return false;
   bool ok = write_all(fd, data) && ::fsync(fd) == 0;

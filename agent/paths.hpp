@@ -35,6 +35,12 @@ bool read_file(const std::string& path, std::string& out, std::size_t max);
 // leaves there must not make the agent (root) read or write anything else.
 bool read_untrusted_file(const std::string& path, std::string& out, std::size_t max);
 
+// Where an atomic replacement of `path` is staged: .NAME.tmp beside it. DurableWriter keeps
+// the previous content there after a swap (the file is reused, not freed).
+std::string staging_path(const std::string& path);
+// Removes `path` and its staging file.
+void remove_file_and_staging(const std::string& path);
+
 // Writes `data` to `path` atomically (tmp + fsync + rename + fsync dir). Blocking: for
 // start-up and tools, not for the reactor (see DurableWriter).
 bool write_file_atomic(const std::string& path, std::string_view data, unsigned mode = 0644);

@@ -81,7 +81,7 @@ awaitable<Result<std::string>> Supervisor::launch_sandbox(LaunchRequest request,
                            "/id");
     // A finished sandbox's id may be reused; its logs are kept. Its record goes (a sandbox
     // from a pool has it under another name, which the new one would not overwrite).
-    if (old.dir != request.id) ::unlink(layout_.state_file(old.dir).c_str());
+    if (old.dir != request.id) paths::remove_file_and_staging(layout_.state_file(old.dir));
     sandboxes_.erase(it);
     std::erase(finished_order_, request.id);
   }
@@ -554,12 +554,17 @@ void Supervisor::fail(Sandbox& sb, std::string_view why, std::string detail) {
   transition(sb, SandboxState::failed, why);
 }
 
+// A finished sandbox's record is not rewritten (it is read, then evicted): no staging copy.
+DurableWriter::Spare Supervisor::record_spare(const Sandbox& sb) {
+  return sb.finished ? DurableWriter::Spare::drop : DurableWriter::Spare::keep;
+}
+
 void Supervisor::persist(Sandbox& sb) {
   writer_.write(layout_.state_file(sb.dir), record_to_json(sb), [this, id = sb.id](int err) {
     if (!err) return;
     spdlog::error("{} cannot write its state record: {}; retrying until the disk takes it", id, std::strerror(err));
     retry_record(id);
-  });
+  }, record_spare(sb));
 }
 
 // A record the disk refused (full, read-only, I/O error) is written again, newest content,
@@ -583,7 +588,7 @@ void Supervisor::retry_record(const std::string& id) {
           continue;
         }
         auto sb = it->second;
-        if (co_await writer_.write_async(layout_.state_file(sb->dir), record_to_json(*sb)) == 0) {
+        if (co_await writer_.write_async(layout_.state_file(sb->dir), record_to_json(*sb), record_spare(*sb)) == 0) {
           unwritten_records_.erase(id);
           spdlog::info("{} state record written (state {}) after {} retr{}", id, to_string(sb->state), attempts,
                        attempts == 1 ? "y" : "ies");
@@ -595,7 +600,7 @@ void Supervisor::retry_record(const std::string& id) {
 }
 
 awaitable<bool> Supervisor::persist_now(SandboxPtr sb) {
-  int err = co_await writer_.write_async(layout_.state_file(sb->dir), record_to_json(*sb));
+  int err = co_await writer_.write_async(layout_.state_file(sb->dir), record_to_json(*sb), record_spare(*sb));
   if (err) {
     sb->log_tail = "writing " + layout_.state_file(sb->dir) + ": " + std::strerror(err);
     spdlog::error("{} {}", sb->id, sb->log_tail);
@@ -712,8 +717,10 @@ bool Supervisor::prepare_docker_socket(Sandbox& sb) {
   if (dfd < 0) return false;
   int found = ::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
   bool ok = found == 0 && S_ISSOCK(st.st_mode);
+  auto owner = sb.request.socket_owner.value_or(Owner{0, 0});
+  // Already right (the check once dockerd answers, mostly): nothing to change.
+  if (ok && st.st_uid == owner.uid && st.st_gid == owner.gid && (st.st_mode & 07777) == 0660) sb.socket_prepared = true;
   if (ok && !sb.socket_prepared) {
-    auto owner = sb.request.socket_owner.value_or(Owner{0, 0});
     if (::fchownat(dfd, name.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 ||
         ::fchmodat(dfd, name.c_str(), 0660, AT_SYMLINK_NOFOLLOW) != 0)
       spdlog::warn("{} cannot set the owner of {}/{}: {}", sb.id, dir, name, paths::errno_text());
@@ -747,7 +754,7 @@ bool Supervisor::evict_one_finished() {
     finished_order_.pop_front();
     auto it = sandboxes_.find(id);
     if (it == sandboxes_.end() || !it->second->finished) continue;
-    ::unlink(layout_.state_file(it->second->dir).c_str());
+    paths::remove_file_and_staging(layout_.state_file(it->second->dir));
     sandboxes_.erase(it);
     return true;
   }

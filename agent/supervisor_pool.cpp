@@ -99,7 +99,7 @@ awaitable<Result<std::string>> Supervisor::claim(SandboxPtr member, const PoolCo
   auto began = Clock::now();
   std::string id = request.id.empty() ? new_sandbox_id() : request.id;
   if (auto it = sandboxes_.find(id); it != sandboxes_.end()) {  // finished (checked above): its id is reused
-    if (it->second->dir != id) ::unlink(layout_.state_file(it->second->dir).c_str());
+    if (it->second->dir != id) paths::remove_file_and_staging(layout_.state_file(it->second->dir));
     sandboxes_.erase(it);
     std::erase(finished_order_, id);
   }
