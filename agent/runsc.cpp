@@ -91,7 +91,7 @@ awaitable<Runsc::Slot> Runsc::reserve() {
 }
 
 awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string log_path,
-                                     bool capture_stdout, std::optional<NetworkMode> network, bool docker, Slot slot) {
+                                     Output output, std::optional<NetworkMode> network, bool docker, Slot slot) {
   if (!slot) slot = co_await reserve();
 
   RunscResult result;
@@ -115,12 +115,13 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
     ~CloseFd() { if (fd >= 0) ::close(fd); }
   } close_log{log_fd};
 
+  const bool capture = output != Output::log;
   int pipe_fds[2] = {-1, -1};
-  if (capture_stdout && ::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+  if (capture && ::pipe2(pipe_fds, O_CLOEXEC) != 0) {
     result.spawn_error = "pipe: " + paths::errno_text();
     co_return result;
   }
-  SpawnSpec spec{argv, capture_stdout ? pipe_fds[1] : log_fd, log_fd};
+  SpawnSpec spec{argv, capture ? pipe_fds[1] : log_fd, output == Output::runsc_only ? pipe_fds[1] : log_fd};
   auto began = std::chrono::steady_clock::now();
   auto child = spawn(spec);
   if (pipe_fds[1] >= 0) ::close(pipe_fds[1]);
@@ -142,7 +143,7 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
     }
   });
 
-  if (capture_stdout) {
+  if (capture) {
     asio::posix::stream_descriptor out(ex_, pipe_fds[0]);
     char buf[16384];
     for (;;) {
@@ -156,7 +157,23 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
   metrics_.observe_runsc(args.empty() ? "" : args.front(),
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
   result.timed_out = *timed_out;
-  result.log_excerpt = read_from(log_fd, log_start);
+  if (output != Output::runsc_only) {
+    result.log_excerpt = read_from(log_fd, log_start);
+    co_return result;
+  }
+  if (log_fd >= 0 && !result.output.empty()) {  // into the log as if written there (O_APPEND)
+    std::string_view rest = result.output;
+    while (!rest.empty()) {
+      ssize_t n = ::write(log_fd, rest.data(), rest.size());
+      if (n <= 0) break;
+      rest.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+  result.log_excerpt = std::move(result.output);
+  result.output.clear();
+  if (result.log_excerpt.size() > kExcerptBytes) result.log_excerpt.erase(0, result.log_excerpt.size() - kExcerptBytes);
+  while (!result.log_excerpt.empty() && (result.log_excerpt.back() == '\n' || result.log_excerpt.back() == ' '))
+    result.log_excerpt.pop_back();
   co_return result;
 }
 
@@ -223,26 +240,26 @@ unsigned Runsc::release_pinned_netns() {
 awaitable<RunscResult> Runsc::create(const std::string& id, const std::string& bundle,
                                      const std::string& pid_file, const std::string& log_path,
                                      NetworkMode network, bool docker, Slot slot) {
-  return invoke({"create", "--bundle", bundle, "--pid-file", pid_file, id}, log_path, false, network,
+  return invoke({"create", "--bundle", bundle, "--pid-file", pid_file, id}, log_path, Output::log, network,
                 docker, std::move(slot));
 }
 
 awaitable<RunscResult> Runsc::start(const std::string& id, const std::string& log_path, NetworkMode network) {
   // Current runsc sets up the sandbox's network at start, from start's own --network.
-  return invoke({"start", id}, log_path, false, network, false);
+  return invoke({"start", id}, log_path, Output::log, network, false);
 }
 
 awaitable<RunscResult> Runsc::kill(const std::string& id, const char* signal, const std::string& log_path) {
-  return invoke({"kill", id, signal}, log_path, false);
+  return invoke({"kill", id, signal}, log_path, Output::log);
 }
 
 awaitable<RunscResult> Runsc::remove(const std::string& id, const std::string& log_path) {
-  return invoke({"delete", "--force", id}, log_path, false);
+  return invoke({"delete", "--force", id}, log_path, Output::runsc_only);
 }
 
 awaitable<RunscResult> Runsc::kill_process(const std::string& id, long pid, const char* signal,
                                            const std::string& log_path) {
-  return invoke({"kill", "--pid=" + std::to_string(pid), id, signal}, log_path, false);
+  return invoke({"kill", "--pid=" + std::to_string(pid), id, signal}, log_path, Output::log);
 }
 
 std::vector<std::string> Runsc::exec_argv(const std::string& id, const std::vector<std::string>& args,
@@ -260,8 +277,8 @@ std::vector<std::string> Runsc::exec_argv(const std::string& id, const std::vect
   return argv;
 }
 
-awaitable<RunscResult> Runsc::state(const std::string& id) { return invoke({"state", id}, "", true); }
+awaitable<RunscResult> Runsc::state(const std::string& id) { return invoke({"state", id}, "", Output::capture_stdout); }
 
-awaitable<RunscResult> Runsc::list() { return invoke({"list", "--format=json"}, "", true); }
+awaitable<RunscResult> Runsc::list() { return invoke({"list", "--format=json"}, "", Output::capture_stdout); }
 
 }  // namespace sandbox_agent

@@ -21,7 +21,10 @@ struct RunscResult {
   bool timed_out = false;
   std::string spawn_error;  // runsc could not be run at all
   std::string output;       // stdout, for state/list
-  std::string log_excerpt;  // what this call wrote to runsc.log (last 4 KiB)
+  // What this call wrote to runsc.log (last 4 KiB). The sandbox's console writes to the same
+  // file, so for create/start/kill it may hold the sandbox's text too; `delete`'s is runsc's
+  // own (Output::runsc_only).
+  std::string log_excerpt;
   bool ok() const { return !timed_out && spawn_error.empty() && status.ok(); }
   // One line for a status's reason text / log: "timed out after 60000 ms", "exit code 1: …".
   std::string describe() const;
@@ -97,8 +100,13 @@ class Runsc {
 
  private:
   // Parameters by value: a coroutine must not hold references to its caller's temporaries.
+  // Where a call's output goes: runsc.log (the sandbox's console shares it); stdout to
+  // RunscResult::output and stderr to the log (state, list); or both through a pipe of this
+  // call alone, then appended to the log (delete: its answer is matched, and a sandbox must
+  // not be able to write that answer for it).
+  enum class Output { log, capture_stdout, runsc_only };
   awaitable<RunscResult> invoke(std::vector<std::string> args, std::string log_path,
-                                bool capture_stdout, std::optional<NetworkMode> network = std::nullopt, bool docker = false,
+                                Output output, std::optional<NetworkMode> network = std::nullopt, bool docker = false,
                                 Slot slot = {});
   std::vector<std::string> base_argv(std::optional<NetworkMode> network, bool docker) const;
 

@@ -252,5 +252,38 @@ class SecondAgentTest(AgentTestCase):
         self.assertEqual(a.status("live-0")["state"], "ready")
 
 
+class HostileSandboxTest(AgentTestCase):
+    config = {"runsc": {"timeout_ms": 1500}}
+
+    def test_a_sandbox_cannot_answer_runsc_delete_for_it(self):
+        # runsc.log is also the sandbox's console. Tear-down takes "does not exist" from
+        # `runsc delete` as "already gone"; if that text came from the log, a sandbox could
+        # print it while a delete fails, and the agent would forget a runsc sandbox that is
+        # still there (its bundle removed, its record finished).
+        a = self.start_agent()
+        self.assertTrue(a.launch(a.request("liar", env=["FAKE_RUNSC=delete=hang"]))["ok"])
+        a.wait_state("liar", "ready")
+        log = os.path.join(a.root, "logs", "liar", "runsc.log")
+        c = a.client()
+        c.send({"op": "stop", "id": "liar", "timeout_ms": 1000})
+
+        def deleting():
+            with open(log) as f:
+                return "delete --force" in f.read()
+        wait_for(deleting, timeout=10, what="runsc delete running")
+        with open(log, "a") as f:  # what the sandbox's console would write meanwhile
+            f.write('loading container "liar": file does not exist\n')
+        wait_for(lambda: "runsc delete failed" in a.log(), timeout=10, what="the failed delete logged")
+        self.assertIn("timed out", a.log())
+        status = a.status("liar")
+        self.assertEqual(status["state"], "stopped")
+        with open(os.path.join(a.root, "state", "liar.json")) as f:
+            record = json.load(f)
+        self.assertTrue(record["runsc_created"], "runsc may still hold it: the record must say so")
+        self.assertFalse(record["finished"])
+        self.assertTrue(os.path.isdir(os.path.join(a.root, "bundles", "liar")))
+        c.close()
+
+
 if __name__ == "__main__":
     unittest.main()
