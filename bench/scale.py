@@ -48,6 +48,11 @@ def parse_args():
     p.add_argument("--dir", default=bl.DEFAULT_DIR,
                    help=f"where the agent's temporary root goes (default {bl.DEFAULT_DIR}); a directory on the disk "
                         "measures the file system too")
+    p.add_argument("--fresh-fs", choices=("ext4", "ext4-nojournal"),
+                   help="put the agent's root on a new file system made for this run (an 8 GiB sparse image "
+                        "under /var/tmp, loop-mounted, removed after): figures that do not depend on what the "
+                        "machine's own disk went through (ext4 without a journal scans every inode freed in its "
+                        "last minutes at each new file)")
     p.add_argument("--perf", action="store_true",
                    help="profile the agent (perf record, 499 Hz) during each launch phase and print where its CPU "
                         "goes (it slows the agent down a little: figures of such a run are not the reference)")
@@ -223,11 +228,55 @@ def fmt(x, spec=".2f", none="—"):
     return none if x is None else format(x, spec)
 
 
+def describe_fs(path):
+    """The file system under `path`: type, and for ext4 whether it has a journal."""
+    try:
+        out = subprocess.run(["df", "--output=source,fstype", path], capture_output=True, text=True,
+                             check=True).stdout.split("\n")[1].split()
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return "?"
+    source, fstype = out[0], out[1]
+    if fstype != "ext4":
+        return fstype
+    try:
+        with open(f"/sys/fs/ext4/{os.path.basename(source)}/journal_task") as f:
+            return "ext4 without a journal" if f.read().strip() == "<none>" else "ext4 with a journal"
+    except OSError:
+        return "ext4"
+
+
+class FreshFs:
+    """A new ext4 on a sparse image, loop-mounted for one run; gone afterwards, even on failure."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.top = tempfile.mkdtemp(prefix="bench-fs-", dir="/var/tmp")
+        self.image = os.path.join(self.top, "image")
+        self.mnt = os.path.join(self.top, "mnt")
+        self.mounted = False
+
+    def __enter__(self):
+        os.mkdir(self.mnt)
+        with open(self.image, "wb") as f:
+            f.truncate(8 << 30)
+        features = ["-O", "^has_journal"] if self.kind == "ext4-nojournal" else []
+        subprocess.run(["mkfs.ext4", "-q", "-F", *features, self.image], check=True)
+        subprocess.run(["mount", "-o", "loop", self.image, self.mnt], check=True)
+        self.mounted = True
+        return self.mnt
+
+    def __exit__(self, *exc):
+        if self.mounted:
+            subprocess.run(["umount", self.mnt], check=False)
+        shutil.rmtree(self.top, ignore_errors=True)
+
+
 def report(args, results):
+    where = args.dir or tempfile.gettempdir()
     print(f"### Scale: N Docker sandboxes in flight on one agent (fake runtime, dockerd_delay_ms="
           f"{args.dockerd_delay_ms}, launches {'with `wait: ready`' if args.wait == 'held' else 'polled via `stats`'}"
-          f" over {args.connections} connections, runsc.max_concurrent {args.max_concurrent}, agent root under "
-          f"{args.dir or tempfile.gettempdir()})")
+          f" over {args.connections} connections, runsc.max_concurrent {args.max_concurrent}, agent root "
+          + (f"on a new {args.fs}, made for this run)" if args.fresh_fs else f"under {where}, {args.fs})"))
     print()
     rows = []
     for r in results:
@@ -295,15 +344,23 @@ def main():
     args = parse_args()
     bl.need(bl.AGENT, bl.FAKE_RUNSC, bl.SANDBOX_INIT)
     counts = [int(x) for x in args.counts.split(",") if x]
-    base = tempfile.mkdtemp(prefix="bench-scale-", dir=args.dir)
+    fresh = FreshFs(args.fresh_fs) if args.fresh_fs else None
     results = []
     try:
-        for n in counts:
-            bl.log(f"scale: N={n} ({bl.machine_line()})")
-            results.append(run_one(args, n, base))
+        if fresh:
+            args.dir = fresh.__enter__()
+        args.fs = describe_fs(args.dir or tempfile.gettempdir())
+        base = tempfile.mkdtemp(prefix="bench-scale-", dir=args.dir)
+        try:
+            for n in counts:
+                bl.log(f"scale: N={n} ({bl.machine_line()}; root on {args.fs})")
+                results.append(run_one(args, n, base))
+        finally:
+            if not args.keep:
+                shutil.rmtree(base, ignore_errors=True)
     finally:
-        if not args.keep:
-            shutil.rmtree(base, ignore_errors=True)
+        if fresh:
+            fresh.__exit__(None, None, None)
     report(args, results)
     if args.json:
         with open(args.json, "w") as f:
