@@ -4,7 +4,10 @@
 #include <cctype>
 
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
+#include <fcntl.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "json_in.hpp"
@@ -422,15 +425,33 @@ Status validate_request(const LaunchRequest& r) {
 
 namespace {
 
+// The directory `path` names, symlinks resolved, as the kernel sees it: an O_PATH open and
+// its /proc/self/fd link (3 system calls; realpath(3) is one readlink per component and a
+// stat). Empty, with errno set, if it is not a directory or cannot be opened.
+std::string resolve_dir(const std::string& path) {
+  int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return {};
+  char buf[PATH_MAX];
+  char link[32];
+  std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = ::readlink(link, buf, sizeof buf);
+  ::close(fd);
+  std::string_view shown(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  if (n > 0 && n < static_cast<ssize_t>(sizeof buf) && shown.front() == '/' && !shown.ends_with(" (deleted)"))
+    return std::string(shown);
+  // No /proc, or a directory removed meanwhile: the library's way (and its errno).
+  if (!::realpath(path.c_str(), buf)) return {};
+  return buf;
+}
+
 // Resolves `path` (symlinks included) and checks it is a directory under an allowed prefix.
 Status resolve_host_dir(std::string& path, const Ptr& at, const RequestPolicy& policy) {
-  char buf[PATH_MAX];
-  if (!::realpath(path.c_str(), buf))
-    return invalid(at, "cannot be resolved: " + path + ": " + paths::errno_text());
-  std::string resolved(buf);
-  struct stat st {};
-  if (::stat(resolved.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    return invalid(at, "must be a directory: " + resolved);
+  std::string resolved = resolve_dir(path);
+  if (resolved.empty()) {
+    if (errno != ENOTDIR) return invalid(at, "cannot be resolved: " + path + ": " + paths::errno_text());
+    char buf[PATH_MAX];  // the message names what it resolves to
+    return invalid(at, "must be a directory: " + std::string(::realpath(path.c_str(), buf) ? buf : path.c_str()));
+  }
   for (const auto& prefix : policy.allowed_host_prefixes) {
     if (paths::is_same_or_under(resolved, prefix)) {
       path = std::move(resolved);

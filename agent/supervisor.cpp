@@ -711,15 +711,22 @@ bool Supervisor::prepare_docker_socket(Sandbox& sb) {
   auto dir = layout_.sockets_dir(sb.dir);
   std::string name(kDockerSocketName);
   struct stat st {};
-  // Not there yet (most checks while dockerd boots): one system call, nothing to secure.
+  auto owner = sb.request.socket_owner.value_or(Owner{0, 0});
+  auto already_right = [&] {
+    return S_ISSOCK(st.st_mode) && st.st_uid == owner.uid && st.st_gid == owner.gid && (st.st_mode & 07777) == 0660;
+  };
+  // Not there yet (most checks while dockerd boots), or already right (the check once dockerd
+  // answers, mostly): one system call, nothing to change.
   if (::lstat(paths::join(dir, name).c_str(), &st) != 0) return false;
+  if (already_right()) {
+    sb.socket_prepared = true;
+    return true;
+  }
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0) return false;
   int found = ::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
   bool ok = found == 0 && S_ISSOCK(st.st_mode);
-  auto owner = sb.request.socket_owner.value_or(Owner{0, 0});
-  // Already right (the check once dockerd answers, mostly): nothing to change.
-  if (ok && st.st_uid == owner.uid && st.st_gid == owner.gid && (st.st_mode & 07777) == 0660) sb.socket_prepared = true;
+  if (ok && already_right()) sb.socket_prepared = true;
   if (ok && !sb.socket_prepared) {
     if (::fchownat(dfd, name.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 ||
         ::fchmodat(dfd, name.c_str(), 0660, AT_SYMLINK_NOFOLLOW) != 0)
