@@ -18,7 +18,7 @@ namespace sandbox_agent {
 struct DurableWriter::Job {
   std::string path, tmp;
   std::vector<Done> done;
-  Spare spare = Spare::keep;
+  Spare spare = Spare::drop;
   int fd = -1;
 };
 
@@ -26,6 +26,7 @@ struct DurableWriter::DirSync {
   std::string path;
   int fd = -1;
   bool in_flight = false;
+  bool exchange = true;       // false once its file system refused RENAME_EXCHANGE
   std::vector<Done> batch;    // covered by the fsync in flight
   std::vector<Done> waiting;  // need the next one
 };
@@ -50,10 +51,10 @@ std::string dir_of(const std::string& path) {
 }
 }  // namespace
 
-int DurableWriter::swap_in(const std::string& tmp, const std::string& path, Spare spare) {
-  if (spare == Spare::keep && exchange_supported_) {
+int DurableWriter::swap_in(const std::string& tmp, const std::string& path, Spare spare, DirSync& dir) {
+  if (spare == Spare::keep && dir.exchange && dir.fd >= 0) {
     if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) == 0) return 0;
-    if (errno == EINVAL || errno == ENOSYS) exchange_supported_ = false;
+    if (errno == EINVAL || errno == ENOSYS) dir.exchange = false;
     else if (errno != ENOENT) return errno;  // ENOENT: the first write of `path`
   }
   return ::rename(tmp.c_str(), path.c_str()) == 0 ? 0 : errno;
@@ -125,7 +126,7 @@ void DurableWriter::start(const std::string& path, std::string content, std::vec
   Job* j = job.get();
   paths_[path].running = std::move(job);
   // open + write land in the page cache; only the flush waits for the disk.
-  j->fd = ::open(j->tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  j->fd = ::open(j->tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (j->fd < 0) return finish(j, errno);
   if (int e = write_all(j->fd, content)) return finish(j, e);
   submit_fsync(j->fd, reinterpret_cast<std::uintptr_t>(j));
@@ -191,9 +192,11 @@ void DurableWriter::on_file_synced(Job* job, int res) {
   ::close(job->fd);
   job->fd = -1;
   if (res < 0) return finish(job, -res);
-  if (int e = swap_in(job->tmp, job->path, job->spare)) return finish(job, e);
-  // The rename is durable once the directory is: share that fsync with other renames.
-  queue_dir_sync(dir_for(dir_of(job->path)), [this, job](int err) { finish(job, err); });
+  auto& dir = dir_for(dir_of(job->path));
+  if (int e = swap_in(job->tmp, job->path, job->spare, dir)) return finish(job, e);
+  // The rename is durable once the directory is: share that fsync with other renames. The
+  // next write of this path (which may reuse the staging file) starts only after it.
+  queue_dir_sync(dir, [this, job](int err) { finish(job, err); });
 }
 
 DurableWriter::DirSync& DurableWriter::dir_for(const std::string& dir) {

@@ -5,15 +5,18 @@
 // waiting. Writes to the same path are applied in order; a write superseded while queued is
 // merged into the next.
 //
-// The swap is renameat2(RENAME_EXCHANGE) once the target exists: the staging file then holds
-// the previous content and is rewritten in place next time, so a file rewritten many times
-// (a sandbox's record) keeps the same two inodes instead of freeing one per write. Freed
-// inodes are expensive to come back to: ext4 without a journal skips every inode freed in the
-// last 5 minutes (5 hours' worth of scanning at thousands of sandboxes, docs/benchmarks.md)
-// at each new file or directory. A plain rename stays for a first write and for file
-// systems without RENAME_EXCHANGE, and for a write marked Spare::drop (a file's last
-// content for a long while: a finished record, a terminal status), which leaves no staging
-// file behind.
+// Spare::keep (the agent's own records, rewritten many times, read by nobody while it runs):
+// the swap is renameat2(RENAME_EXCHANGE) once the target exists, so the staging file then
+// holds the previous content and is rewritten in place next time, and the file keeps the
+// same two inodes instead of freeing one per write. Freed inodes are expensive to come back
+// to: ext4 without a journal skips every inode freed in the last minute (six while its
+// inode-table block is not yet written back) at each new file or directory
+// (docs/benchmarks.md, "The root on disk"). Not for files others read while we write (spool
+// statuses): a reader still holding the old inode open would see it rewritten under it.
+// Spare::drop, the default, is the classic rename over the target and leaves no staging file.
+// A plain rename is also used for a first write, where the directory cannot be opened (its
+// fsync could not make the swap durable before the staging file is reused) and on file
+// systems without RENAME_EXCHANGE.
 #pragma once
 
 #include <cstdint>
@@ -37,16 +40,16 @@ namespace sandbox_agent {
 class DurableWriter {
  public:
   using Done = std::function<void(int error)>;  // 0, or an errno value
-  enum class Spare { keep, drop };  // keep the previous content in the staging file, or not
+  enum class Spare { keep, drop };  // keep the previous content in the staging file, or not (above)
 
   explicit DurableWriter(asio::any_io_executor ex);
   ~DurableWriter();
   Status open(unsigned entries = 256);
 
   // Replaces `path` with `content`, durably. `done` runs on the reactor when it is on disk.
-  void write(const std::string& path, std::string content, Done done = {}, Spare spare = Spare::keep);
+  void write(const std::string& path, std::string content, Done done = {}, Spare spare = Spare::drop);
   // The same, awaited: returns 0 or an errno value.
-  awaitable<int> write_async(std::string path, std::string content, Spare spare = Spare::keep);
+  awaitable<int> write_async(std::string path, std::string content, Spare spare = Spare::drop);
   // Makes a rename or unlink already done in `dir` durable.
   void sync_dir(const std::string& dir, Done done = {});
 
@@ -59,7 +62,7 @@ class DurableWriter {
   struct PathSlot {
     std::unique_ptr<Job> running;
     std::optional<std::string> next;  // newest content queued behind `running`
-    Spare next_spare = Spare::keep;
+    Spare next_spare = Spare::drop;
     std::vector<Done> next_done;
   };
   void start(const std::string& path, std::string content, std::vector<Done> done, Spare spare);
@@ -69,7 +72,7 @@ class DurableWriter {
   void on_file_synced(Job* job, int res);
   void on_dir_synced(DirSync* dir, int res);
   void finish(Job* job, int error);
-  int swap_in(const std::string& tmp, const std::string& path, Spare spare);  // 0 or an errno value
+  int swap_in(const std::string& tmp, const std::string& path, Spare spare, DirSync& dir);  // 0 or errno
   DirSync& dir_for(const std::string& dir);
   void queue_dir_sync(DirSync& d, Done done);
 
@@ -81,7 +84,6 @@ class DurableWriter {
   std::unordered_map<std::string, std::unique_ptr<DirSync>> dirs_;
   std::deque<std::pair<int, std::uintptr_t>> unsubmitted_;  // when the SQ is full
   bool open_ = false;
-  bool exchange_supported_ = true;  // false once a file system refused RENAME_EXCHANGE
   bool submit_posted_ = false;                           // an io_uring_submit is queued on the reactor
   std::shared_ptr<bool> alive_ = std::make_shared<bool>();  // lets that handler outlive us safely
 };

@@ -2,6 +2,7 @@
 #include "sandbox_agent/request.hpp"
 
 #include <cctype>
+#include <cerrno>
 
 #include <climits>
 #include <cstdio>
@@ -440,7 +441,12 @@ std::string resolve_dir(const std::string& path) {
   if (n > 0 && n < static_cast<ssize_t>(sizeof buf) && shown.front() == '/' && !shown.ends_with(" (deleted)"))
     return std::string(shown);
   // No /proc, or a directory removed meanwhile: the library's way (and its errno).
+  struct stat st {};
   if (!::realpath(path.c_str(), buf)) return {};
+  if (::stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    errno = ENOTDIR;
+    return {};
+  }
   return buf;
 }
 
@@ -448,9 +454,12 @@ std::string resolve_dir(const std::string& path) {
 Status resolve_host_dir(std::string& path, const Ptr& at, const RequestPolicy& policy) {
   std::string resolved = resolve_dir(path);
   if (resolved.empty()) {
-    if (errno != ENOTDIR) return invalid(at, "cannot be resolved: " + path + ": " + paths::errno_text());
-    char buf[PATH_MAX];  // the message names what it resolves to
-    return invalid(at, "must be a directory: " + std::string(::realpath(path.c_str(), buf) ? buf : path.c_str()));
+    // ENOTDIR is also a file in the middle of the path: realpath tells which it was, and names
+    // what a non-directory resolves to.
+    char buf[PATH_MAX];
+    if (errno != ENOTDIR || !::realpath(path.c_str(), buf))
+      return invalid(at, "cannot be resolved: " + path + ": " + paths::errno_text());
+    return invalid(at, "must be a directory: " + std::string(buf));
   }
   for (const auto& prefix : policy.allowed_host_prefixes) {
     if (paths::is_same_or_under(resolved, prefix)) {

@@ -135,20 +135,23 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
   // after this coroutine is gone.
   auto proc = std::make_shared<Child>(std::move(child.value()));
   auto timed_out = std::make_shared<bool>(false);
+  std::shared_ptr<asio::posix::stream_descriptor> out;
+  if (capture) out = std::make_shared<asio::posix::stream_descriptor>(ex_, pipe_fds[0]);
   asio::steady_timer deadline(ex_, Millis(config_.timeout_ms));
-  deadline.async_wait([proc, timed_out](std::error_code ec) {
+  deadline.async_wait([proc, timed_out, out](std::error_code ec) {
     if (!ec) {
       *timed_out = true;
       proc->kill(SIGKILL);
+      // Something runsc started may still hold the pipe: stop reading too.
+      if (out) out->cancel(ec);
     }
   });
 
-  if (capture) {
-    asio::posix::stream_descriptor out(ex_, pipe_fds[0]);
+  if (out) {
     char buf[16384];
     for (;;) {
-      auto [ec, n] = co_await out.async_read_some(asio::buffer(buf), use_nothrow);
-      if (ec) break;  // EOF once runsc (and anything holding the pipe) is gone
+      auto [ec, n] = co_await out->async_read_some(asio::buffer(buf), use_nothrow);
+      if (ec) break;  // EOF once runsc (and anything holding the pipe) is gone, or the deadline
       if (result.output.size() + n <= kMaxStdout) result.output.append(buf, n);
     }
   }

@@ -333,7 +333,7 @@ void SpoolIntake::write_status(const std::string& name, const Sandbox& sb, bool 
       return;
     }
     if (terminal) finish(name);
-  }, terminal ? DurableWriter::Spare::drop : DurableWriter::Spare::keep);
+  });
 }
 
 // A status the disk refused is written again (the sandbox's newest status) with backoff
@@ -355,8 +355,7 @@ void SpoolIntake::retry_status(const std::string& name, const std::string& id) {
           continue;
         }
         bool terminal = is_terminal(sb->state);
-        auto spare = terminal ? DurableWriter::Spare::drop : DurableWriter::Spare::keep;
-        if (co_await writer_.write_async(paths::join(dir("status"), name), to_json(sb->status()) + "\n", spare) == 0) {
+        if (co_await writer_.write_async(paths::join(dir("status"), name), to_json(sb->status()) + "\n") == 0) {
           unwritten_status_.erase(name);
           spdlog::info("spool: status of {} written ({})", name, to_string(sb->state));
           if (terminal) finish(name);

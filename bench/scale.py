@@ -62,7 +62,7 @@ def parse_args():
     p.add_argument("--log-quota", type=int, default=None,
                    help="logs.max_bytes_per_sandbox (default: the agent's; 0: no quota, to see what it costs)")
     p.add_argument("--json", help="write the figures here too")
-    p.add_argument("--keep", action="store_true", help="keep the temporary roots")
+    p.add_argument("--keep", action="store_true", help="keep the temporary roots (not with --fresh-fs: its file system goes)")
     return p.parse_args()
 
 
@@ -239,7 +239,8 @@ def describe_fs(path):
     if fstype != "ext4":
         return fstype
     try:
-        with open(f"/sys/fs/ext4/{os.path.basename(source)}/journal_task") as f:
+        # /dev/mapper/NAME is a link to /dev/dm-N, the name sysfs uses
+        with open(f"/sys/fs/ext4/{os.path.basename(os.path.realpath(source))}/journal_task") as f:
             return "ext4 without a journal" if f.read().strip() == "<none>" else "ext4 with a journal"
     except OSError:
         return "ext4"
@@ -266,8 +267,12 @@ class FreshFs:
         return self.mnt
 
     def __exit__(self, *exc):
-        if self.mounted:
-            subprocess.run(["umount", self.mnt], check=False)
+        if self.mounted and subprocess.run(["umount", self.mnt], check=False).returncode != 0:
+            # Busy: detach it (the loop device goes once nothing holds it) and never walk into it.
+            subprocess.run(["umount", "-l", self.mnt], check=False)
+        if os.path.ismount(self.mnt):
+            bl.log(f"scale: {self.mnt} is still mounted; left in place")
+            return
         shutil.rmtree(self.top, ignore_errors=True)
 
 

@@ -219,8 +219,9 @@ class SpoolTest(AgentTestCase):
             self.assertEqual(s["reason"], "stop_requested")
             wait_for(lambda: sp.where(name) == ["done"], timeout=10, what=f"{name} in done/ only")
             self.assertEqual(sp.status(name), a.status("follow"))
-            # While it ran, status/ also held the agent's staging copy (.NAME.tmp, the status
-            # before); the final status leaves none behind, nor does the finished record.
+            # Statuses are renamed into place (a reader holding the old one keeps it whole):
+            # no staging file stays in status/. The record kept one while the sandbox ran
+            # (agent/durable_writer.hpp); the finished record leaves none either.
             self.assertEqual(sp.names("status"), [name])
             state = os.path.join(a.root, "state")
             wait_for(lambda: os.listdir(state) == ["follow.json"], timeout=10,
@@ -262,9 +263,7 @@ class SpoolTest(AgentTestCase):
         self.assertEqual(sp.names("new"), [])
         self.assertEqual(sp.names("rejected"), [])
         self.assertEqual(sp.names("cur"), sorted(name for _, name in staged))
-        # (.NAME.tmp beside each: the agent's staging copy, the status before this one)
-        self.assertEqual(sorted(n for n in sp.names("status") if not n.startswith(".")),
-                         sorted(name for _, name in staged))
+        self.assertEqual(sorted(sp.names("status")), sorted(name for _, name in staged))
         listed = a.call({"op": "list"})["sandboxes"]
         self.assertEqual(len(listed), n)
         self.assertTrue(all(s["state"] == "ready" for s in listed))

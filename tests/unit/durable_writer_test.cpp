@@ -134,3 +134,22 @@ TEST_CASE_FIXTURE(Writer, "durable writer: a write that drops the spare leaves n
   CHECK(write(path, "again") == 0);
   CHECK(read(path) == "again");
 }
+
+TEST_CASE_FIXTURE(Writer, "durable writer: by default the target is renamed over, so a reader holding the old file keeps it whole") {
+  auto path = at("status.json");
+  CHECK(write(path, "first") == 0);
+  std::ifstream reader(path);  // a batch system's reader, still open across the next writes
+  for (const char* next : {"second", "third"}) {  // with a kept spare, "third" reuses its inode
+    int result = -1;
+    writer.write(path, next, [&](int err) { result = err; });  // the default
+    io.restart();
+    while (result < 0 && io.run_one()) {
+    }
+    CHECK(result == 0);
+  }
+  std::stringstream old;
+  old << reader.rdbuf();
+  CHECK(old.str() == "first");
+  CHECK(read(path) == "third");
+  CHECK(inode(paths::staging_path(path)) == 0);
+}
