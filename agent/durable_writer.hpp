@@ -3,7 +3,8 @@
 // runs the flush in its worker pool and signals an eventfd the reactor waits on), then
 // swapped with the target; the directory's fsync is shared by every swap in it that is
 // waiting. Writes to the same path are applied in order; a write superseded while queued is
-// merged into the next.
+// merged into the next. In a tmpfs or ramfs directory nothing is flushed: its files last as
+// long as the kernel does, which no fsync changes; the swap still happens on a later turn.
 //
 // Spare::keep (the agent's own records, rewritten many times, read by nobody while it runs):
 // the swap is renameat2(RENAME_EXCHANGE) once the target exists, so the staging file then
@@ -54,6 +55,7 @@ class DurableWriter {
   void sync_dir(const std::string& dir, Done done = {});
 
   std::size_t pending() const { return paths_.size(); }
+  std::uint64_t flushes() const { return flushes_; }  // fsyncs submitted (none for tmpfs)
   awaitable<void> drain();  // until nothing is pending (shutdown)
 
  private:
@@ -84,6 +86,7 @@ class DurableWriter {
   std::unordered_map<std::string, std::unique_ptr<DirSync>> dirs_;
   std::deque<std::pair<int, std::uintptr_t>> unsubmitted_;  // when the SQ is full
   bool open_ = false;
+  std::uint64_t flushes_ = 0;
   bool submit_posted_ = false;                           // an io_uring_submit is queued on the reactor
   std::shared_ptr<bool> alive_ = std::make_shared<bool>();  // lets that handler outlive us safely
 };

@@ -33,6 +33,10 @@ def parse_args():
     p.add_argument("--size", type=int, default=4)
     p.add_argument("--real-claims", type=int, default=101)
     p.add_argument("--skip-real", action="store_true")
+    p.add_argument("--quiet", action="store_true",
+                   help="before each claim, wait until the previous round's two sandboxes are stopped (their "
+                        "tear-down, runsc delete and the copy of their logs to the disk, otherwise overlaps the "
+                        "claim): the claim alone, not the claim beside other sandboxes' tear-downs")
     return p.parse_args()
 
 
@@ -65,9 +69,16 @@ def claim_seconds(agent):
     return 0.0
 
 
-def measure(agent, n, size, timeout):
+def stopped(agent, sids):
+    return all(agent.call({"op": "status", "id": sid}).get("sandbox", {}).get("state") in ("stopped", "failed")
+               for sid in sids)
+
+
+def measure(agent, n, size, timeout, quiet=False):
     warm, cold, kinds, inside = [], [], {}, []
     for i in range(n):
+        if quiet and i and not bl.wait_for(lambda: stopped(agent, (f"w{i - 1}", f"c{i - 1}")), timeout):
+            raise RuntimeError("the previous round did not stop")
         if not bl.wait_for(lambda: pool_ready(agent, "warm") >= size, timeout):
             raise RuntimeError("the pool did not refill")
         before = claim_seconds(agent)
@@ -98,7 +109,7 @@ def report(title, warm, cold, kinds, inside):
     print()
 
 
-def run(tmp, name, runsc, template, n, size, timeout, images):
+def run(tmp, name, runsc, template, n, size, timeout, images, quiet=False):
     root = os.path.join(tmp, name)
     template = dict(template, rootfs=os.path.join(root, "images", "rootfs"))
     os.makedirs(template["rootfs"], exist_ok=True)
@@ -110,7 +121,7 @@ def run(tmp, name, runsc, template, n, size, timeout, images):
                      config={"runsc": {"path": runsc, "timeout_ms": 60000}, "pools": pools,
                              "stop_sandboxes_on_exit": True}).start()
     try:
-        return measure(agent, n, size, timeout)
+        return measure(agent, n, size, timeout, quiet)
     finally:
         agent.proc.send_signal(signal.SIGTERM)
         try:
@@ -140,11 +151,13 @@ def main():
         real_tmp = tempfile.mkdtemp(prefix="sa-bench-pools-real-")
         try:
             warm, cold, kinds, inside = run(real_tmp, "real", REAL_RUNSC, real, args.real_claims, 2, 180,
-                                            ["/usr", "/etc"])
+                                            ["/usr", "/etc"], args.quiet)
         finally:
             shutil.rmtree(real_tmp, ignore_errors=True)
         report(f"Real stack (current gVisor, dockerd answering /_ping), {args.real_claims} claims from a pool of 2 "
-               "and as many cold launches:", warm, cold, kinds, inside)
+               "and as many cold launches" + (", each claim after the previous round's sandboxes stopped (--quiet)"
+                                              if args.quiet else ", the previous round's tear-downs still running")
+               + ":", warm, cold, kinds, inside)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
