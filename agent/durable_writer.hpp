@@ -3,8 +3,8 @@
 // runs the flush in its worker pool and signals an eventfd the reactor waits on), then
 // swapped with the target; the directory's fsync is shared by every swap in it that is
 // waiting. Writes to the same path are applied in order; a write superseded while queued is
-// merged into the next. In a tmpfs or ramfs directory nothing is flushed: its files last as
-// long as the kernel does, which no fsync changes; the swap still happens on a later turn.
+// merged into the next. In a tmpfs or ramfs directory nothing is flushed: its files last
+// until it is unmounted, which no fsync changes; the swap still happens on a later turn.
 //
 // Spare::keep (the agent's own records, rewritten many times, read by nobody while it runs):
 // the swap is renameat2(RENAME_EXCHANGE) once the target exists, so the staging file then
