@@ -21,6 +21,7 @@ struct DurableWriter::Job {
   std::string path, tmp;
   std::vector<Done> done;
   Spare spare = Spare::drop;
+  DirSync* dir = nullptr;  // the target's directory (dirs_ owns it)
   int fd = -1;
 };
 
@@ -29,23 +30,13 @@ struct DurableWriter::DirSync {
   int fd = -1;
   bool in_flight = false;
   bool exchange = true;       // false once its file system refused RENAME_EXCHANGE
-  bool in_memory = false;     // tmpfs/ramfs: its files live as long as the kernel; fsync adds nothing
+  bool in_memory = false;     // tmpfs/ramfs: its files last until it is unmounted; fsync adds nothing
   std::vector<Done> batch;    // covered by the fsync in flight
   std::vector<Done> waiting;  // need the next one
 };
 
 namespace {
 constexpr std::uintptr_t kDirTag = 1;  // low bit marks a DirSync in user_data
-
-int write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno;
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return 0;
-}
 
 std::string dir_of(const std::string& path) {
   auto slash = path.rfind('/');
@@ -126,13 +117,14 @@ void DurableWriter::start(const std::string& path, std::string content, std::vec
   job->tmp = paths::staging_path(path);
   job->done = std::move(done);
   job->spare = spare;
+  job->dir = &dir_for(dir_of(path));
   Job* j = job.get();
   paths_[path].running = std::move(job);
   // open + write land in the page cache; only the flush waits for the disk.
   j->fd = ::open(j->tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (j->fd < 0) return finish(j, errno);
-  if (int e = write_all(j->fd, content)) return finish(j, e);
-  if (dir_for(dir_of(path)).in_memory) {
+  if (!paths::write_all(j->fd, content)) return finish(j, errno);
+  if (j->dir->in_memory) {
     // Nothing to flush: swap it in on the next turn (callers hear after write() returns, as
     // for a flush), without a trip through the kernel's workers, which a busy machine may
     // not schedule for tens of milliseconds (a pool claim waits for its record).
@@ -205,7 +197,7 @@ void DurableWriter::on_file_synced(Job* job, int res) {
   ::close(job->fd);
   job->fd = -1;
   if (res < 0) return finish(job, -res);
-  auto& dir = dir_for(dir_of(job->path));
+  auto& dir = *job->dir;
   if (int e = swap_in(job->tmp, job->path, job->spare, dir)) return finish(job, e);
   // The rename is durable once the directory is: share that fsync with other renames. The
   // next write of this path (which may reuse the staging file) starts only after it.

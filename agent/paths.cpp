@@ -139,7 +139,6 @@ bool read_fd(int fd, std::string& out, std::size_t max) {
 }
 }  // namespace
 
-namespace {
 bool write_all(int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());
@@ -149,7 +148,6 @@ bool write_all(int fd, std::string_view data) {
   }
   return true;
 }
-}  // namespace
 
 std::string staging_path(const std::string& path) {
   auto slash = path.rfind('/');

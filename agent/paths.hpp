@@ -35,6 +35,9 @@ bool read_file(const std::string& path, std::string& out, std::size_t max);
 // leaves there must not make the agent (root) read or write anything else.
 bool read_untrusted_file(const std::string& path, std::string& out, std::size_t max);
 
+// Writes all of `data` to `fd` (retrying short writes and EINTR); false with errno set.
+bool write_all(int fd, std::string_view data);
+
 // Where an atomic replacement of `path` is staged: .NAME.tmp beside it. DurableWriter keeps
 // the previous content there after a swap (the file is reused, not freed).
 std::string staging_path(const std::string& path);

@@ -3,7 +3,6 @@
 
 #include <cctype>
 #include <cerrno>
-
 #include <climits>
 #include <cstdio>
 #include <cstdlib>

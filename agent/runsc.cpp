@@ -43,6 +43,13 @@ int open_log(const std::string& path, off_t& size) {
   return open_it();
 }
 
+// The last kExcerptBytes of `text`, without its trailing newlines and spaces.
+std::string excerpt_of(std::string text) {
+  if (text.size() > kExcerptBytes) text.erase(0, text.size() - kExcerptBytes);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
 std::string read_from(int fd, off_t from) {
   struct stat st {};
   if (fd < 0 || ::fstat(fd, &st) != 0 || st.st_size <= from) return {};
@@ -50,8 +57,7 @@ std::string read_from(int fd, off_t from) {
   std::string out(static_cast<std::size_t>(st.st_size - start), '\0');
   ssize_t n = ::pread(fd, out.data(), out.size(), start);
   out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
+  return excerpt_of(std::move(out));
 }
 
 }  // namespace
@@ -164,19 +170,9 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
     result.log_excerpt = read_from(log_fd, log_start);
     co_return result;
   }
-  if (log_fd >= 0 && !result.output.empty()) {  // into the log as if written there (O_APPEND)
-    std::string_view rest = result.output;
-    while (!rest.empty()) {
-      ssize_t n = ::write(log_fd, rest.data(), rest.size());
-      if (n <= 0) break;
-      rest.remove_prefix(static_cast<std::size_t>(n));
-    }
-  }
-  result.log_excerpt = std::move(result.output);
+  if (log_fd >= 0) paths::write_all(log_fd, result.output);  // into the log as if written there (O_APPEND)
+  result.log_excerpt = excerpt_of(std::move(result.output));
   result.output.clear();
-  if (result.log_excerpt.size() > kExcerptBytes) result.log_excerpt.erase(0, result.log_excerpt.size() - kExcerptBytes);
-  while (!result.log_excerpt.empty() && (result.log_excerpt.back() == '\n' || result.log_excerpt.back() == ' '))
-    result.log_excerpt.pop_back();
   co_return result;
 }
 

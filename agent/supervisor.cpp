@@ -726,7 +726,6 @@ bool Supervisor::prepare_docker_socket(Sandbox& sb) {
   if (dfd < 0) return false;
   int found = ::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
   bool ok = found == 0 && S_ISSOCK(st.st_mode);
-  if (ok && already_right()) sb.socket_prepared = true;
   if (ok && !sb.socket_prepared) {
     if (::fchownat(dfd, name.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 ||
         ::fchmodat(dfd, name.c_str(), 0660, AT_SYMLINK_NOFOLLOW) != 0)
