@@ -68,13 +68,37 @@ bool mounted(const std::string& dir) {
   return here.st_dev != up.st_dev;
 }
 
-awaitable<Status> unmount_keeping(std::string dir) {
+awaitable<Status> unmount_keeping(std::string dir, Reach reach) {
+  if (!mounted(dir)) co_return Ok{};
   auto ex = co_await asio::this_coro::executor;
-  std::vector<std::pair<std::string, std::string>> files;
   std::string first_error;
   auto note = [&](const std::string& what) {
     if (first_error.empty()) first_error = what + ": " + paths::errno_text();
   };
+  auto slash = dir.find_last_of('/');
+  auto name_in_parent = dir.substr(slash + 1);
+  // The directory below the tmpfs, through a clone of the parent's mount made without the
+  // mounts on it (a bind mount that is not recursive): the copies are in place before the
+  // tmpfs goes, so whoever looks at `dir` sees either the tmpfs or all the kept logs, and a
+  // crash while copying leaves the originals where the next call finds them.
+  int below = -1;
+  if (reach == Reach::below) {
+    int tree = ::open_tree(AT_FDCWD, parent_of(dir).c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree >= 0) {
+      below = ::openat(tree, name_in_parent.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      ::close(tree);  // the clone lives on while `below` is open
+    }
+  }
+  auto keep = [&](int into, const std::string& name, const std::string& content) -> awaitable<void> {
+    int f = ::openat(into, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
+    if (f < 0) {
+      note("keeping " + paths::join(dir, name));
+      co_return;
+    }
+    if (!co_await write_whole(ex, f, content) && first_error.empty())
+      first_error = "writing " + paths::join(dir, name) + " failed";
+  };
+
   int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (d < 0) note("opening " + dir);
   std::vector<std::pair<std::string, off_t>> names;
@@ -89,27 +113,29 @@ awaitable<Status> unmount_keeping(std::string dir) {
     }
     ::closedir(listing);
   }
+  // Without the directory below (a kernel before 5.2 or one refusing open_tree), everything
+  // is read first and written once the tmpfs is gone.
+  std::vector<std::pair<std::string, std::string>> held;
   for (auto& [name, size] : names) {
     int f = ::openat(d, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     std::string content;
     if (f < 0 || !co_await read_whole(ex, f, static_cast<std::size_t>(size), content)) {
       if (f < 0) note("reading " + paths::join(dir, name));
-      else first_error = first_error.empty() ? "reading " + paths::join(dir, name) + " failed" : first_error;
+      else if (first_error.empty()) first_error = "reading " + paths::join(dir, name) + " failed";
       continue;
     }
-    files.emplace_back(std::move(name), std::move(content));
+    if (below >= 0) co_await keep(below, name, content);
+    else held.emplace_back(std::move(name), std::move(content));
   }
   if (d >= 0) ::close(d);
   if (::umount2(dir.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) note("unmounting " + dir);
-  for (const auto& [name, content] : files) {
-    auto path = paths::join(dir, name);
-    int f = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
-    if (f < 0) {
-      note("keeping " + path);
-      continue;
-    }
-    if (!co_await write_whole(ex, f, content) && first_error.empty()) first_error = "writing " + path + " failed";
+  if (below < 0 && !held.empty()) {
+    below = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (below < 0) note("opening " + dir);
+    else
+      for (const auto& [name, content] : held) co_await keep(below, name, content);
   }
+  if (below >= 0) ::close(below);
   if (!first_error.empty()) co_return make_error(ErrorCode::internal, first_error);
   co_return Ok{};
 }

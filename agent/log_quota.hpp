@@ -20,10 +20,14 @@ Status mount(const std::string& dir, std::uint64_t bytes);
 // same tmpfs mounted again: the device differs from the parent's).
 bool mounted(const std::string& dir);
 
-// Reads the regular files off the tmpfs at `dir` (links, directories and the rest are dropped),
-// unmounts it, and writes them into `dir` on the file system below, replacing files of the
-// same name. The reads and writes go through the ring (up to the quota's worth of I/O: the
-// reactor never waits for the disk). Errors name the file; the tmpfs goes whatever happens.
-awaitable<Status> unmount_keeping(std::string dir);
+// Copies the regular files off the tmpfs at `dir` (links, directories and the rest are
+// dropped) into the directory below it, replacing files of the same name, then unmounts it:
+// whoever looks at `dir` sees the tmpfs or all the kept logs, never some. The reads and writes
+// go through the ring (the reactor never waits for the disk). Nothing to do for a directory
+// that is no tmpfs. Errors name the file; the tmpfs goes whatever happens.
+// Reach::after_unmount, as when the kernel refuses open_tree (needed to reach the directory
+// below), holds the files in memory and writes them once the tmpfs is gone.
+enum class Reach { below, after_unmount };
+awaitable<Status> unmount_keeping(std::string dir, Reach reach = Reach::below);
 
 }  // namespace sandbox_agent::log_quota

@@ -464,9 +464,7 @@ awaitable<void> Supervisor::tear_down(SandboxPtr sb) {
 // The logs leave the sandbox's tmpfs for the disk. Idempotent: nothing to do once the tmpfs
 // is gone.
 awaitable<void> Supervisor::keep_logs(SandboxPtr sb) {
-  auto dir = layout_.logs_dir(sb->dir);
-  if (!log_quota::mounted(dir)) co_return;
-  if (auto kept = co_await log_quota::unmount_keeping(dir); !kept)
+  if (auto kept = co_await log_quota::unmount_keeping(layout_.logs_dir(sb->dir)); !kept)
     spdlog::warn("{} logs: {}", sb->id, kept.error().message);
 }
 
