@@ -139,6 +139,11 @@ awaitable<void> Execs::supervise(RunningPtr r) {
   running_.erase(r->id);
   changed_.notify();
 
+  if (st.exec_errno) {
+    spdlog::warn("exec {} in {}: {}", r->id, r->sandbox_id, exec_error_text("runsc exec", st.exec_errno));
+    r->done(make_error(ErrorCode::internal, exec_error_text("runsc exec", st.exec_errno)), captured);
+    co_return;
+  }
   ExecOutcome o;
   o.exit_code = st.signal ? 128 + st.signal : st.code;
   o.reason = r->reason;

@@ -1,6 +1,6 @@
-// Child processes without blocking the reactor: clone with CLONE_VFORK (the agent waits
-// only until exec; argv only, no shell, inherited fds closed), waited for through the
-// pidfd clone returns, polled on the ring.
+// Child processes without blocking the reactor: clone(CLONE_VM) with no wait for the exec
+// (argv only, no shell, inherited fds closed, signals reset), waited for through the pidfd
+// clone returns, polled on the ring. A program that cannot be executed is reported by wait().
 #pragma once
 
 #include <sys/types.h>
@@ -25,18 +25,24 @@ struct SpawnSpec {
 };
 
 struct ExitStatus {
-  int code = -1;    // exit code when the child exited
-  int signal = 0;   // the signal that killed it, else 0
-  bool ok() const { return signal == 0 && code == 0; }
+  int code = -1;       // exit code when the child exited
+  int signal = 0;      // the signal that killed it, else 0
+  int exec_errno = 0;  // the program could not be executed (execve's errno); code is 127 then
+  bool ok() const { return signal == 0 && code == 0 && exec_errno == 0; }
   std::string describe() const;
 };
+
+// "cannot run PROGRAM: REASON", for a child whose exec failed.
+std::string exec_error_text(const std::string& program, int exec_errno);
+
+struct Launch;  // what a child uses of the agent's memory until it has exec'd (process.cpp)
 
 // An owned child: its pid and pidfd. Destroying a Child that has not been waited for
 // kills (SIGKILL) and reaps it, so no zombie outlives its owner.
 class Child {
  public:
   Child() = default;
-  Child(pid_t pid, int pidfd) : pid_(pid), pidfd_(pidfd) {}
+  Child(pid_t pid, int pidfd, Launch* launch = nullptr) : pid_(pid), pidfd_(pidfd), launch_(launch) {}
   Child(Child&& o) noexcept;
   Child& operator=(Child&& o) noexcept;
   ~Child();
@@ -44,22 +50,27 @@ class Child {
   pid_t pid() const { return pid_; }
   bool running() const { return pidfd_ >= 0; }
   void kill(int sig);
-  // Waits (on the ring) until the child exits and reaps it.
+  // Waits (on the ring) until the child exits and reaps it; says so if it could not exec.
   awaitable<ExitStatus> wait();
 
  private:
   void reap_now();
+  void release_launch();
   pid_t pid_ = -1;
   int pidfd_ = -1;
+  Launch* launch_ = nullptr;  // until the child is known to be done with the agent's memory
 };
 
+// Starts a child and returns at once: the reactor does not wait for its exec. Errors here
+// are the agent's own (no descriptor, no memory); a program that cannot run ends with
+// ExitStatus::exec_errno.
 Result<Child> spawn(const SpawnSpec& spec);
 
 // A child run to completion: what it printed and how it ended.
 struct CapturedRun {
   ExitStatus status;
   bool timed_out = false;
-  std::string spawn_error;  // it could not be run at all
+  std::string spawn_error;  // it could not be run at all (not started, or its exec failed)
   std::string output;       // stdout (and stderr unless sent elsewhere), at most max_output bytes
   bool ok() const { return !timed_out && spawn_error.empty() && status.ok(); }
   std::string describe(std::string_view what, Millis timeout) const;

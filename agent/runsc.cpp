@@ -163,6 +163,7 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
   }
   result.status = co_await proc->wait();
   deadline.cancel();
+  if (result.status.exec_errno) result.spawn_error = exec_error_text(argv[0], result.status.exec_errno);
   metrics_.observe_runsc(args.empty() ? "" : args.front(),
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
   result.timed_out = *timed_out;

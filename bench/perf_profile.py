@@ -15,7 +15,7 @@ import subprocess
 def start(pid, path):
     if not shutil.which("perf"):
         return None
-    return subprocess.Popen(["perf", "record", "-q", "-F", "499", "-g", "-p", str(pid), "-o", path],
+    return subprocess.Popen(["perf", "record", "-q", "-F", os.environ.get("PERF_FREQ", "499"), "-g", "-p", str(pid), "-o", path],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -8,6 +8,8 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <string>
+#include <vector>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -44,6 +46,18 @@ std::string read_all(int fd) {
   return out;
 }
 
+// waitpid for at most `seconds`, then SIGKILL: the status either way.
+int wait_bounded(pid_t pid, int seconds) {
+  int status = 0;
+  for (int i = 0; i < seconds * 100; ++i) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
+    ::usleep(10000);
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
 }  // namespace
 
 TEST_CASE("process: a child's output and exit code are captured") {
@@ -57,12 +71,86 @@ TEST_CASE("process: a child's output and exit code are captured") {
 }
 
 TEST_CASE("process: a program that cannot be executed is an error naming it and the reason") {
+  // spawn() does not wait for the exec: its outcome comes with the exit status.
   auto r = spawn(SpawnSpec{{"/nonexistent/runsc", "state"}});
-  REQUIRE_FALSE(r.ok());
-  CHECK(r.error().message == "cannot run /nonexistent/runsc: No such file or directory");
-  auto dir = spawn(SpawnSpec{{"/tmp"}});
-  REQUIRE_FALSE(dir.ok());
-  CHECK(dir.error().message == "cannot run /tmp: Permission denied");
+  REQUIRE(r.ok());
+  auto status = run_on_reactor(r->wait());
+  CHECK(status.exec_errno == ENOENT);
+  CHECK(status.code == 127);
+  CHECK_FALSE(status.ok());
+  CHECK(status.describe() == "could not be executed: No such file or directory");
+  CaptureSpec dir;
+  dir.argv = {"/tmp"};
+  auto run = run_on_reactor(run_captured(std::move(dir)));
+  CHECK_FALSE(run.ok());
+  CHECK(run.spawn_error == "cannot run /tmp: Permission denied");
+  CHECK(run.describe("/tmp", Millis(1000)) == "cannot run /tmp: Permission denied");
+}
+
+TEST_CASE("process: spawn returns before the child has exec'd; the agent goes on meanwhile") {
+  // In a forked copy of this test, every execve stops until we let it go (a seccomp
+  // user-notification filter). spawn() must return while the child sits in its execve: a
+  // spawn that waited for the exec (CLONE_VFORK, posix_spawn) would wait there for ever (with
+  // every signal blocked), and the copy is killed after 10 s (red).
+  pid_t tester = ::fork();
+  REQUIRE(tester >= 0);
+  if (tester == 0) {
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_execve, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(std::size(filter)), filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ::_exit(2);
+    int listener = static_cast<int>(::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog));
+    if (listener < 0) ::_exit(2);
+    int out[2];
+    if (::pipe2(out, O_CLOEXEC) != 0) ::_exit(2);
+    SpawnSpec spec{{"/bin/echo", "exec'd"}};
+    spec.stdout_fd = out[1];
+    auto child = spawn(spec);  // returns with the child stopped in execve
+    if (!child.ok()) ::_exit(3);
+    ::close(out[1]);
+    seccomp_notif req{};
+    if (::ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) != 0 || static_cast<pid_t>(req.pid) != child->pid()) ::_exit(4);
+    char buf[16] = {};
+    // Nothing printed yet: the program has not started.
+    int flags = ::fcntl(out[0], F_GETFL);
+    ::fcntl(out[0], F_SETFL, flags | O_NONBLOCK);
+    if (::read(out[0], buf, sizeof buf) != -1 || errno != EAGAIN) ::_exit(5);
+    ::fcntl(out[0], F_SETFL, flags);
+    seccomp_notif_resp resp{};
+    resp.id = req.id;
+    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    if (::ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) != 0) ::_exit(6);
+    auto status = run_on_reactor(child->wait());
+    ssize_t n = ::read(out[0], buf, sizeof buf - 1);
+    ::_exit(status.ok() && n > 0 && std::string(buf) == "exec'd\n" ? 0 : 1);
+  }
+  int status = wait_bounded(tester, 10);
+  REQUIRE(WIFEXITED(status));       // killed: spawn waited for the exec
+  CHECK(WEXITSTATUS(status) == 0);  // 1: wrong outcome; 2-6: setup failed
+}
+
+TEST_CASE("process: many children at once, each with its own argv and outcome") {
+  // Children start before earlier ones have exec'd: each must read its own argv, and an
+  // exec failure must be told to the right one (their launches are reused).
+  std::vector<Child> children;
+  for (int i = 0; i < 64; ++i) {
+    auto c = spawn(SpawnSpec{{i % 4 == 3 ? "/nonexistent/" + std::to_string(i) : "/bin/sh", "-c", "exit " + std::to_string(i)}});
+    REQUIRE(c.ok());
+    children.push_back(std::move(*c));
+  }
+  for (int i = 0; i < 64; ++i) {
+    auto st = run_on_reactor(children[static_cast<std::size_t>(i)].wait());
+    if (i % 4 == 3) {
+      CHECK(st.exec_errno == ENOENT);
+    } else {
+      CHECK(st.exec_errno == 0);
+      CHECK(st.code == i);
+    }
+  }
 }
 
 TEST_CASE("process: the child gets a clean slate: no inherited descriptors, default signals, own session, given env") {
