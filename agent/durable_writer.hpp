@@ -1,8 +1,9 @@
 // Durable file replacement without stalling the reactor: each write goes to a staging file
-// beside the target (paths::staging_path: .NAME.tmp), is fsync'ed through a small io_uring of its own (the kernel
-// runs the flush in its worker pool and signals an eventfd the reactor waits on), then
-// swapped with the target; the directory's fsync is shared by every swap in it that is
-// waiting. Writes to the same path are applied in order; a write superseded while queued is
+// beside the target (paths::staging_path: .NAME.tmp), is fsync'ed through a small io_uring
+// of its own (the kernel runs the flush in its worker pool and signals an eventfd the
+// reactor waits on), then swapped with the target through the same ring (where the kernel
+// has IORING_OP_RENAMEAT: a rename waits for a busy journal); the directory's fsync is
+// shared by every swap in it that is waiting. Writes to the same path are applied in order; a write superseded while queued is
 // merged into the next. In a tmpfs or ramfs directory nothing is flushed: its files last
 // until it is unmounted, which no fsync changes; the swap still happens on a later turn.
 //
@@ -35,6 +36,7 @@
 #include "sandbox_agent/error.hpp"
 
 struct io_uring;
+struct io_uring_sqe;
 
 namespace sandbox_agent {
 
@@ -67,11 +69,19 @@ class DurableWriter {
     Spare next_spare = Spare::drop;
     std::vector<Done> next_done;
   };
+  struct Op {
+    int fd;              // fsync: the file or directory
+    std::uintptr_t tag;  // what it is for, and what completes (durable_writer.cpp)
+  };
   void start(const std::string& path, std::string content, std::vector<Done> done, Spare spare);
   void submit_fsync(int fd, std::uintptr_t tag);
+  void submit(Op op);
+  void prep(io_uring_sqe* sqe, const Op& op);
   void flush_submissions();
   awaitable<void> completion_loop();
   void on_file_synced(Job* job, int res);
+  void on_renamed(Job* job, int res);
+  void swapped_in(Job* job);
   void on_dir_synced(DirSync* dir, int res);
   void finish(Job* job, int error);
   int swap_in(const std::string& tmp, const std::string& path, Spare spare, DirSync& dir);  // 0 or errno
@@ -84,8 +94,9 @@ class DurableWriter {
   std::uint64_t event_buf_ = 0;
   std::unordered_map<std::string, PathSlot> paths_;
   std::unordered_map<std::string, std::unique_ptr<DirSync>> dirs_;
-  std::deque<std::pair<int, std::uintptr_t>> unsubmitted_;  // when the SQ is full
+  std::deque<Op> unsubmitted_;  // when the SQ is full
   bool open_ = false;
+  bool rename_on_ring_ = false;  // IORING_OP_RENAMEAT (Linux 5.11)
   std::uint64_t flushes_ = 0;
   bool submit_posted_ = false;                           // an io_uring_submit is queued on the reactor
   std::shared_ptr<bool> alive_ = std::make_shared<bool>();  // lets that handler outlive us safely
