@@ -4,6 +4,7 @@
 #include <csignal>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cgroup.hpp"
@@ -68,20 +69,37 @@ bool Dockerd::start(bool with_containerd) {
     log_msg("dockerd: pipe2: %s; its output goes to init's stderr", errno_str(errno).c_str());
   }
 
+  // containerd and dockerd are forked one after the other, and exec side by side: inside
+  // gVisor the exec of each takes ~10 ms that dockerd, the slower to start, need not wait.
+  PendingSpawn containerd;
   if (!opts_.containerd_path.empty() && with_containerd) {
     if (decision.userns) {  // dockerd must start containerd itself, inside its namespace
       log_msg("containerd: left to dockerd (it runs in a user namespace)");
     } else if (names_containerd(opts_.dockerd_args)) {
       log_msg("containerd: left alone (dockerd_args name a --containerd of their own)");
     } else {
-      std::string address = start_containerd(req.stdin_fd, req.stdout_fd);
+      std::string address = begin_containerd(req.stdin_fd, req.stdout_fd, containerd);
       if (!address.empty()) req.argv.push_back("--containerd=" + address);
     }
   }
 
+  PendingSpawn dockerd;
+  SpawnResult r;
+  if (!req.new_userns) dockerd = spawn_begin(req);
+  else r = spawn(req);
+  if (containerd.pid >= 0 && !finish_containerd(containerd)) {
+    // Pointed at a containerd that will never listen: start dockerd again with its own.
+    if (dockerd.pid >= 0) {
+      ::kill(dockerd.pid, SIGKILL);
+      while (::waitpid(dockerd.pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+    req.argv.pop_back();
+    dockerd = spawn_begin(req);
+  }
+  if (!req.new_userns) r = spawn_finish(dockerd);
   std::string cmdline;
   for (const std::string& a : req.argv) cmdline += (cmdline.empty() ? "" : " ") + a;
-  SpawnResult r = spawn(req);
   pipe_w.reset();  // only dockerd holds the write end now: EOF when it (and its children) exit
   if (pipe_r.valid()) log_.attach(std::move(pipe_r));
 
@@ -100,7 +118,7 @@ bool Dockerd::start(bool with_containerd) {
   return true;
 }
 
-std::string Dockerd::start_containerd(int stdin_fd, int out_fd) {
+std::string Dockerd::begin_containerd(int stdin_fd, int out_fd, PendingSpawn& pending) {
   // Beside dockerd's socket (/run in a sandbox: a fresh tmpfs, so no stale socket is there
   // for dockerd to find before containerd listens).
   const std::string& sock = opts_.dockerd_socket;
@@ -114,20 +132,30 @@ std::string Dockerd::start_containerd(int stdin_fd, int out_fd) {
   }
   SpawnRequest req;
   req.argv = {opts_.containerd_path, "--config", config};
+  containerd_config_ = config;
   req.new_session = true;
   req.stdin_fd = stdin_fd;
   req.stdout_fd = req.stderr_fd = out_fd;  // its lines go to dockerd.log, as when dockerd runs it
-  SpawnResult r = spawn(req);
+  pending = spawn_begin(req);
+  if (pending.pid < 0) {
+    finish_containerd(pending);  // says why
+    return {};
+  }
+  return dir + "/containerd.sock";
+}
+
+bool Dockerd::finish_containerd(PendingSpawn& pending) {
+  SpawnResult r = spawn_finish(pending);
   if (r.pid < 0 || !r.started) {
     // A child whose exec failed exits by itself and is reaped as an orphan.
     log_msg("containerd: cannot start %s: %s%s%s; dockerd starts its own", opts_.containerd_path.c_str(),
             r.error.c_str(), r.err ? ": " : "", r.err ? errno_str(r.err).c_str() : "");
-    return {};
+    return false;
   }
   containerd_pid_ = r.pid;
   log_msg("containerd: started pid %d: %s --config %s", containerd_pid_, opts_.containerd_path.c_str(),
-          config.c_str());
-  return dir + "/containerd.sock";
+          containerd_config_.c_str());
+  return true;
 }
 
 void Dockerd::signal_containerd(int sig) {

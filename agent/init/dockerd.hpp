@@ -1,9 +1,10 @@
 // Starts and stops dockerd: `DOCKERD --host=unix://SOCKET --group=root [--dockerd-arg...]`,
 // plain or in a nested user namespace (cgroup.hpp decides), output piped into dockerd.log.
-// With --containerd, containerd is started first and dockerd is pointed at it
-// (`--containerd=ADDRESS`): inside gVisor each takes 100-200 ms just to load and initialise,
-// and dockerd would otherwise start containerd only once it is up itself. dockerd's dialer
-// retries a socket that does not exist yet every 10 ms, so the two may start in any order.
+// With --containerd, containerd is forked first and dockerd, pointed at it
+// (`--containerd=ADDRESS`), right after, without waiting for containerd's exec: inside
+// gVisor each takes 100-200 ms just to load and initialise, and dockerd would otherwise
+// start containerd only once it is up itself. dockerd's dialer retries a socket that does
+// not exist yet every 10 ms, so the two may start in any order.
 #pragma once
 
 #include <sys/types.h>
@@ -11,6 +12,7 @@
 #include "args.hpp"
 #include "dockerd_log.hpp"
 #include "event_loop.hpp"
+#include "spawn.hpp"
 
 namespace sinit {
 
@@ -36,14 +38,17 @@ class Dockerd {
   void on_containerd_exited() { containerd_pid_ = -1; }
 
  private:
-  // Writes containerd's config and starts it with `out_fd` as its stdout and stderr; returns
-  // the address dockerd is to use, or "" when dockerd should start its own.
-  std::string start_containerd(int stdin_fd, int out_fd);
+  // Writes containerd's config and forks it with `out_fd` as its stdout and stderr, without
+  // waiting for its exec; returns the address dockerd is to use, or "" when dockerd should
+  // start its own. finish_containerd waits for the exec: false when it failed.
+  std::string begin_containerd(int stdin_fd, int out_fd, PendingSpawn& pending);
+  bool finish_containerd(PendingSpawn& pending);
 
   const Options& opts_;
   DockerdLogPump log_;
   pid_t pid_ = -1;
   pid_t containerd_pid_ = -1;
+  std::string containerd_config_;
 };
 
 }  // namespace sinit

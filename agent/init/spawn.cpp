@@ -98,17 +98,82 @@ int exit_code_from_wait_status(int status) {
   return 255;
 }
 
-SpawnResult spawn(const SpawnRequest& req) {
+namespace {
+
+constexpr int kReportTimeoutMs = 10000;
+
+// After the last report before exec: EOF means it exec'd, a report says which step failed.
+SpawnResult read_exec_report(pid_t pid, int report_fd) {
   SpawnResult result;
-  if (req.argv.empty()) {
-    result.err = EINVAL;
-    result.error = "empty command";
-    return result;
+  result.pid = pid;
+  Report r{};
+  int got = read_report(report_fd, kReportTimeoutMs, &r);
+  if (got == 0) {
+    result.started = true;
+  } else if (got == 1) {
+    result.err = r.err;
+    result.error = step_name(r.step);
+  } else {
+    // Exec taking this long is odd but not fatal: report it started and let SIGCHLD tell.
+    log_msg("pid %d: no exec report after %d ms; assuming it started", pid, kReportTimeoutMs);
+    result.started = true;
   }
-  // Everything the child needs is prepared before fork.
+  return result;
+}
+
+std::vector<char*> argv_of(const SpawnRequest& req) {
   std::vector<char*> argv;
   for (const std::string& a : req.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  return argv;
+}
+
+}  // namespace
+
+PendingSpawn spawn_begin(const SpawnRequest& req) {
+  PendingSpawn p;
+  if (req.argv.empty() || req.new_userns) {
+    p.failed.err = EINVAL;
+    p.failed.error = req.argv.empty() ? "empty command" : "spawn_begin cannot set up a user namespace";
+    return p;
+  }
+  std::vector<char*> argv = argv_of(req);  // everything the child needs is prepared before fork
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) {
+    p.failed.err = errno;
+    p.failed.error = "pipe2";
+    return p;
+  }
+  Fd report_r(report[0]), report_w(report[1]);
+  sigset_t old_mask = block_all_signals();
+  pid_t pid = ::fork();
+  if (pid == 0) child_main(req, argv.data(), report_w.get(), -1);
+  int fork_errno = errno;
+  restore_signal_mask(old_mask);
+  if (pid < 0) {
+    p.failed.err = fork_errno;
+    p.failed.error = "fork";
+    return p;
+  }
+  p.pid = pid;
+  p.report = std::move(report_r);  // the write end closes here: EOF means the child exec'd or exited
+  return p;
+}
+
+SpawnResult spawn_finish(PendingSpawn& pending) {
+  if (pending.pid < 0) return pending.failed;
+  SpawnResult r = read_exec_report(pending.pid, pending.report.get());
+  pending.report.reset();
+  return r;
+}
+
+SpawnResult spawn(const SpawnRequest& req) {
+  if (!req.new_userns) {
+    PendingSpawn p = spawn_begin(req);
+    return spawn_finish(p);
+  }
+  SpawnResult result;
+  std::vector<char*> argv = argv_of(req);  // everything the child needs is prepared before fork
 
   int report[2], go[2];
   if (::pipe2(report, O_CLOEXEC) != 0) {
@@ -117,16 +182,12 @@ SpawnResult spawn(const SpawnRequest& req) {
     return result;
   }
   Fd report_r(report[0]), report_w(report[1]);
-  Fd go_r, go_w;
-  if (req.new_userns) {
-    if (::pipe2(go, O_CLOEXEC) != 0) {
-      result.err = errno;
-      result.error = "pipe2";
-      return result;
-    }
-    go_r.reset(go[0]);
-    go_w.reset(go[1]);
+  if (::pipe2(go, O_CLOEXEC) != 0) {
+    result.err = errno;
+    result.error = "pipe2";
+    return result;
   }
+  Fd go_r(go[0]), go_w(go[1]);
 
   sigset_t old_mask = block_all_signals();
   pid_t pid = ::fork();
@@ -142,40 +203,25 @@ SpawnResult spawn(const SpawnRequest& req) {
   report_w.reset();  // so EOF on report_r means the child exec'd or exited
   go_r.reset();
 
-  constexpr int kReportTimeoutMs = 10000;
   Report r{};
-  if (req.new_userns) {
-    int got = read_report(report_r.get(), kReportTimeoutMs, &r);
-    if (got != 1 || r.step != kReady) {
-      result.err = got == 1 ? r.err : 0;
-      result.error = got == 1 ? step_name(r.step) : "child did not report (setup)";
-      if (got < 0) ::kill(pid, SIGKILL);
-      return result;
-    }
-    if (!req.map_ids || !req.map_ids(pid)) {
-      result.error = "writing the user namespace id maps";
-      return result;  // go_w closes: the child exits kExitSetupFailed
-    }
-    char go_byte = 'G';
-    if (!write_all(go_w.get(), &go_byte, 1)) {
-      result.err = errno;
-      result.error = "signalling the child";
-      return result;
-    }
-  }
-
   int got = read_report(report_r.get(), kReportTimeoutMs, &r);
-  if (got == 0) {
-    result.started = true;
-  } else if (got == 1) {
-    result.err = r.err;
-    result.error = step_name(r.step);
-  } else {
-    // Exec taking this long is odd but not fatal: report it started and let SIGCHLD tell.
-    log_msg("pid %d: no exec report after %d ms; assuming it started", pid, kReportTimeoutMs);
-    result.started = true;
+  if (got != 1 || r.step != kReady) {
+    result.err = got == 1 ? r.err : 0;
+    result.error = got == 1 ? step_name(r.step) : "child did not report (setup)";
+    if (got < 0) ::kill(pid, SIGKILL);
+    return result;
   }
-  return result;
+  if (!req.map_ids || !req.map_ids(pid)) {
+    result.error = "writing the user namespace id maps";
+    return result;  // go_w closes: the child exits kExitSetupFailed
+  }
+  char go_byte = 'G';
+  if (!write_all(go_w.get(), &go_byte, 1)) {
+    result.err = errno;
+    result.error = "signalling the child";
+    return result;
+  }
+  return read_exec_report(pid, report_r.get());
 }
 
 }  // namespace sinit

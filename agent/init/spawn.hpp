@@ -7,6 +7,8 @@
 #include <sys/types.h>
 #include <vector>
 
+#include "fd.hpp"
+
 namespace sinit {
 
 struct SpawnRequest {
@@ -35,6 +37,17 @@ inline constexpr int kExitSetupFailed = 125;
 int exec_failure_status(int err);
 
 SpawnResult spawn(const SpawnRequest& req);
+
+// spawn() in two halves, so that several children exec at once: spawn_begin forks and
+// returns without waiting for the exec (which inside gVisor takes ~10 ms for a large
+// binary); spawn_finish waits for its report. Not for new_userns (its handshake needs init).
+struct PendingSpawn {
+  pid_t pid = -1;
+  Fd report;           // read end of the child's report pipe: EOF once it exec'd
+  SpawnResult failed;  // when fork or pipe2 failed (pid -1)
+};
+PendingSpawn spawn_begin(const SpawnRequest& req);
+SpawnResult spawn_finish(PendingSpawn& pending);
 
 // The status the way shells report it: the exit code, or 128 + signal number.
 int exit_code_from_wait_status(int status);
