@@ -6,7 +6,12 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452  // the same number on every architecture (Linux 6.6)
+#endif
 
 namespace sandbox_agent::paths {
 
@@ -213,6 +218,12 @@ std::string self_exe_dir() {
   std::string p(buf, static_cast<std::size_t>(n));
   auto slash = p.rfind('/');
   return slash == std::string::npos ? "." : p.substr(0, slash);
+}
+
+int chmod_at_nofollow(int dfd, const char* name, unsigned mode) {
+  if (::syscall(SYS_fchmodat2, dfd, name, mode, AT_SYMLINK_NOFOLLOW) == 0) return 0;
+  if (errno != ENOSYS) return -1;
+  return ::fchmodat(dfd, name, mode, AT_SYMLINK_NOFOLLOW);
 }
 
 }  // namespace sandbox_agent::paths

@@ -38,6 +38,10 @@ bool read_untrusted_file(const std::string& path, std::string& out, std::size_t 
 // Writes all of `data` to `fd` (retrying short writes and EINTR); false with errno set.
 bool write_all(int fd, std::string_view data);
 
+// fchmodat(dfd, name, mode, AT_SYMLINK_NOFOLLOW): with fchmodat2 (Linux 6.6) one system call;
+// before it, libc's way (an O_PATH open and a chmod of its /proc/self/fd link). -1 with errno.
+int chmod_at_nofollow(int dfd, const char* name, unsigned mode);
+
 // Where an atomic replacement of `path` is staged: .NAME.tmp beside it. DurableWriter keeps
 // the previous content there after a swap (the file is reused, not freed).
 std::string staging_path(const std::string& path);

@@ -623,9 +623,11 @@ Status Supervisor::prepare_host_dirs(Sandbox& sb) {
     return paths::make_dirs(dir, mode);
   };
   if (!fresh_dir(bundle, 0700)) return fail("creating " + bundle);
-  if (!paths::make_dirs(logs, 0750)) return fail("creating " + logs);
+  // Kept from before a restart (its quota may still be mounted), or new (then it is not).
+  bool logs_new = ::mkdir(logs.c_str(), 0750) == 0;
+  if (!logs_new && !paths::make_dirs(logs, 0750)) return fail("creating " + logs);
   // The quota first: nothing of this sandbox's is written to logs/ID before it is in place.
-  if (auto quota = config_.logs.max_bytes_per_sandbox; quota && !log_quota::mounted(logs))
+  if (auto quota = config_.logs.max_bytes_per_sandbox; quota && (logs_new || !log_quota::mounted(logs)))
     if (auto s = log_quota::mount(logs, quota); !s) return s;
   if (!fresh_dir(sockets, 0700)) return fail("creating " + sockets);
   if (auto& o = sb.request.socket_owner; o && ::chown(sockets.c_str(), o->uid, o->gid) != 0)
@@ -726,7 +728,7 @@ bool Supervisor::prepare_docker_socket(Sandbox& sb) {
   bool ok = found == 0 && S_ISSOCK(st.st_mode);
   if (ok && !sb.socket_prepared) {
     if (::fchownat(dfd, name.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 ||
-        ::fchmodat(dfd, name.c_str(), 0660, AT_SYMLINK_NOFOLLOW) != 0)
+        paths::chmod_at_nofollow(dfd, name.c_str(), 0660) != 0)
       spdlog::warn("{} cannot set the owner of {}/{}: {}", sb.id, dir, name, paths::errno_text());
     sb.socket_prepared = true;
   } else if (!ok && found == 0) {
