@@ -52,6 +52,43 @@ awaitable<bool> write_whole(asio::any_io_executor ex, int fd, const std::string&
   co_return true;
 }
 
+// A clone of the logs directory's mount, without the mounts on it, kept for every tear-down:
+// a clone is dissolved when its last descriptor closes, and that waits for an RCU grace
+// period (10 ms and more on a busy machine, with the reactor blocked), once per sandbox when
+// each tear-down made its own. A detached clone gets no mounts propagated into it, and the
+// device check below makes sure of it anyway.
+struct BelowTree {
+  std::string parent;
+  int fd = -1;
+  dev_t dev = 0;
+};
+
+// The directory under the tmpfs at parent/name, or -1 (no open_tree: Linux < 5.2).
+int open_below(const std::string& parent, const std::string& name) {
+  static BelowTree tree;  // the reactor's thread only
+  struct stat st {};
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (tree.fd < 0 || tree.parent != parent) {
+      if (tree.fd >= 0) ::close(tree.fd);
+      tree.parent = parent;
+      tree.fd = ::open_tree(AT_FDCWD, parent.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+      if (tree.fd < 0 || ::fstat(tree.fd, &st) != 0) {
+        if (tree.fd >= 0) ::close(tree.fd);
+        tree.fd = -1;
+        return -1;
+      }
+      tree.dev = st.st_dev;
+    }
+    int below = ::openat(tree.fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (below >= 0 && ::fstat(below, &st) == 0 && st.st_dev == tree.dev) return below;
+    // Not the directory below (a mount reached the clone after all): a fresh clone, once.
+    if (below >= 0) ::close(below);
+    ::close(tree.fd);
+    tree.fd = -1;
+  }
+  return -1;
+}
+
 }  // namespace
 
 Status mount(const std::string& dir, std::uint64_t bytes) {
@@ -81,14 +118,7 @@ awaitable<Status> unmount_keeping(std::string dir, Reach reach) {
   // mounts on it (a bind mount that is not recursive): the copies are in place before the
   // tmpfs goes, so whoever looks at `dir` sees either the tmpfs or all the kept logs, and a
   // crash while copying leaves the originals where the next call finds them.
-  int below = -1;
-  if (reach == Reach::below) {
-    int tree = ::open_tree(AT_FDCWD, parent_of(dir).c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-    if (tree >= 0) {
-      below = ::openat(tree, name_in_parent.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      ::close(tree);  // the clone lives on while `below` is open
-    }
-  }
+  int below = reach == Reach::below ? open_below(parent_of(dir), name_in_parent) : -1;
   auto keep = [&](int into, const std::string& name, const std::string& content) -> awaitable<void> {
     int f = ::openat(into, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (f < 0) {
