@@ -105,6 +105,7 @@ struct Launch {
   std::atomic<int> exec_errno{0};
   bool owned = false;  // by a Child (or being set up); the pool may reuse it otherwise
   std::string strings;
+  std::vector<std::size_t> starts;  // of each string in `strings`
   std::vector<char*> argv, envp;
   char* const* args = nullptr;  // argv.data(): the child touches no container code
   char* const* env = nullptr;
@@ -120,7 +121,7 @@ struct Launch {
       for (const auto& e : *spec.env) size += e.size() + 1;
     strings.clear();
     strings.reserve(size);  // pointers into it are taken below, after every append
-    std::vector<std::size_t> starts;
+    starts.clear();
     auto add = [&](const std::string& s) {
       starts.push_back(strings.size());
       strings.append(s.c_str(), s.size() + 1);
