@@ -64,7 +64,7 @@ class ReactorTest(AgentTestCase):
                      "timerfd_create"):
             self.assertNotIn(name, calls, f"the agent called {name}")
         self.assertEqual(thread_clones, [])
-        # it did spawn runsc (posix_spawn: clone without CLONE_THREAD)
+        # it did spawn runsc (clone with CLONE_VM, without CLONE_THREAD)
         self.assertGreaterEqual(calls.get("clone", 0) + calls.get("clone3", 0) + calls.get("vfork", 0), 2, calls)
 
 
