@@ -50,13 +50,24 @@ std::string dir_of(const std::string& path) {
 }
 }  // namespace
 
-int DurableWriter::swap_in(const std::string& tmp, const std::string& path, Spare spare, DirSync& dir) {
-  if (spare == Spare::keep && dir.exchange && dir.fd >= 0) {
-    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) == 0) return 0;
-    if (errno == EINVAL || errno == ENOSYS) dir.exchange = false;
-    else if (errno != ENOENT) return errno;  // ENOENT: the first write of `path`
+bool DurableWriter::exchanges(const Job& job) {
+  return job.spare == Spare::keep && job.dir->exchange && job.dir->fd >= 0;
+}
+
+bool DurableWriter::rename_instead(int err, DirSync& dir) {
+  if (err == EINVAL || err == ENOSYS) {  // this file system cannot exchange
+    dir.exchange = false;
+    return true;
   }
-  return ::rename(tmp.c_str(), path.c_str()) == 0 ? 0 : errno;
+  return err == ENOENT;  // the first write of the path: nothing to exchange with
+}
+
+int DurableWriter::swap_in(Job& job) {
+  if (exchanges(job)) {
+    if (::renameat2(AT_FDCWD, job.tmp.c_str(), AT_FDCWD, job.path.c_str(), RENAME_EXCHANGE) == 0) return 0;
+    if (!rename_instead(errno, *job.dir)) return errno;
+  }
+  return ::rename(job.tmp.c_str(), job.path.c_str()) == 0 ? 0 : errno;
 }
 
 DurableWriter::DurableWriter(asio::any_io_executor ex) : ex_(ex), event_(ex) {}
@@ -144,7 +155,7 @@ void DurableWriter::start(const std::string& path, std::string content, std::vec
     });
     return;
   }
-  submit_fsync(j->fd, reinterpret_cast<std::uintptr_t>(j));
+  submit_fsync(j->fd, reinterpret_cast<std::uintptr_t>(j) | kFileSynced);
 }
 
 void DurableWriter::prep(io_uring_sqe* sqe, const Op& op) {
@@ -210,9 +221,9 @@ awaitable<void> DurableWriter::completion_loop() {
       int res = cqe->res;
       ::io_uring_cqe_seen(ring_.get(), cqe);
       switch (tag & kTagBits) {
+        case kFileSynced: on_file_synced(reinterpret_cast<Job*>(tag & ~kTagBits), res); break;
         case kDirTag: on_dir_synced(reinterpret_cast<DirSync*>(tag & ~kTagBits), res); break;
         case kRenamed: on_renamed(reinterpret_cast<Job*>(tag & ~kTagBits), res); break;
-        default: on_file_synced(reinterpret_cast<Job*>(tag & ~kTagBits), res); break;
       }
     }
     if (!unsubmitted_.empty()) flush_submissions();
@@ -223,20 +234,16 @@ void DurableWriter::on_file_synced(Job* job, int res) {
   ::close(job->fd);
   job->fd = -1;
   if (res < 0) return finish(job, -res);
-  auto& dir = *job->dir;
-  if (rename_on_ring_ && !dir.in_memory) {
-    job->exchanging = job->spare == Spare::keep && dir.exchange && dir.fd >= 0;
+  if (rename_on_ring_ && !job->dir->in_memory) {
+    job->exchanging = exchanges(*job);
     return submit(Op{-1, reinterpret_cast<std::uintptr_t>(job) | kRenamed});
   }
-  if (int e = swap_in(job->tmp, job->path, job->spare, dir)) return finish(job, e);
+  if (int e = swap_in(*job)) return finish(job, e);
   swapped_in(job);
 }
 
 void DurableWriter::on_renamed(Job* job, int res) {
-  if (res < 0 && job->exchanging && (res == -EINVAL || res == -ENOSYS || res == -ENOENT)) {
-    // ENOENT: the first write of this path, nothing to exchange with; EINVAL/ENOSYS: this
-    // file system cannot exchange. Either way a plain rename.
-    if (res != -ENOENT) job->dir->exchange = false;
+  if (res < 0 && job->exchanging && rename_instead(-res, *job->dir)) {
     job->exchanging = false;
     return submit(Op{-1, reinterpret_cast<std::uintptr_t>(job) | kRenamed});
   }

@@ -3,8 +3,8 @@
 // of its own (the kernel runs the flush in its worker pool and signals an eventfd the
 // reactor waits on), then swapped with the target through the same ring (where the kernel
 // has IORING_OP_RENAMEAT: a rename waits for a busy journal); the directory's fsync is
-// shared by every swap in it that is waiting. Writes to the same path are applied in order; a write superseded while queued is
-// merged into the next. In a tmpfs or ramfs directory nothing is flushed: its files last
+// shared by every swap in it that is waiting. Writes to the same path are applied in order;
+// a write superseded while queued is merged into the next. In a tmpfs or ramfs directory nothing is flushed: its files last
 // until it is unmounted, which no fsync changes; the swap still happens on a later turn.
 //
 // Spare::keep (the agent's own records, rewritten many times, read by nobody while it runs):
@@ -84,7 +84,11 @@ class DurableWriter {
   void swapped_in(Job* job);
   void on_dir_synced(DirSync* dir, int res);
   void finish(Job* job, int error);
-  int swap_in(const std::string& tmp, const std::string& path, Spare spare, DirSync& dir);  // 0 or errno
+  // The swap: a RENAME_EXCHANGE where exchanges(), or a plain rename where a failed exchange
+  // says rename_instead() (and the directory remembers a file system that cannot exchange).
+  static bool exchanges(const Job& job);
+  static bool rename_instead(int err, DirSync& dir);
+  int swap_in(Job& job);  // in line, where renames cannot go through the ring: 0 or errno
   DirSync& dir_for(const std::string& dir);
   void queue_dir_sync(DirSync& d, Done done);
 

@@ -140,8 +140,9 @@ awaitable<void> Execs::supervise(RunningPtr r) {
   changed_.notify();
 
   if (st.exec_errno) {
-    spdlog::warn("exec {} in {}: {}", r->id, r->sandbox_id, exec_error_text("runsc exec", st.exec_errno));
-    r->done(make_error(ErrorCode::internal, exec_error_text("runsc exec", st.exec_errno)), captured);
+    std::string why = exec_error_text("runsc exec", st.exec_errno);
+    spdlog::warn("exec {} in {}: {}", r->id, r->sandbox_id, why);
+    r->done(make_error(ErrorCode::internal, why), captured);
     co_return;
   }
   ExecOutcome o;

@@ -2,11 +2,11 @@
 #include "sandbox_agent/request.hpp"
 
 #include <cctype>
-#include <optional>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
