@@ -78,6 +78,7 @@ Status parse_runsc(json::value v, const Ptr& at, RunscConfig& c) {
     if (k == "flags") return json::read_string_array(m, p, c.flags, 64);
     if (k == "max_concurrent") return json::read_u32(m, p, c.max_concurrent, 1, 1024);
     if (k == "timeout_ms") return json::read_u32(m, p, c.timeout_ms, 100, 3600000);
+    if (k == "launch") return json::read_string(m, p, c.launch, 32);
     return invalid(p, "unknown key");
   });
 }
@@ -306,6 +307,8 @@ Status finish(Config& c) {
   if (c.runsc.platform.empty() ||
       c.runsc.platform.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") != std::string::npos)
     return err("/runsc/platform", "must be \"auto\" or a platform name such as systrap or ptrace");
+  if (c.runsc.launch != "run" && c.runsc.launch != "create_start")
+    return err("/runsc/launch", "must be \"run\" (one runsc run --detach) or \"create_start\" (runsc create, then runsc start)");
   for (std::size_t i = 0; i < c.runsc.flags.size(); ++i) {
     const auto& f = c.runsc.flags[i];
     if (f == "--root" || f == "-root" || f.starts_with("--root=") || f.starts_with("-root="))

@@ -143,7 +143,7 @@ constexpr std::string_view kFailureReasons[] = {
     reason::dockerd_exited,      reason::exited,             reason::host_error,    reason::network_setup_failed};
 constexpr std::string_view kStopReasons[] = {reason::stop_requested, reason::ttl_expired, reason::exited,
                                              reason::agent_restart};
-constexpr std::string_view kRunscVerbs[] = {"create", "start", "state", "kill", "delete"};
+constexpr std::string_view kRunscVerbs[] = {"run", "create", "start", "state", "kill", "delete"};
 constexpr SandboxState kStates[] = {SandboxState::accepted, SandboxState::creating, SandboxState::starting,
                                     SandboxState::probing,  SandboxState::ready,    SandboxState::stopping,
                                     SandboxState::stopped,  SandboxState::failed};

@@ -83,11 +83,19 @@ namespace {
 bool read_fd(int fd, std::string& out, std::size_t max);
 }
 
-int read_pid_file(const std::string& path) {
+int read_pid_file(const std::string& path, std::int64_t* written_unix_us) {
+  if (written_unix_us) *written_unix_us = 0;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return -1;
+  struct stat st {};
+  bool stamped = !written_unix_us || ::fstat(fd, &st) == 0;
   std::string text;
-  if (!read_file(path, text, 64)) return -1;
+  if (!read_fd(fd, text, 64)) return -1;
   int pid = std::atoi(text.c_str());
-  return pid > 0 ? pid : -1;
+  if (pid <= 0) return -1;
+  if (written_unix_us && stamped)
+    *written_unix_us = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000 + st.st_mtim.tv_nsec / 1000;
+  return pid;
 }
 
 bool read_file(const std::string& path, std::string& out, std::size_t max) {

@@ -1,6 +1,7 @@
 // Small path and filesystem helpers shared across modules (no Asio, no JSON).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -21,8 +22,9 @@ bool make_dirs(const std::string& path, unsigned mode = 0755);
 // rm -rf of a directory tree that contains no mount points; best effort, returns success.
 bool remove_tree(const std::string& path);
 
-// The pid in a pid file (runsc's --pid-file: digits, no newline), or -1.
-int read_pid_file(const std::string& path);
+// The pid in a pid file (runsc's --pid-file: digits, no newline), or -1. `written_unix_us`,
+// when given, gets the file's mtime: when runsc wrote it (0 if there is no pid).
+int read_pid_file(const std::string& path, std::int64_t* written_unix_us = nullptr);
 
 // Reads a whole small file (up to max bytes); false on error or when larger.
 // Like read_file, but only a regular file (symlinks to one too), opened without blocking: a

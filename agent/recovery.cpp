@@ -218,8 +218,8 @@ awaitable<void> Supervisor::recover() {
                  adopted, relaunched, lost, orphans);
 }
 
-// Whether `runsc create` was ever started for this sandbox: the driver writes each call's
-// command line to runsc.log just before it runs it.
+// Whether `runsc create` (or `runsc run`, its create and start in one) was ever started for
+// this sandbox: the driver writes each call's command line to runsc.log just before it runs it.
 bool Supervisor::runsc_create_was_run(const Sandbox& sb) const {
   std::string log, rotated;
   auto path = paths::join(layout_.logs_dir(sb.dir), "runsc.log");
@@ -228,10 +228,11 @@ bool Supervisor::runsc_create_was_run(const Sandbox& sb) const {
   // line into runsc.log.1.
   if (paths::read_untrusted_file(path + ".1", rotated, 16 << 20)) log = rotated + log;
   std::string tail = " " + sb.runsc_id + "\n";
-  for (std::size_t pos = log.find(" create --bundle "); pos != std::string::npos;
-       pos = log.find(" create --bundle ", pos + 1)) {
-    auto eol = log.find('\n', pos);
-    if (eol != std::string::npos && log.compare(eol + 1 - tail.size(), tail.size(), tail) == 0) return true;
+  for (std::string_view call : {" create --bundle ", " run --detach --bundle "}) {
+    for (std::size_t pos = log.find(call); pos != std::string::npos; pos = log.find(call, pos + 1)) {
+      auto eol = log.find('\n', pos);
+      if (eol != std::string::npos && log.compare(eol + 1 - tail.size(), tail.size(), tail) == 0) return true;
+    }
   }
   return false;
 }

@@ -244,6 +244,13 @@ awaitable<RunscResult> Runsc::create(const std::string& id, const std::string& b
                 docker, std::move(slot));
 }
 
+awaitable<RunscResult> Runsc::run(const std::string& id, const std::string& bundle,
+                                  const std::string& pid_file, const std::string& log_path,
+                                  NetworkMode network, bool docker, Slot slot) {
+  return invoke({"run", "--detach", "--bundle", bundle, "--pid-file", pid_file, id}, log_path, Output::log,
+                network, docker, std::move(slot));
+}
+
 awaitable<RunscResult> Runsc::start(const std::string& id, const std::string& log_path, NetworkMode network) {
   // Current runsc sets up the sandbox's network at start, from start's own --network.
   return invoke({"start", id}, log_path, Output::log, network, false);

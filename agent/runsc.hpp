@@ -71,6 +71,12 @@ class Runsc {
   awaitable<RunscResult> create(const std::string& id, const std::string& bundle,
                                 const std::string& pid_file, const std::string& log_path,
                                 NetworkMode network, bool docker, Slot slot = {});
+  // create and start in one process (`runsc run --detach`): what create and start do, one
+  // runsc start-up less. runsc writes the pid file when the create half is done; if the start
+  // half fails, runsc destroys the sandbox itself.
+  awaitable<RunscResult> run(const std::string& id, const std::string& bundle,
+                             const std::string& pid_file, const std::string& log_path,
+                             NetworkMode network, bool docker, Slot slot = {});
   // `network` as given to create: current runsc configures the network at start.
   awaitable<RunscResult> start(const std::string& id, const std::string& log_path, NetworkMode network);
   awaitable<RunscResult> kill(const std::string& id, const char* signal, const std::string& log_path);

@@ -271,6 +271,10 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
     fail(*sb, reason::host_error, "cannot record the sandbox: " + sb->log_tail);
     co_return;
   }
+  if (config_.runsc.one_call_launch()) {
+    co_await run(sb, std::move(slot));
+    co_return;
+  }
   auto logs = paths::join(layout_.logs_dir(sb->dir), "runsc.log");
   auto pid_file = paths::join(layout_.bundle_dir(sb->dir), "sandbox.pid");
   auto t0 = Clock::now();
@@ -288,21 +292,58 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   co_await start(sb);
 }
 
-// From a created sandbox to ready: runsc start, then (Docker) the probe.
+// Create and start in one `runsc run --detach`. runsc writes the pid file as the last step of
+// its create half, so the file's mtime is when that half ended: `starting` is published when
+// run returns, stamped with that moment, and a failure after it is a start failure.
+awaitable<void> Supervisor::run(SandboxPtr sb, Runsc::Slot slot) {
+  auto logs = paths::join(layout_.logs_dir(sb->dir), "runsc.log");
+  auto pid_file = paths::join(layout_.bundle_dir(sb->dir), "sandbox.pid");
+  auto t0 = Clock::now();
+  auto t0_us = now_unix_us();
+  auto ran = co_await runsc_.run(sb->runsc_id, layout_.bundle_dir(sb->dir), pid_file, logs, sb->request.network,
+                                 sb->request.docker.enabled, std::move(slot));
+  auto took_ms = ms_between(t0, Clock::now());
+  std::int64_t created_us = 0;
+  int pid = paths::read_pid_file(pid_file, &created_us);  // the bundle is new: no older pid file
+  bool created = pid > 0;
+  if (created) {
+    created_us = std::clamp(created_us, t0_us, now_unix_us());  // a coarse clock may stamp it early
+    sb->timings.create_ms = std::min((created_us - t0_us) / 1000, took_ms);
+    sb->timings.start_ms = took_ms - *sb->timings.create_ms;
+    transition(*sb, SandboxState::starting, {}, created_us);
+  } else {
+    sb->timings.create_ms = took_ms;
+  }
+  if (!ran.ok()) {
+    fail(*sb, ran.timed_out ? reason::runsc_timeout : created ? reason::runsc_start_failed : reason::runsc_create_failed,
+         "runsc run: " + ran.describe());
+    co_return;
+  }
+  if (!created) transition(*sb, SandboxState::starting);  // no pid file: runsc said it is started
+  sb->pid = pid > 0 ? pid : sb->pid;
+  watch_pid(sb);
+  co_await started(sb);
+}
+
+// From a created sandbox (runsc create, or one found created after a restart): runsc start.
 awaitable<void> Supervisor::start(SandboxPtr sb) {
   if (sb->stop_requested || sb->ended()) co_return;
   auto logs = paths::join(layout_.logs_dir(sb->dir), "runsc.log");
   transition(*sb, SandboxState::starting);
   auto t0 = Clock::now();
-  auto started = co_await runsc_.start(sb->runsc_id, logs, sb->request.network);
+  auto result = co_await runsc_.start(sb->runsc_id, logs, sb->request.network);
   sb->timings.start_ms = ms_between(t0, Clock::now());
-  if (!started.ok()) {
-    fail(*sb, started.timed_out ? reason::runsc_timeout : reason::runsc_start_failed,
-         "runsc start: " + started.describe());
+  if (!result.ok()) {
+    fail(*sb, result.timed_out ? reason::runsc_timeout : reason::runsc_start_failed,
+         "runsc start: " + result.describe());
     co_return;
   }
-  if (sb->stop_requested || sb->ended()) co_return;
+  co_await started(sb);
+}
 
+// runsc started it: ready now, or (Docker) once dockerd answers.
+awaitable<void> Supervisor::started(SandboxPtr sb) {
+  if (sb->stop_requested || sb->ended()) co_return;
   if (!sb->request.docker.enabled) {
     transition(*sb, SandboxState::ready);
     co_return;
@@ -506,7 +547,7 @@ awaitable<void> Supervisor::detach_network(SandboxPtr sb) {
 // ---------------------------------------------------------------------------------------
 // State changes
 
-void Supervisor::transition(Sandbox& sb, SandboxState to, std::string_view why) {
+void Supervisor::transition(Sandbox& sb, SandboxState to, std::string_view why, std::int64_t at_unix_us) {
   auto from = sb.state;
   sb.state = to;
   if (!why.empty()) sb.reason = why;
@@ -535,7 +576,7 @@ void Supervisor::transition(Sandbox& sb, SandboxState to, std::string_view why) 
   auto level = to == SandboxState::failed ? spdlog::level::warn : spdlog::level::info;
   spdlog::log(level, "{} {} -> {}{}{} after {} ms", sb.id, to_string(from), to_string(to),
               why.empty() ? "" : " reason=", why, elapsed);
-  events_.publish({sb.id, to, sb.reason, now_unix_us(), sb.exit_code}, sb);
+  events_.publish({sb.id, to, sb.reason, at_unix_us ? at_unix_us : now_unix_us(), sb.exit_code}, sb);
   // `starting` and `probing` get no record of their own: after a crash, recovery derives them
   // exactly from the last record that says runsc_created (the intent, or bridge sandboxes'
   // `creating`) and what runsc says (created: start it; running: probe it). `creating` is

@@ -103,7 +103,9 @@ class Supervisor {
   void clean_after_restart(Sandbox& sb);
   bool runsc_create_was_run(const Sandbox& sb) const;
   awaitable<void> bring_up(SandboxPtr sb);
+  awaitable<void> run(SandboxPtr sb, Runsc::Slot slot);
   awaitable<void> start(SandboxPtr sb);
+  awaitable<void> started(SandboxPtr sb);
   awaitable<void> probe_docker(SandboxPtr sb);
   awaitable<void> supervise(SandboxPtr sb);
   awaitable<void> stop_flow(SandboxPtr sb);
@@ -113,8 +115,9 @@ class Supervisor {
   awaitable<void> keep_logs(SandboxPtr sb);
 
   // The one place state changes: updates, logs, publishes, and records (durably; awaited
-  // only by callers that must not act before the record is on disk).
-  void transition(Sandbox& sb, SandboxState to, std::string_view reason = {});
+  // only by callers that must not act before the record is on disk). `at_unix_us`: when it
+  // happened, if that was before now (0: now).
+  void transition(Sandbox& sb, SandboxState to, std::string_view reason = {}, std::int64_t at_unix_us = 0);
   void fail(Sandbox& sb, std::string_view reason, std::string detail);
   void persist(Sandbox& sb);
   static DurableWriter::Spare record_spare(const Sandbox& sb);

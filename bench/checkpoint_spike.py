@@ -43,14 +43,16 @@ def pings(sock, timeout=2.0):
 
 
 def global_flags(runsc_log, runsc_id):
-    """The flags between `runsc` and the subcommand of the agent's `create` call (which has the
-    Docker flags too: checkpoint --leave-running needs every flag the sandbox was run with)."""
+    """The flags between `runsc` and the subcommand of the agent's `run` (or `create`) call (which
+    has the Docker flags too: checkpoint --leave-running needs every flag the sandbox was run with)."""
     with open(runsc_log, errors="replace") as f:
         for line in f:
             words = line.split()
-            if len(words) > 3 and words[1] == "runsc" and "create" in words and words[-1] == runsc_id:
-                return words[2:words.index("create")]
-    raise RuntimeError(f"no create call for {runsc_id} in {runsc_log}")
+            if len(words) > 3 and words[1] == "runsc" and words[-1] == runsc_id:
+                for verb in ("run", "create"):
+                    if verb in words:
+                        return words[2:words.index(verb)]
+    raise RuntimeError(f"no run or create call for {runsc_id} in {runsc_log}")
 
 
 def first_error_line(text):

@@ -8,13 +8,14 @@ on ptrace, dockerd starting its own containerd): the baseline every ratio is tak
   current-ptrace     + current gVisor (built from its Go module), still ptrace
   current-systrap    + the systrap platform
   containerd-beside  + containerd started by sandbox-init beside dockerd (docker.containerd_path)
-                       = the agent's defaults today
+  runsc-run          + one `runsc run --detach` instead of `runsc create` + `runsc start`
+                       (runsc.launch "run") = the agent's defaults today
 Measured too, not shipped (see docs/benchmarks.md for why):
   gogc-off           + GOGC=off for dockerd and containerd
   exclusive-mounts   + runsc --file-access-mounts=exclusive
 
-A second table splits each rung's time into phases read from the logs (runsc create/start
-from the agent's timings, then sandbox-init's first line, dockerd's "Starting up", dockerd
+A second table splits each rung's time into phases read from the logs (runsc's create and
+start halves from the agent's timings, then sandbox-init's first line, dockerd's "Starting up", dockerd
 connected to containerd, "Loading containers", "API listen on"), as ms after `launch`.
 
     python3 bench/cold_floor.py [--runs 5]
@@ -32,16 +33,18 @@ import benchlib as bl  # noqa: E402
 from runtimes import CURRENT, DEBIAN, request, stop  # noqa: E402
 from time_to_ready import make_skeleton  # noqa: E402
 
-# name, what changed, runsc, platform, agent config (docker / runsc parts), request env
+# name, what changed, runsc, platform, runsc.launch, docker config, runsc flags, request env
+TWO_CALLS = "create_start"
 RUNGS = [
-    ("debian-ptrace", "baseline: what ran before", DEBIAN, "ptrace", {"containerd_path": ""}, [], []),
-    ("current-ptrace", "current gVisor", CURRENT, "ptrace", {"containerd_path": ""}, [], []),
-    ("current-systrap", "systrap platform", CURRENT, "systrap", {"containerd_path": ""}, [], []),
-    ("containerd-beside", "containerd started beside dockerd (defaults today)", CURRENT, "systrap", {}, [], []),
+    ("debian-ptrace", "baseline: what ran before", DEBIAN, "ptrace", TWO_CALLS, {"containerd_path": ""}, [], []),
+    ("current-ptrace", "current gVisor", CURRENT, "ptrace", TWO_CALLS, {"containerd_path": ""}, [], []),
+    ("current-systrap", "systrap platform", CURRENT, "systrap", TWO_CALLS, {"containerd_path": ""}, [], []),
+    ("containerd-beside", "containerd started beside dockerd", CURRENT, "systrap", TWO_CALLS, {}, [], []),
+    ("runsc-run", "one `runsc run --detach` (defaults today)", CURRENT, "systrap", "run", {}, [], []),
 ]
 NOT_SHIPPED = [
-    ("gogc-off", "GOGC=off for dockerd and containerd", CURRENT, "systrap", {}, [], ["GOGC=off"]),
-    ("exclusive-mounts", "runsc --file-access-mounts=exclusive", CURRENT, "systrap", {},
+    ("gogc-off", "GOGC=off for dockerd and containerd", CURRENT, "systrap", "run", {}, [], ["GOGC=off"]),
+    ("exclusive-mounts", "runsc --file-access-mounts=exclusive", CURRENT, "systrap", "run", {},
      ["--file-access-mounts=exclusive"], []),
 ]
 # Phase marks: (column, text in dockerd.log); None for sandbox-init's first line.
@@ -107,15 +110,15 @@ def main():
     os.chmod(base, 0o755)
     agents, results = {}, {r[0]: [] for r in rungs}
     try:
-        for name, _, runsc, platform, docker, flags, _ in rungs:
-            cfg = {"runsc": {"path": runsc, "platform": platform, "timeout_ms": 60000,
+        for name, _, runsc, platform, launch, docker, flags, _ in rungs:
+            cfg = {"runsc": {"path": runsc, "platform": platform, "timeout_ms": 60000, "launch": launch,
                              "flags": ["--network=none"] + flags},
                    "docker": docker, "allowed_host_prefixes": ["ROOT/images", "/usr", "/etc"]}
             agents[name] = bl.Agent(os.path.join(base, name), cfg, runsc=runsc).start()
             make_skeleton(agents[name].rootfs)
         for run in range(1, args.runs + 1):
             k = run % len(rungs)
-            for name, _, _, _, _, _, env in rungs[k:] + rungs[:k]:  # rotate who goes first
+            for name, *_, env in rungs[k:] + rungs[:k]:  # rotate who goes first
                 bl.log(f"cold_floor: run {run}/{args.runs}, {name}")
                 sid = f"cf-{run:02d}"
                 results[name].append(launch_once(agents[name], sid, env, args.timeout))
@@ -149,14 +152,15 @@ def main():
                     "Δ ready (ms)", "× baseline"], rows,
                    ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"]))
     print()
-    print("Δ: against the rung above; for the rungs not shipped, against the defaults (containerd-beside).")
+    print(f"Δ: against the rung above; for the rungs not shipped, against the defaults ({RUNGS[-1][0]}).")
     print()
     cols = ["create", "start"] + [m for m, _ in MARKS] + ["ready"]
     rows = []
     for name, *_ in rungs:
         ok = [r for r in results[name] if r["ok"]]
         rows.append([name] + [f"{v:.0f}" if v is not None else "—" for v in (median(ok, c) for c in cols)])
-    print("#### Where the time goes: medians, ms after `launch` (create and start are durations)")
+    print("#### Where the time goes: medians, ms after `launch` (create and start are durations; "
+          "with `runsc run` its call split where runsc wrote the pid file)")
     print()
     print(bl.table(["rung", "runsc create", "runsc start", "sandbox-init", "dockerd up", "containerd connected",
                     "loading containers", "API listen", "ready"], rows, ["---"] + ["---:"] * 8))

@@ -3,8 +3,8 @@
 
 bench/syscall_floor does, N times in a loop, the system calls a Docker launch cannot avoid
 under the contract's layout (three directories, the log quota's tmpfs mount, config.json,
-the record written twice, an inotify watch, runsc.log appended to twice, two children spawned
-the agent's way and reaped, the pid file read) and prints its own CPU per sandbox; once more
+the record written twice, an inotify watch, runsc.log appended to and a child spawned the
+agent's way and reaped for its one runsc call (`runsc run --detach`), the pid file read) and prints its own CPU per sandbox; once more
 without the children. bench/scale.py then measures the agent for the same N, fake runtime,
 root on a tmpfs. Runs interleaved; medians. What the agent costs above the floor is its own
 logic (requests, JSON, events, the probe, io_uring).
@@ -61,7 +61,7 @@ def main():
           f"({args.runs} runs each, interleaved, root on a tmpfs)")
     print()
     print(bl.table(["what", "CPU per sandbox, median (µs)", "runs"], [
-        ["bench/syscall_floor: the system calls of a Docker launch, two children spawned and reaped",
+        ["bench/syscall_floor: the system calls of a Docker launch, its one runsc child spawned and reaped",
          f"{med['floor']:.0f}", ", ".join(map(str, rows["floor"]))],
         ["the same without the children", f"{med['nospawn']:.0f}", ", ".join(map(str, rows["nospawn"]))],
         ["sandbox-agent (bench/scale.py, fake runtime)", f"{med['agent']:.0f}" if med["agent"] else "—",
@@ -72,7 +72,7 @@ def main():
         print(bl.table(["ratio", "value"], [
             ["agent / floor", f"{med['agent'] / med['floor']:.2f}"],
             ["agent − floor: the agent's own logic (µs per sandbox)", f"{med['agent'] - med['floor']:.0f}"],
-            ["two children's spawn and reaping, in the floor (µs per sandbox)", f"{med['floor'] - med['nospawn']:.0f}"],
+            ["the runsc child's spawn and reaping, in the floor (µs per sandbox)", f"{med['floor'] - med['nospawn']:.0f}"],
             ["200 µs target / floor", f"{200 / med['floor']:.2f}"],
         ]))
 

@@ -61,6 +61,8 @@ def parse_args():
                         "the main thread; slows the agent a lot: figures of such a run are not the reference)")
     p.add_argument("--log-quota", type=int, default=None,
                    help="logs.max_bytes_per_sandbox (default: the agent's; 0: no quota, to see what it costs)")
+    p.add_argument("--launch", choices=("run", "create_start"), default="run",
+                   help="runsc.launch of the agent: one `runsc run --detach` (default) or create then start")
     p.add_argument("--json", help="write the figures here too")
     p.add_argument("--keep", action="store_true", help="keep the temporary roots (not with --fresh-fs: its file system goes)")
     return p.parse_args()
@@ -100,7 +102,7 @@ def run_one(args, n, base):
     root = os.path.join(base, f"n{n}")
     cfg = {"limits": {"max_sandboxes": n + 100, "max_pending_launches": n + 100,
                       "max_connections": max(1024, args.connections + 16)},
-           "runsc": {"max_concurrent": args.max_concurrent, "timeout_ms": 120000},
+           "runsc": {"max_concurrent": args.max_concurrent, "timeout_ms": 120000, "launch": args.launch},
            "docker": {"ready_timeout_ms": 600000}}
     if args.log_quota is not None:
         cfg["logs"] = {"max_bytes_per_sandbox": args.log_quota}

@@ -4,12 +4,14 @@
 // children's) per sandbox. A baseline for bench/scale.py's agent CPU per sandbox, measured in
 // the same run: the agent's figure minus this one is what its own logic costs.
 //
-//   syscall_floor DIR [N] [--no-spawn]     DIR: an empty directory (a tmpfs, as scale.py uses)
+//   syscall_floor DIR [N] [--no-spawn] [--calls K]
+//     DIR: an empty directory (a tmpfs, as scale.py uses); K: runsc calls per launch, 1 (the
+//     agent's `runsc run --detach`, the default) or 2 (runsc.launch "create_start")
 //
 // Per sandbox: bundles/ID, logs/ID, sockets/ID made; a tmpfs of 16 MiB mounted on logs/ID
 // (the log quota; needs root, skipped with a note otherwise); config.json written (4 KiB);
 // the record written twice (staging file, rename; then RENAME_EXCHANGE); an inotify watch on
-// sockets/ID; runsc.log opened and appended to twice; two children spawned the agent's way
+// sockets/ID; per runsc call, runsc.log appended to and a child spawned the agent's way
 // (sandbox_agent::spawn: clone without waiting for the exec) and reaped; the pid file read.
 // Not included: the readiness probe's socket round trip, and everything in user space.
 // The mounts and directories are removed after the measurement.
@@ -61,14 +63,17 @@ void spawn_and_reap() {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: syscall_floor DIR [N] [--no-spawn]\n");
+    std::fprintf(stderr, "usage: syscall_floor DIR [N] [--no-spawn] [--calls K]\n");
     return 2;
   }
   const std::string root = argv[1];
   const int n = argc > 2 && argv[2][0] != '-' ? std::atoi(argv[2]) : 1000;
   bool spawn = true;
-  for (int i = 2; i < argc; ++i)
+  int calls = 1;
+  for (int i = 2; i < argc; ++i) {
     if (std::string(argv[i]) == "--no-spawn") spawn = false;
+    if (std::string(argv[i]) == "--calls" && i + 1 < argc) calls = std::atoi(argv[++i]);
+  }
   for (const char* d : {"bundles", "logs", "sockets", "state"}) ::mkdir((root + "/" + d).c_str(), 0750);
   const std::string config(4126, 'c'), record(700, 'r'), header(200, 'h');
   int inotify = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -88,7 +93,7 @@ int main(int argc, char** argv) {
     write_file(tmp, record, O_CREAT | O_TRUNC | O_NOFOLLOW);
     ::rename(tmp.c_str(), rec.c_str());
     ::inotify_add_watch(inotify, sockets.c_str(), IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ONLYDIR);
-    for (int call = 0; call < 2; ++call) {  // runsc create, runsc start
+    for (int call = 0; call < calls; ++call) {  // runsc run (or runsc create, runsc start)
       write_file(logs + "/runsc.log", header, O_CREAT | O_APPEND | O_NOFOLLOW);
       if (spawn) spawn_and_reap();
     }
@@ -101,8 +106,8 @@ int main(int argc, char** argv) {
     ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, rec.c_str(), RENAME_EXCHANGE);
   }
   double per = (cpu_seconds() - t0) / n * 1e6;
-  std::printf("%d sandboxes: %.0f us of CPU per sandbox for the kernel work of a launch%s%s\n", n, per,
-              spawn ? "" : " (no children spawned)", can_mount ? "" : " (no log quota mount: not root)");
+  std::printf("%d sandboxes: %.0f us of CPU per sandbox for the kernel work of a launch (%d runsc call%s)%s%s\n", n,
+              per, calls, calls == 1 ? "" : "s", spawn ? "" : " (no children spawned)", can_mount ? "" : " (no log quota mount: not root)");
 
   for (int i = 0; i < n; ++i) {  // clean up (not measured)
     const std::string id = "s" + std::to_string(i);

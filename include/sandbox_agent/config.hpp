@@ -31,6 +31,11 @@ struct RunscConfig {
   std::vector<std::string> flags{"--network=none"};
   unsigned max_concurrent = 0;  // 0: two per core
   unsigned timeout_ms = 60000;
+  // How a sandbox is brought up: "run" (one `runsc run --detach`: one process instead of two,
+  // the start-up of a runsc less on the launch path) or "create_start" (`runsc create` then
+  // `runsc start`, the way before: for runsc wrappers without `run`, and benchmarks' baseline).
+  std::string launch = "run";
+  bool one_call_launch() const { return launch == "run"; }
 };
 
 struct ProbeConfig {

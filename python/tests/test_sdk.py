@@ -131,7 +131,7 @@ def test_logs_hands_over_a_read_only_file(agent):
     sb = client.launch(request(agent, id="l", docker={"enabled": True}))
     with sb.logs() as f:  # main: the console, runsc.log
         text = f.read().decode()
-        assert " create --bundle " in text
+        assert " run --detach --bundle " in text
         with pytest.raises(OSError):
             os.write(f.fileno(), b"x")  # read-only
     with sb.logs("dockerd") as f:

@@ -258,17 +258,17 @@ class RealRunscTest(RealRunscCase):
         # current gVisor serves the OCI cgroup mount (devices included): plain dockerd
         self.assertIn("devices cgroup mounted at" if CURRENT else "nested user namespace", init_log)
         with open(os.path.join(a.root, "logs", "dind", "runsc.log")) as f:
-            create = [l for l in f if " create " in l][0]
-        self.assertIn("--net-raw", create)
-        self.assertIn("--platform=systrap" if CURRENT else "--platform=ptrace", create)
+            run = [l for l in f if " run --detach " in l][0]
+        self.assertIn("--net-raw", run)
+        self.assertIn("--platform=systrap" if CURRENT else "--platform=ptrace", run)
         self.stop_and_check_gone(a, "dind")
 
     def test_plain_sandbox_gets_no_raw_sockets(self):
         a = self.agent()
         a.launch(self.request(a, "plain-raw", args=["/bin/sleep", "30"]), wait=True)
         with open(os.path.join(a.root, "logs", "plain-raw", "runsc.log")) as f:
-            create = [l for l in f if " create " in l][0]
-        self.assertNotIn("--net-raw", create)
+            run = [l for l in f if " run --detach " in l][0]
+        self.assertNotIn("--net-raw", run)
         self.assertFalse(a.status("plain-raw")["capabilities"]["nested_containers"])
         self.stop_and_check_gone(a, "plain-raw")
 

@@ -227,7 +227,7 @@ int run_cli(int argc, char** argv) {
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     int fd = unix_connect(sock);
     if (fd < 0) {
-      if (g.command != "create") return answer_locally(root, Request{cwd, args});
+      if (g.command != "create" && g.command != "run") return answer_locally(root, Request{cwd, args});
       std::string err;
       fd = connect_or_spawn(root, err);
       if (fd < 0) return fail(err);

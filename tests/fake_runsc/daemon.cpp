@@ -35,6 +35,11 @@ class ClientConn final : public IoHandler {
   ClientConn(const ClientConn&) = delete;
   ClientConn& operator=(const ClientConn&) = delete;
   void on_io(uint32_t events) override;
+  uint64_t serial() const { return serial_; }
+  void answer(std::string bytes) {
+    out_ = std::move(bytes);
+    flush();
+  }
 
  private:
   void read_request();
@@ -43,7 +48,8 @@ class ClientConn final : public IoHandler {
   Daemon& daemon_;
   int fd_;
   EventLoop::Token token_ = 0;
-  bool hanging_ = false;
+  uint64_t serial_;
+  bool hanging_ = false;  // no answer yet, and none read for: hangs, or answers later
   std::string in_;
   std::string out_;
 };
@@ -92,6 +98,12 @@ class Daemon final : public IoHandler {
   EventLoop& loop() { return loop_; }
   Runtime& runtime() { return runtime_; }
   void drop(ClientConn* c) { clients_.erase(c); }
+  uint64_t next_serial() { return ++serials_; }
+  // The connection `serial` was, if it is still open (the CLI may have been killed).
+  ClientConn* find(ClientConn* c, uint64_t serial) {
+    auto it = clients_.find(c);
+    return it != clients_.end() && c->serial() == serial ? c : nullptr;
+  }
 
  private:
   // Idle exit, under the lock so that no CLI spawns a daemon meanwhile. A CLI already
@@ -121,9 +133,10 @@ class Daemon final : public IoHandler {
   EventLoop::Token listen_token_ = 0;
   Runtime runtime_;
   std::unordered_map<ClientConn*, std::unique_ptr<ClientConn>> clients_;
+  uint64_t serials_ = 0;
 };
 
-ClientConn::ClientConn(Daemon& daemon, int fd) : daemon_(daemon), fd_(fd) {
+ClientConn::ClientConn(Daemon& daemon, int fd) : daemon_(daemon), fd_(fd), serial_(daemon.next_serial()) {
   token_ = daemon_.loop().watch(fd_, EPOLLIN | EPOLLRDHUP, this);
 }
 
@@ -163,6 +176,14 @@ void ClientConn::read_request() {
   const Reply reply = daemon_.runtime().execute(*request);
   if (reply.hang) {
     hanging_ = true;
+    return;
+  }
+  if (reply.delay_ms > 0) {
+    hanging_ = true;
+    daemon_.loop().after_ms(reply.delay_ms, [&daemon = daemon_, self = this, serial = serial_,
+                                             bytes = encode_reply(reply)]() mutable {
+      if (auto* c = daemon.find(self, serial)) c->answer(std::move(bytes));
+    });
     return;
   }
   out_ = encode_reply(reply);

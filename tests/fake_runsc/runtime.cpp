@@ -67,6 +67,7 @@ Reply Runtime::execute(const Request& req) {
   const Args args(g.rest);
   if (g.command == "create") return create(req, args);
   if (g.command == "start") return start(args);
+  if (g.command == "run") return run(req, args);
   if (g.command == "state") return state(args);
   if (g.command == "kill") return kill(args);
   if (g.command == "exec") return exec(args);
@@ -98,10 +99,12 @@ Container* Runtime::find(std::string_view id, std::string_view error_prefix, Rep
   return match;
 }
 
+namespace {
+constexpr std::string_view kCreateValued[] = {"bundle", "b", "pid-file", "console-socket", "user-log"};
+}
+
 Reply Runtime::create(const Request& req, Args raw) {
-  static constexpr std::string_view kValued[] = {"bundle", "b", "pid-file", "console-socket",
-                                                 "user-log"};
-  const CommandArgs a = parse_command(raw, kValued);
+  const CommandArgs a = parse_command(raw, kCreateValued);
   if (!a.error.empty()) return Reply::fail(kExitUsage, a.error);
   if (a.positional.size() != 1) return usage("create [flags] <container id>");
   const std::string_view id = a.positional[0];
@@ -150,7 +153,35 @@ Reply Runtime::start(Args raw) {
     return Reply::fail(kExitFailure, "starting container: fake-runsc: start=fail directive");
   }
   begin_running(*c);
-  return {};
+  Reply done;
+  done.delay_ms = c->plan.d.start_delay_ms;
+  return done;
+}
+
+// `run --detach`: create, then start, in one call. As runsc's Run, a start that fails takes
+// the container away (runsc destroys it: a later delete finds nothing). Without --detach
+// runsc would wait for the container to exit: not faked.
+Reply Runtime::run(const Request& req, Args raw) {
+  const CommandArgs a = parse_command(raw, kCreateValued);
+  if (!a.error.empty()) return Reply::fail(kExitUsage, a.error);
+  const auto* detach = a.find("detach");
+  if (!detach || detach->value == "false")
+    return Reply::fail(kExitUsage, "fake-runsc: run is faked with --detach only");
+  if (a.positional.size() != 1) return usage("run [flags] <container id>");
+  Reply r = create(req, raw);  // its errors say "creating container: …", as runsc's do
+  if (r.code != 0 || r.hang) return r;
+  Container* c = find(a.positional[0], "loading container: ", r);
+  if (!c) return r;
+  if (c->plan.d.start_hang) return Reply::hang_forever();
+  if (c->plan.d.start_fail) {
+    stop(*c);
+    forget(*c);
+    return Reply::fail(kExitFailure, "starting container: fake-runsc: start=fail directive");
+  }
+  begin_running(*c);
+  Reply done;
+  done.delay_ms = c->plan.d.start_delay_ms;
+  return done;
 }
 
 Reply Runtime::state(Args raw) {

@@ -37,6 +37,7 @@ class Runtime {
   using Args = std::span<const std::string_view>;
   Reply create(const Request& req, Args args);
   Reply start(Args args);
+  Reply run(const Request& req, Args args);
   Reply state(Args args);
   Reply kill(Args args);
   Reply exec(Args args);

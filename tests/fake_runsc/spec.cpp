@@ -52,6 +52,7 @@ constexpr Delay kDelays[] = {
     {"answer_delay_ms", &Directives::answer_delay_ms},
     {"listen_gap_ms", &Directives::listen_gap_ms},
     {"dockerd_exit_after_ms", &Directives::dockerd_exit_after_ms},
+    {"start_delay_ms", &Directives::start_delay_ms},
 };
 
 std::string apply_directive(std::string_view key, std::string_view value, Directives& d) {

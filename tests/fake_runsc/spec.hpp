@@ -27,6 +27,7 @@ struct Directives {
   int64_t answer_delay_ms = 0;         // answer_delay_ms=N
   int64_t listen_gap_ms = 0;           // listen_gap_ms=N: bound N ms before it listens
   int64_t dockerd_exit_after_ms = -1;  // dockerd_exit_after_ms=N (-1: never)
+  int64_t start_delay_ms = 0;          // start_delay_ms=N: start answers N ms late
 };
 
 struct Plan {

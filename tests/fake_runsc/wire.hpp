@@ -25,6 +25,7 @@ struct Reply {
   std::string out;
   std::string err;
   bool hang = false;  // never answer (directives create=hang, start=hang, delete=hang)
+  int64_t delay_ms = 0;  // answer this much later (start_delay_ms); not on the wire
 
   static Reply hang_forever() {
     Reply r;

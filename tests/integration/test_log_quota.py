@@ -67,7 +67,7 @@ class LogQuotaTest(AgentTestCase):
         self.assertNotIn("junk", kept)    # nor directories
         self.assertEqual(os.path.getsize(os.path.join(logs, "dockerd.log")), written)
         with open(os.path.join(logs, "runsc.log")) as f:
-            self.assertIn(" create --bundle ", f.read())
+            self.assertIn(" run --detach --bundle ", f.read())
         total = sum(os.path.getsize(os.path.join(logs, n)) for n in kept)
         self.assertLessEqual(total, QUOTA)
 

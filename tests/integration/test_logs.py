@@ -30,7 +30,7 @@ class LogsTest(AgentTestCase):
         self.assertEqual(reply["path"], os.path.join(a.root, "logs", "d", "runsc.log"))
         self.assertEqual(len(fds), 1)
         with os.fdopen(fds[0], "rb") as f:
-            self.assertIn(b" create --bundle ", f.read())
+            self.assertIn(b" run --detach --bundle ", f.read())
             with self.assertRaises(OSError):
                 os.write(f.fileno(), b"x")
         reply, fds = logs_call(a, {"op": "logs", "id": "d", "source": "dockerd"})
@@ -68,7 +68,7 @@ class LogsTest(AgentTestCase):
         log = os.path.join(a.root, "logs", "f", "runsc.log")
         r = sandboxctl(a, "logs", "f")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn(" create --bundle ", r.stdout)
+        self.assertIn(" run --detach --bundle ", r.stdout)
         follower = subprocess.Popen([SANDBOXCTL, "--socket", a.socket_path, "logs", "-f", "f"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

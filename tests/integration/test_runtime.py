@@ -35,22 +35,38 @@ class RuntimeProbeTest(AgentTestCase):
         self.assertEqual(d["state"], "ready", d)
         self.assertEqual(d["sandbox"]["capabilities"],
                          {"runtime_version": "fake-current", "platform": "systrap", "nested_containers": True})
-        create = runsc_calls(a, "dock", "create")[0]
-        for flag in ("--network=none", "--platform=systrap", "--host-uds=create", "--net-raw"):
-            self.assertIn(flag, create)
-        # Debian's dockerd (20.10) does not need packet-socket writes: not asked for
-        self.assertNotIn("--allow-packet-socket-write", create)
-        # every other call gets the common flags, never the Docker-only ones
-        start = runsc_calls(a, "dock", "start")[0]
-        self.assertIn("--platform=systrap", start)
-        self.assertNotIn("--net-raw", start)
         with open(os.path.join(a.root, "bundles", "dock", "config.json")) as f:
             args = json.load(f)["process"]["args"]
         self.assertIn("--dockerd-arg=--storage-driver=overlay2", args)
+        # one `runsc run --detach` creates and starts it (runsc.launch "run", the default)
+        self.assertEqual(runsc_calls(a, "dock", "create") + runsc_calls(a, "dock", "start"), [])
+        run = runsc_calls(a, "dock", "run")[0]
+        self.assertIn(" run --detach --bundle ", run)
+        for flag in ("--network=none", "--platform=systrap", "--host-uds=create", "--net-raw"):
+            self.assertIn(flag, run)
+        # Debian's dockerd (20.10) does not need packet-socket writes: not asked for
+        self.assertNotIn("--allow-packet-socket-write", run)
+        # every other call gets the common flags, never the Docker-only ones
+        a.call({"op": "stop", "id": "dock"})
+        a.wait_state("dock", ("stopped",))
+        delete = runsc_calls(a, "dock", "delete")[0]
+        self.assertIn("--platform=systrap", delete)
+        self.assertNotIn("--net-raw", delete)
         # a plain sandbox: no raw sockets, not nested-capable
         p = a.launch(a.request("plain"), wait=True)
         self.assertFalse(p["sandbox"]["capabilities"]["nested_containers"])
-        self.assertNotIn("--net-raw", runsc_calls(a, "plain", "create")[0])
+        self.assertNotIn("--net-raw", runsc_calls(a, "plain", "run")[0])
+
+    def test_create_then_start_when_configured(self):
+        # runsc.launch "create_start": the two calls of before, the Docker flags on create only
+        a = self.start_with("current", {"runsc": {"launch": "create_start"}})
+        d = a.launch(a.request("dock", docker={"enabled": True}), wait=True)
+        self.assertEqual(d["state"], "ready", d)
+        self.assertEqual(runsc_calls(a, "dock", "run"), [])
+        create, start = runsc_calls(a, "dock", "create")[0], runsc_calls(a, "dock", "start")[0]
+        self.assertIn("--net-raw", create)
+        self.assertIn("--platform=systrap", start)
+        self.assertNotIn("--net-raw", start)
 
     def test_debian_runsc_gets_ptrace_vfs_and_says_no_nested_containers(self):
         a = self.start_with("debian")
@@ -61,9 +77,9 @@ class RuntimeProbeTest(AgentTestCase):
         self.assertEqual(d["state"], "ready", d)  # works as before...
         self.assertFalse(d["sandbox"]["capabilities"]["nested_containers"])  # ...and says what it cannot do
         self.assertEqual(d["sandbox"]["capabilities"]["platform"], "ptrace")
-        create = runsc_calls(a, "dock", "create")[0]
-        self.assertIn("--platform=ptrace", create)
-        self.assertIn("--net-raw", create)
+        run = runsc_calls(a, "dock", "run")[0]
+        self.assertIn("--platform=ptrace", run)
+        self.assertIn("--net-raw", run)
         with open(os.path.join(a.root, "bundles", "dock", "config.json")) as f:
             args = json.load(f)["process"]["args"]
         self.assertNotIn("--dockerd-arg=--storage-driver=overlay2", args)
@@ -88,9 +104,9 @@ class RuntimeProbeTest(AgentTestCase):
         self.assertIn("platform ptrace (runsc.flags", self.probe_line(a))
         self.assertIn("runsc.flags sets --platform=ptrace; runsc.platform (systrap) is ignored", a.log())
         a.launch(a.request("p"), wait=True)
-        create = runsc_calls(a, "p", "create")[0]
-        self.assertEqual(create.count("--platform="), 1)
-        self.assertIn("--platform=ptrace", create)
+        run = runsc_calls(a, "p", "run")[0]
+        self.assertEqual(run.count("--platform="), 1)
+        self.assertIn("--platform=ptrace", run)
 
     def test_a_runsc_that_cannot_be_asked_is_said_and_launches_still_fail_clearly(self):
         a = self.start_agent(runsc="/nonexistent/runsc")

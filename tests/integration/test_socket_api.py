@@ -67,6 +67,29 @@ class SocketApiTest(AgentTestCase):
         a.call({"op": "stop", "id": "w1"})
         self.assertEqual([w.read()["state"] for _ in range(2)], ["stopping", "stopped"])
 
+    def test_one_runsc_run_still_reports_create_and_start_apart(self):
+        # One `runsc run --detach` creates and starts the sandbox. `starting` is stamped when its
+        # create half ended (the pid file runsc writes then), not when the call returned, and
+        # the timings split the call at that moment.
+        a = self.start_agent({"runsc": {"timeout_ms": 5000}})
+        w = a.client()
+        self.assertEqual(w.call({"op": "watch"}), {"ok": True})
+        a.launch(a.request("slow", docker={"enabled": True}, env=["FAKE_RUNSC=start_delay_ms=600"]))
+        stamps = {}
+        while "ready" not in stamps:
+            e = w.read()
+            stamps[e["state"]] = _unix_us(e["ts"])
+        self.assertEqual(list(stamps), ["accepted", "creating", "starting", "probing", "ready"])
+        self.assertGreaterEqual(stamps["probing"] - stamps["starting"], 600_000)
+        self.assertLessEqual(stamps["creating"], stamps["starting"])
+        timings = a.status("slow")["timings"]
+        self.assertGreaterEqual(timings["start_ms"], 600)
+        self.assertLess(timings["create_ms"], 600)
+        with open(os.path.join(a.root, "logs", "slow", "runsc.log")) as f:
+            calls = [line for line in f if " --root " in line]
+        self.assertEqual(len(calls), 1, calls)
+        self.assertIn(" run --detach --bundle ", calls[0])
+
     def test_every_error_code_and_the_connection_lives_on(self):
         a = self.start_agent({"limits": {"max_pending_launches": 2}})
         c = a.client()
