@@ -113,8 +113,9 @@ class PoolsTest(AgentTestCase):
         a.stop()  # sandboxes are kept over the restart
         b = self.pool_agent(size=1, root=root, template={"args": ["/bin/sleep", "100000"]})
         self.wait_ready(b, n=1)
+        # the old members go through `stopping` (TERM, runsc delete) before they are gone
+        wait_for(lambda: len(self.members(b)) == 1, timeout=20, what="one member left in pool p")
         now = set(self.members(b))
-        self.assertEqual(len(now), 1)
         self.assertFalse(now & old, "a member of the old template is still offered")
         self.assertIn("is not wanted by this configuration", b.log())
 
