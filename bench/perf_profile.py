@@ -1,7 +1,7 @@
 """Where a process's CPU goes, from `perf record -g` samples: used by bench/scale.py --perf.
 
 start(pid, path) begins sampling one process (all its threads) at 499 Hz; stop(proc) ends it;
-breakdown(path, comm) returns markdown: the share of samples in the kernel by system call,
+breakdown(path, comm, pid) returns markdown: the share of samples in the kernel by system call,
 and the hottest user-space functions (self time). Needs /usr/bin/perf; returns a note if not.
 """
 import collections
@@ -34,10 +34,13 @@ def short(sym):
     return sym.replace("\x00", "<…>").replace("::operator", "")[:90]
 
 
-def breakdown(path, comm="sandbox-agent", top=12):
+def breakdown(path, comm="sandbox-agent", top=12, pid=None):
+    """`pid`: only that process's samples. A child the agent spawns keeps its comm until its exec
+    completes, so filtering by comm alone counts the children's fork and exec as the agent's."""
     if not os.path.exists(path):
         return "(no profile: perf is not installed or could not record)"
-    out = subprocess.run(["perf", "script", "-i", path, "--comm", comm, "-F", "ip,sym,dso"],
+    only = ["--pid", str(pid)] if pid else ["--comm", comm]
+    out = subprocess.run(["perf", "script", "-i", path, *only, "-F", "ip,sym,dso"],
                          capture_output=True, text=True).stdout
     by_sys, by_user = collections.Counter(), collections.Counter()
     total = user = 0
@@ -57,7 +60,8 @@ def breakdown(path, comm="sandbox-agent", top=12):
             by_user[short(sym)] += 1
     if not total:
         return "(no samples)"
-    lines = [f"{total} samples of `{comm}` (all threads): {100 * (total - user) / total:.0f}% in the kernel, "
+    who = f"process {pid} (`{comm}`, all threads, not its children)" if pid else f"`{comm}` (all threads)"
+    lines = [f"{total} samples of {who}: {100 * (total - user) / total:.0f}% in the kernel, "
              f"{100 * user / total:.0f}% in user space.", "",
              "| kernel: system call | share of samples |", "|---|---:|"]
     lines += [f"| {k} | {100 * v / total:.1f}% |" for k, v in by_sys.most_common(top)]

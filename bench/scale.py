@@ -143,7 +143,7 @@ def run_one(args, n, base):
         cpu1 = bl.cpu_seconds(pid)
         if perf:
             perf_profile.stop(perf)
-            res["profile"] = perf_profile.breakdown(perf_path)
+            res["profile"] = perf_profile.breakdown(perf_path, pid=pid)
         if strace:
             strace.send_signal(signal.SIGINT)
             strace.wait(60)
