@@ -244,6 +244,15 @@ awaitable<RunscResult> Runsc::create(const std::string& id, const std::string& b
                 docker, std::move(slot));
 }
 
+RunHalves split_run(std::int64_t began_us, std::int64_t ended_us, std::int64_t pid_file_us) {
+  ended_us = std::max(ended_us, began_us);
+  RunHalves h;
+  h.created_at_us = std::clamp(pid_file_us, began_us, ended_us);
+  h.create_ms = (h.created_at_us - began_us) / 1000;
+  h.start_ms = (ended_us - began_us) / 1000 - h.create_ms;
+  return h;
+}
+
 awaitable<RunscResult> Runsc::run(const std::string& id, const std::string& bundle,
                                   const std::string& pid_file, const std::string& log_path,
                                   NetworkMode network, bool docker, Slot slot) {

@@ -53,6 +53,17 @@ class RunscSlot {
   AsyncSemaphore* s_ = nullptr;
 };
 
+// One `runsc run --detach` split into its create and start halves at the pid file's mtime
+// (runsc writes it as the last step of create). Wall-clock microseconds; the split is clamped
+// into the call, so a coarse file-system clock or a clock stepped back never gives a
+// negative half.
+struct RunHalves {
+  std::int64_t create_ms = 0;
+  std::int64_t start_ms = 0;
+  std::int64_t created_at_us = 0;  // when the create half ended
+};
+RunHalves split_run(std::int64_t began_us, std::int64_t ended_us, std::int64_t pid_file_us);
+
 class Runsc {
  public:
   using Slot = RunscSlot;

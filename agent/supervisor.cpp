@@ -271,6 +271,10 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
     fail(*sb, reason::host_error, "cannot record the sandbox: " + sb->log_tail);
     co_return;
   }
+  if (sb->stop_requested) {  // asked while the record was written: runsc is not called at all
+    sb->runsc_created = false;
+    co_return;
+  }
   if (config_.runsc.one_call_launch()) {
     co_await run(sb, std::move(slot));
     co_return;
@@ -298,21 +302,20 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
 awaitable<void> Supervisor::run(SandboxPtr sb, Runsc::Slot slot) {
   auto logs = paths::join(layout_.logs_dir(sb->dir), "runsc.log");
   auto pid_file = paths::join(layout_.bundle_dir(sb->dir), "sandbox.pid");
-  auto t0 = Clock::now();
-  auto t0_us = now_unix_us();
+  auto began_us = now_unix_us();
   auto ran = co_await runsc_.run(sb->runsc_id, layout_.bundle_dir(sb->dir), pid_file, logs, sb->request.network,
                                  sb->request.docker.enabled, std::move(slot));
-  auto took_ms = ms_between(t0, Clock::now());
-  std::int64_t created_us = 0;
-  int pid = paths::read_pid_file(pid_file, &created_us);  // the bundle is new: no older pid file
+  auto ended_us = now_unix_us();
+  std::int64_t pid_file_us = 0;
+  int pid = paths::read_pid_file(pid_file, &pid_file_us);  // the bundle is new: no older pid file
   bool created = pid > 0;
   if (created) {
-    created_us = std::clamp(created_us, t0_us, now_unix_us());  // a coarse clock may stamp it early
-    sb->timings.create_ms = std::min((created_us - t0_us) / 1000, took_ms);
-    sb->timings.start_ms = took_ms - *sb->timings.create_ms;
-    transition(*sb, SandboxState::starting, {}, created_us);
+    auto halves = split_run(began_us, ended_us, pid_file_us);
+    sb->timings.create_ms = halves.create_ms;
+    sb->timings.start_ms = halves.start_ms;
+    transition(*sb, SandboxState::starting, {}, halves.created_at_us);
   } else {
-    sb->timings.create_ms = took_ms;
+    sb->timings.create_ms = split_run(began_us, ended_us, ended_us).create_ms;
   }
   if (!ran.ok()) {
     fail(*sb, ran.timed_out ? reason::runsc_timeout : created ? reason::runsc_start_failed : reason::runsc_create_failed,

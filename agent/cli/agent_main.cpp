@@ -148,8 +148,9 @@ void print_config(const Config& c) {
   std::printf("configuration is valid\n");
   std::printf("  root            %s\n  socket          %s (mode %04o)\n  spool           %s\n",
               c.root.c_str(), c.socket.path.c_str(), c.socket.mode, c.spool.c_str());
-  std::printf("  runsc           %s (at most %u at once, %u ms deadline)\n", c.runsc.path.c_str(),
-              c.runsc_concurrency(), c.runsc.timeout_ms);
+  std::printf("  runsc           %s (at most %u at once, %u ms deadline, launch: %s)\n", c.runsc.path.c_str(),
+              c.runsc_concurrency(), c.runsc.timeout_ms,
+              c.runsc.one_call_launch() ? "run --detach" : "create, then start");
   auto runtime = probe_runtime_now(c);
   std::printf("  %s\n", runtime.summary().c_str());
   for (const auto& w : runtime.warnings) std::printf("  WARNING: %s\n", w.c_str());

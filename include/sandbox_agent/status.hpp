@@ -36,8 +36,8 @@ inline constexpr std::string_view network_setup_failed = "network_setup_failed";
 }  // namespace reason
 
 struct Timings {
-  std::optional<std::int64_t> create_ms;  // runsc create took
-  std::optional<std::int64_t> start_ms;   // runsc start took
+  std::optional<std::int64_t> create_ms;  // runsc create took (run: its create half, to the pid file)
+  std::optional<std::int64_t> start_ms;   // runsc start took (run: its start half)
   std::optional<std::int64_t> ready_ms;   // accepted → ready
   std::optional<std::int64_t> network_ms;  // bridge: namespace + CNI ADD + firewall took
 };

@@ -210,9 +210,16 @@ class SocketApiTest(AgentTestCase):
         self.assertTrue(lazy.closed_by_peer(timeout=10))
 
     def test_failing_runtimes_end_failed_with_the_reason(self):
+        self.check_failing_runtimes({"timeout_ms": 3000})
+
+    def test_failing_runtimes_with_create_then_start(self):
+        # runsc.launch "create_start": the same reasons from two calls instead of one
+        self.check_failing_runtimes({"timeout_ms": 3000, "launch": "create_start"})
+
+    def check_failing_runtimes(self, runsc_config):
         # Deadlines short enough for a quick test, long enough that a loaded machine (the
         # sanitizer build) never turns a healthy runsc call into a timeout.
-        a = self.start_agent({"runsc": {"timeout_ms": 3000}})
+        a = self.start_agent({"runsc": runsc_config})
         cases = {
             "cfail": ({"env": ["FAKE_RUNSC=create=fail"]}, "runsc_create_failed"),
             "chang": ({"env": ["FAKE_RUNSC=create=hang"]}, "runsc_timeout"),
