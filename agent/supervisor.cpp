@@ -309,21 +309,21 @@ awaitable<void> Supervisor::run(SandboxPtr sb, Runsc::Slot slot) {
   std::int64_t pid_file_us = 0;
   int pid = paths::read_pid_file(pid_file, &pid_file_us);  // the bundle is new: no older pid file
   bool created = pid > 0;
+  // Without a pid file the whole call counts as create: runsc never got past it (or, if it
+  // succeeded, it wrote none).
+  auto halves = split_run(began_us, ended_us, created ? pid_file_us : ended_us);
+  sb->timings.create_ms = halves.create_ms;
   if (created) {
-    auto halves = split_run(began_us, ended_us, pid_file_us);
-    sb->timings.create_ms = halves.create_ms;
     sb->timings.start_ms = halves.start_ms;
     transition(*sb, SandboxState::starting, {}, halves.created_at_us);
-  } else {
-    sb->timings.create_ms = split_run(began_us, ended_us, ended_us).create_ms;
   }
   if (!ran.ok()) {
     fail(*sb, ran.timed_out ? reason::runsc_timeout : created ? reason::runsc_start_failed : reason::runsc_create_failed,
          "runsc run: " + ran.describe());
     co_return;
   }
-  if (!created) transition(*sb, SandboxState::starting);  // no pid file: runsc said it is started
-  sb->pid = pid > 0 ? pid : sb->pid;
+  if (created) sb->pid = pid;
+  else transition(*sb, SandboxState::starting);  // no pid file: runsc said it is started
   watch_pid(sb);
   co_await started(sb);
 }

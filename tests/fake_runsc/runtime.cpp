@@ -147,14 +147,21 @@ Reply Runtime::start(Args raw) {
   if (c->status != Status::created)
     return Reply::fail(kExitFatal, "starting container: cannot start container " +
                                        json_quote(c->id) + " in state " + status_name(c->status));
-  if (c->plan.d.start_hang) return Reply::hang_forever();
-  if (c->plan.d.start_fail) {
-    stop(*c);
+  return start_created(*c, false);
+}
+
+// What start does to a created container, for `start` and `run`'s start half. `destroy`: a
+// failed start takes the container away, as runsc's Run does (`start` leaves it stopped).
+Reply Runtime::start_created(Container& c, bool destroy) {
+  if (c.plan.d.start_hang) return Reply::hang_forever();
+  if (c.plan.d.start_fail) {
+    stop(c);
+    if (destroy) forget(c);
     return Reply::fail(kExitFailure, "starting container: fake-runsc: start=fail directive");
   }
-  begin_running(*c);
+  begin_running(c);
   Reply done;
-  done.delay_ms = c->plan.d.start_delay_ms;
+  done.delay_ms = c.plan.d.start_delay_ms;
   return done;
 }
 
@@ -172,16 +179,7 @@ Reply Runtime::run(const Request& req, Args raw) {
   if (r.code != 0 || r.hang) return r;
   Container* c = find(a.positional[0], "loading container: ", r);
   if (!c) return r;
-  if (c->plan.d.start_hang) return Reply::hang_forever();
-  if (c->plan.d.start_fail) {
-    stop(*c);
-    forget(*c);
-    return Reply::fail(kExitFailure, "starting container: fake-runsc: start=fail directive");
-  }
-  begin_running(*c);
-  Reply done;
-  done.delay_ms = c->plan.d.start_delay_ms;
-  return done;
+  return start_created(*c, true);
 }
 
 Reply Runtime::state(Args raw) {

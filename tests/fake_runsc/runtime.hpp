@@ -38,6 +38,7 @@ class Runtime {
   Reply create(const Request& req, Args args);
   Reply start(Args args);
   Reply run(const Request& req, Args args);
+  Reply start_created(Container& c, bool destroy);
   Reply state(Args args);
   Reply kill(Args args);
   Reply exec(Args args);
