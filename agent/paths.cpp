@@ -89,9 +89,12 @@ int read_pid_file(const std::string& path, std::int64_t* written_unix_us) {
   if (fd < 0) return -1;
   struct stat st {};
   bool stamped = !written_unix_us || ::fstat(fd, &st) == 0;
-  std::string text;
-  if (!read_fd(fd, text, 64)) return -1;
-  int pid = std::atoi(text.c_str());
+  // One read: runsc has exited when we look, so the file is whole, and a pid is a few bytes.
+  char text[32] = {};
+  ssize_t n = ::read(fd, text, sizeof text - 1);
+  ::close(fd);
+  if (n <= 0) return -1;
+  int pid = std::atoi(text);
   if (pid <= 0) return -1;
   if (written_unix_us && stamped)
     *written_unix_us = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000 + st.st_mtim.tv_nsec / 1000;

@@ -98,6 +98,7 @@ awaitable<void> Supervisor::recover() {
     sb->pool_start = rec.pool_start;
     sb->pool_template = rec.pool_template;
     sb->runsc_id = rec.runsc_id;
+    sb->recorded = true;
     sb->request = std::move(rec.request);
     sb->origin = rec.origin;
     sb->state = rec.state;

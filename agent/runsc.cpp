@@ -168,7 +168,7 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
   result.timed_out = *timed_out;
   if (output != Output::runsc_only) {
-    result.log_excerpt = read_from(log_fd, log_start);
+    if (!result.ok()) result.log_excerpt = read_from(log_fd, log_start);  // only a failure is described
     co_return result;
   }
   if (log_fd >= 0) paths::write_all(log_fd, result.output);  // into the log as if written there (O_APPEND)

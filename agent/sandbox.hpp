@@ -60,6 +60,7 @@ struct Sandbox {
   // nothing to record before runsc create, so it writes no `creating` record of its own).
   bool runsc_promised = false;
   bool finished = false;       // torn down; the id may be reused
+  bool recorded = false;       // its state record exists, or a write of it is queued
   bool pending = false;        // counted in the pending launches (before probing/ready)
   bool socket_prepared = false;
   bool adopted = false;        // found running at start-up

@@ -597,8 +597,11 @@ void Supervisor::fail(Sandbox& sb, std::string_view why, std::string detail) {
 }
 
 // A finished sandbox's record is not rewritten (it is read, then evicted): no staging copy.
-DurableWriter::Spare Supervisor::record_spare(const Sandbox& sb) {
-  return sb.finished ? DurableWriter::Spare::drop : DurableWriter::Spare::keep;
+// Nor is there anything to swap with on the first write: a plain rename, not an exchange
+// that fails. Writes to one path are applied in order, so the next one finds it there.
+DurableWriter::Spare Supervisor::record_spare(Sandbox& sb) {
+  bool first = !std::exchange(sb.recorded, true);
+  return sb.finished || first ? DurableWriter::Spare::drop : DurableWriter::Spare::keep;
 }
 
 void Supervisor::persist(Sandbox& sb) {

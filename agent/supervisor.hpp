@@ -120,7 +120,7 @@ class Supervisor {
   void transition(Sandbox& sb, SandboxState to, std::string_view reason = {}, std::int64_t at_unix_us = 0);
   void fail(Sandbox& sb, std::string_view reason, std::string detail);
   void persist(Sandbox& sb);
-  static DurableWriter::Spare record_spare(const Sandbox& sb);
+  static DurableWriter::Spare record_spare(Sandbox& sb);
   void retry_record(const std::string& id);
   awaitable<bool> persist_now(SandboxPtr sb);
 
