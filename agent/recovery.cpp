@@ -229,7 +229,9 @@ bool Supervisor::runsc_create_was_run(const Sandbox& sb) const {
   // line into runsc.log.1.
   if (paths::read_untrusted_file(path + ".1", rotated, 16 << 20)) log = rotated + log;
   std::string tail = " " + sb.runsc_id + "\n";
-  for (std::string_view call : {" create --bundle ", " run --detach --bundle "}) {
+  for (std::string_view head : {kCreateCallHead, kRunCallHead}) {
+    std::string call(1, ' ');
+    call.append(head).push_back(' ');
     for (std::size_t pos = log.find(call); pos != std::string::npos; pos = log.find(call, pos + 1)) {
       auto eol = log.find('\n', pos);
       if (eol != std::string::npos && log.compare(eol + 1 - tail.size(), tail.size(), tail) == 0) return true;

@@ -50,6 +50,18 @@ std::string excerpt_of(std::string text) {
   return text;
 }
 
+// The words of `head` (kCreateCallHead, …), then `rest`.
+std::vector<std::string> with_head(std::string_view head, std::vector<std::string> rest) {
+  std::vector<std::string> args;
+  for (std::size_t i = 0; i < head.size();) {
+    auto end = std::min(head.find(' ', i), head.size());
+    args.emplace_back(head.substr(i, end - i));
+    i = end + 1;
+  }
+  args.insert(args.end(), std::make_move_iterator(rest.begin()), std::make_move_iterator(rest.end()));
+  return args;
+}
+
 std::string read_from(int fd, off_t from) {
   struct stat st {};
   if (fd < 0 || ::fstat(fd, &st) != 0 || st.st_size <= from) return {};
@@ -240,7 +252,7 @@ unsigned Runsc::release_pinned_netns() {
 awaitable<RunscResult> Runsc::create(const std::string& id, const std::string& bundle,
                                      const std::string& pid_file, const std::string& log_path,
                                      NetworkMode network, bool docker, Slot slot) {
-  return invoke({"create", "--bundle", bundle, "--pid-file", pid_file, id}, log_path, Output::log, network,
+  return invoke(with_head(kCreateCallHead, {bundle, "--pid-file", pid_file, id}), log_path, Output::log, network,
                 docker, std::move(slot));
 }
 
@@ -256,7 +268,7 @@ RunHalves split_run(std::int64_t began_us, std::int64_t ended_us, std::int64_t p
 awaitable<RunscResult> Runsc::run(const std::string& id, const std::string& bundle,
                                   const std::string& pid_file, const std::string& log_path,
                                   NetworkMode network, bool docker, Slot slot) {
-  return invoke({"run", "--detach", "--bundle", bundle, "--pid-file", pid_file, id}, log_path, Output::log,
+  return invoke(with_head(kRunCallHead, {bundle, "--pid-file", pid_file, id}), log_path, Output::log,
                 network, docker, std::move(slot));
 }
 

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -63,6 +64,12 @@ struct RunHalves {
   std::int64_t created_at_us = 0;  // when the create half ended
 };
 RunHalves split_run(std::int64_t began_us, std::int64_t ended_us, std::int64_t pid_file_us);
+
+// How the calls that can leave a runsc sandbox behind begin, after runsc's global flags. The
+// driver writes each call's command line to runsc.log just before running it; recovery looks
+// for these to tell whether such a call ever ran for a sandbox.
+inline constexpr std::string_view kCreateCallHead = "create --bundle";
+inline constexpr std::string_view kRunCallHead = "run --detach --bundle";
 
 class Runsc {
  public:
