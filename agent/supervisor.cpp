@@ -250,18 +250,28 @@ awaitable<void> Supervisor::lifecycle(SandboxPtr sb) {
 
 awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   if (sb->stop_requested) co_return;
+  // `accepted` until runsc can take it: a sandbox only waiting for its turn has not reached
+  // runsc, so a restart launches it again instead of giving it up. It holds nothing on the
+  // host meanwhile: its directories, log quota and spec are made once it has its turn, so a
+  // burst is accepted at the intake's pace and a thousand queued launches are not a thousand
+  // mounts. A bridge sandbox attaches its network before its turn, overlapping others' runsc
+  // calls; that needs its directories (cni.log) first.
+  const bool bridge = sb->request.network == NetworkMode::bridge;
+  Runsc::Slot slot;
+  if (!bridge) {
+    slot = co_await runsc_.reserve();
+    if (sb->stop_requested) co_return;
+  }
   if (auto s = prepare_host_dirs(*sb); !s) {
     fail(*sb, reason::host_error, s.error().message);
     co_return;
   }
   watch_sandbox(sb);
-  if (sb->request.network == NetworkMode::bridge && !co_await attach_network(sb)) co_return;
-  if (sb->stop_requested) co_return;
-
-  // `accepted` until runsc can take it: a sandbox only waiting for its turn has not
-  // reached runsc, so a restart launches it again instead of giving it up.
-  auto slot = co_await runsc_.reserve();
-  if (sb->stop_requested) co_return;
+  if (bridge) {
+    if (!co_await attach_network(sb) || sb->stop_requested) co_return;
+    slot = co_await runsc_.reserve();
+    if (sb->stop_requested) co_return;
+  }
   sb->capabilities = capabilities_for(sb->request);  // what this runtime gives it
   transition(*sb, SandboxState::creating);  // recorded just below, unless the intent said so
   // Never a runsc sandbox without a record that says so.

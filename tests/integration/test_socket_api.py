@@ -260,6 +260,33 @@ class SocketApiTest(AgentTestCase):
         a.call({"op": "stop", "id": "p"})
         self.assertEqual(a.wait_state("p", ("stopped", "failed"))["state"], "stopped")
 
+    def test_a_launch_waiting_for_runsc_holds_nothing_on_the_host(self):
+        # One runsc slot, held by a create that hangs until runsc.timeout_ms.
+        a = self.start_agent({"runsc": {"max_concurrent": 1, "timeout_ms": 3000}})
+        a.launch(a.request("holder", env=["FAKE_RUNSC=create=hang"]))
+        a.wait_state("holder", "creating")
+
+        def host_side(sid):
+            dirs = [d for d in ("bundles", "logs", "sockets") if os.path.exists(os.path.join(a.root, d, sid))]
+            with open("/proc/self/mountinfo") as f:
+                mounted = [line.split()[4] for line in f if line.split()[4] == os.path.join(a.root, "logs", sid)]
+            return dirs, mounted
+
+        for sid in ("queued", "dropped"):
+            a.launch(a.request(sid, docker={"enabled": True}))
+        time.sleep(0.3)
+        for sid in ("queued", "dropped"):
+            self.assertEqual(a.status(sid)["state"], "accepted")
+            self.assertEqual(host_side(sid), ([], []), f"{sid} waits for its turn with directories or mounts")
+        # Stopped while it waits: it never had anything to take down.
+        a.call({"op": "stop", "id": "dropped"})
+        self.assertEqual(a.wait_state("dropped", ("stopped", "failed"))["state"], "stopped")
+        self.assertEqual(host_side("dropped"), ([], []))
+        # Its turn comes once the holder's create times out: made, launched, ready.
+        self.assertEqual(a.wait_state("holder", ("ready", "failed"))["reason"], "runsc_timeout")
+        self.assertEqual(a.wait_state("queued", ("ready", "failed"))["state"], "ready")
+        self.assertEqual(host_side("queued"), (["bundles", "logs", "sockets"], [os.path.join(a.root, "logs", "queued")]))
+
     def test_wait_reports_failure(self):
         a = self.start_agent()
         final = a.launch(a.request("wf", env=["FAKE_RUNSC=create=fail"]), wait=True)
