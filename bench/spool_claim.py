@@ -15,6 +15,7 @@ the end, and its temporary directory removed (unless --keep).
     python3 bench/spool_claim.py [--count 10000] [--timeout 600]
 """
 import argparse
+import ctypes
 import json
 import os
 import shutil
@@ -228,8 +229,10 @@ def run_agent(args, root, names, timeout):
         # the log quota's tmpfs of the sandboxes left running
         with open("/proc/self/mountinfo") as f:
             points = [line.split()[4] for line in f if line.split()[4].startswith(os.path.join(root, "logs") + "/")]
+        # In this process: one `umount` process per sandbox took minutes at 10,000.
+        libc = ctypes.CDLL(None, use_errno=True)
         for p in sorted(points, key=len, reverse=True):
-            subprocess.run(["umount", "-l", p], capture_output=True)
+            libc.umount2(p.encode(), 2)  # MNT_DETACH
 
 
 def rate(n, seconds):
