@@ -99,6 +99,7 @@ awaitable<void> Supervisor::recover() {
     sb->pool_template = rec.pool_template;
     sb->runsc_id = rec.runsc_id;
     sb->recorded = true;
+    sb->host_prepared = true;  // but not for one launched again (below)
     sb->request = std::move(rec.request);
     sb->origin = rec.origin;
     sb->state = rec.state;
@@ -152,6 +153,7 @@ awaitable<void> Supervisor::recover() {
       // `creating` record is needed before runsc create, as for a first launch.
       if (rec.runsc_created && sb->request.network != NetworkMode::bridge) sb->runsc_promised = true;
       sb->state = SandboxState::accepted;
+      sb->host_prepared = false;  // made again when its turn comes
       sb->pending = true;
       ++pending_launches_;
       spdlog::info("{} recovered: never reached runsc, launching again", sb->id);

@@ -22,9 +22,9 @@ struct RunscResult {
   bool timed_out = false;
   std::string spawn_error;  // runsc could not be run at all
   std::string output;       // stdout, for state/list
-  // What this call wrote to runsc.log (last 4 KiB). The sandbox's console writes to the same
-  // file, so for create/start/kill it may hold the sandbox's text too; `delete`'s is runsc's
-  // own (Output::runsc_only).
+  // What a failed call wrote to runsc.log (last 4 KiB; empty when the call succeeded). The
+  // sandbox's console writes to the same file, so for create/start/kill it may hold the
+  // sandbox's text too; `delete`'s is runsc's own (Output::runsc_only), failed or not.
   std::string log_excerpt;
   bool ok() const { return !timed_out && spawn_error.empty() && status.ok(); }
   // One line for a status's reason text / log: "timed out after 60000 ms", "exit code 1: …".

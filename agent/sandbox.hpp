@@ -61,6 +61,7 @@ struct Sandbox {
   bool runsc_promised = false;
   bool finished = false;       // torn down; the id may be reused
   bool recorded = false;       // its state record exists, or a write of it is queued
+  bool host_prepared = false;  // its directories and log quota are made: its logs are its own
   bool pending = false;        // counted in the pending launches (before probing/ready)
   bool socket_prepared = false;
   bool adopted = false;        // found running at start-up

@@ -168,10 +168,17 @@ Result<std::int64_t> Supervisor::extend(const std::string& id, std::uint64_t ttl
 Result<std::string> Supervisor::log_path(const std::string& id, const std::string& source) const {
   auto it = sandboxes_.find(id);
   if (it == sandboxes_.end()) return make_error(ErrorCode::not_found, "no sandbox " + id, "/id");
-  if (source == "dockerd" && !it->second->request.docker.enabled)
+  const auto& sb = *it->second;
+  if (source == "dockerd" && !sb.request.docker.enabled)
     return make_error(ErrorCode::invalid_request, "sandbox " + id + " runs no dockerd", "/source");
+  // Until then logs/ID is not this sandbox's: it may hold an earlier one's of the same id.
+  if (!sb.host_prepared)
+    return make_error(ErrorCode::not_found,
+                      "no " + source + " log for " + id +
+                          (is_terminal(sb.state) ? ": it never reached runsc" : " yet: it is waiting for its turn with runsc"),
+                      "/id");
   // The main process writes to the sandbox's console, which is runsc.log.
-  return paths::join(layout_.logs_dir(it->second->dir), source == "dockerd" ? "dockerd.log" : "runsc.log");
+  return paths::join(layout_.logs_dir(sb.dir), source == "dockerd" ? "dockerd.log" : "runsc.log");
 }
 
 const Sandbox* Supervisor::find(const std::string& id) const {
@@ -707,6 +714,7 @@ Status Supervisor::prepare_host_dirs(Sandbox& sb) {
     errno = err ? err : ENOSPC;
     return fail("writing " + config_json);
   }
+  sb.host_prepared = true;
   return Ok{};
 }
 

@@ -262,7 +262,11 @@ class SocketApiTest(AgentTestCase):
 
     def test_a_launch_waiting_for_runsc_holds_nothing_on_the_host(self):
         # One runsc slot, held by a create that hangs until runsc.timeout_ms.
-        a = self.start_agent({"runsc": {"max_concurrent": 1, "timeout_ms": 3000}})
+        a = self.start_agent({"runsc": {"max_concurrent": 1, "timeout_ms": 8000}})
+        # "again" runs once and stops: its logs stay in logs/again/ for its next launch to find.
+        self.assertEqual(a.launch(a.request("again"), wait=True)["state"], "ready")
+        a.call({"op": "stop", "id": "again"})
+        a.wait_state("again", "stopped")
         a.launch(a.request("holder", env=["FAKE_RUNSC=create=hang"]))
         a.wait_state("holder", "creating")
 
@@ -272,12 +276,17 @@ class SocketApiTest(AgentTestCase):
                 mounted = [line.split()[4] for line in f if line.split()[4] == os.path.join(a.root, "logs", sid)]
             return dirs, mounted
 
-        for sid in ("queued", "dropped"):
+        for sid in ("queued", "dropped", "again"):
             a.launch(a.request(sid, docker={"enabled": True}))
         time.sleep(0.3)
         for sid in ("queued", "dropped"):
             self.assertEqual(a.status(sid)["state"], "accepted")
             self.assertEqual(host_side(sid), ([], []), f"{sid} waits for its turn with directories or mounts")
+        # Not the earlier "again"'s log: none yet.
+        reply = a.call({"op": "logs", "id": "again"})
+        self.assertFalse(reply["ok"], reply)
+        self.assertEqual(reply["error"]["code"], "not_found", reply)
+        self.assertIn("waiting for its turn", reply["error"]["message"])
         # Stopped while it waits: it never had anything to take down.
         a.call({"op": "stop", "id": "dropped"})
         self.assertEqual(a.wait_state("dropped", ("stopped", "failed"))["state"], "stopped")
@@ -286,6 +295,8 @@ class SocketApiTest(AgentTestCase):
         self.assertEqual(a.wait_state("holder", ("ready", "failed"))["reason"], "runsc_timeout")
         self.assertEqual(a.wait_state("queued", ("ready", "failed"))["state"], "ready")
         self.assertEqual(host_side("queued"), (["bundles", "logs", "sockets"], [os.path.join(a.root, "logs", "queued")]))
+        self.assertEqual(a.wait_state("again", ("ready", "failed"))["state"], "ready")
+        self.assertTrue(a.call({"op": "logs", "id": "again"})["ok"])
 
     def test_wait_reports_failure(self):
         a = self.start_agent()
