@@ -7,7 +7,7 @@ import threading
 import time
 import unittest
 
-from harness import AgentTestCase, Client, fd_count, process_children, sandboxctl, wait_for
+from harness import AgentTestCase, Client, fd_count, mounts_under, process_children, sandboxctl, wait_for
 
 
 class SocketApiTest(AgentTestCase):
@@ -272,9 +272,7 @@ class SocketApiTest(AgentTestCase):
 
         def host_side(sid):
             dirs = [d for d in ("bundles", "logs", "sockets") if os.path.exists(os.path.join(a.root, d, sid))]
-            with open("/proc/self/mountinfo") as f:
-                mounted = [line.split()[4] for line in f if line.split()[4] == os.path.join(a.root, "logs", sid)]
-            return dirs, mounted
+            return dirs, mounts_under(os.path.join(a.root, "logs", sid))
 
         for sid in ("queued", "dropped", "again"):
             a.launch(a.request(sid, docker={"enabled": True}))
