@@ -129,6 +129,58 @@ bool read_untrusted_file(const std::string& path, std::string& out, std::size_t 
   return read_if_regular(path, out, max, O_NOFOLLOW);
 }
 
+int find_untrusted_line(const std::string& path, std::size_t max_line,
+                        const std::function<bool(std::string_view)>& match) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
+  if (fd < 0) return -1;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    errno = EINVAL;
+    return -1;
+  }
+  std::string line;       // the line read so far, while it fits in max_line
+  bool overlong = false;  // the current line outgrew max_line: skipped up to its '\n'
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      ::close(fd);
+      errno = e;
+      return -1;
+    }
+    if (n == 0) break;
+    std::string_view block(buf, static_cast<std::size_t>(n));
+    while (!block.empty()) {
+      auto nl = block.find('\n');
+      std::string_view part = block.substr(0, nl);
+      if (!overlong && line.size() + part.size() > max_line) {
+        overlong = true;
+        line.clear();
+      }
+      if (nl == std::string_view::npos) {
+        if (!overlong) line.append(part);
+        break;
+      }
+      block.remove_prefix(nl + 1);
+      if (!overlong) {
+        // Whole lines in the block are matched where they lie, without a copy.
+        bool found = line.empty() ? match(part) : (line.append(part), match(line));
+        if (found) {
+          ::close(fd);
+          return 1;
+        }
+      }
+      line.clear();
+      overlong = false;
+    }
+  }
+  ::close(fd);
+  return !overlong && !line.empty() && match(line) ? 1 : 0;
+}
+
 namespace {
 bool read_fd(int fd, std::string& out, std::size_t max) {
   out.clear();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -36,6 +37,13 @@ bool read_file(const std::string& path, std::string& out, std::size_t max);
 // follows a symlink, never blocks on a FIFO, reads only regular files. What a sandbox
 // leaves there must not make the agent (root) read or write anything else.
 bool read_untrusted_file(const std::string& path, std::string& out, std::size_t max);
+
+// Whether a line of an untrusted file (opened as read_untrusted_file does) satisfies `match`,
+// reading it in blocks however large it is: memory stays bounded by `max_line`, and lines
+// longer than that are skipped unseen. `match` gets each line without its '\n' (the last one
+// too, if the file does not end in one). 1 found, 0 not found, -1 on error (errno set).
+int find_untrusted_line(const std::string& path, std::size_t max_line,
+                        const std::function<bool(std::string_view)>& match);
 
 // Writes all of `data` to `fd` (retrying short writes and EINTR); false with errno set.
 bool write_all(int fd, std::string_view data);

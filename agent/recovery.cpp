@@ -224,20 +224,25 @@ awaitable<void> Supervisor::recover() {
 // Whether `runsc create` (or `runsc run`, its create and start in one) was ever started for
 // this sandbox: the driver writes each call's command line to runsc.log just before it runs it.
 bool Supervisor::runsc_create_was_run(const Sandbox& sb) const {
-  std::string log, rotated;
-  auto path = paths::join(layout_.logs_dir(sb.dir), "runsc.log");
-  if (!paths::read_untrusted_file(path, log, 16 << 20)) return errno != ENOENT;  // unsure: assume it was
-  // The sandbox's console shares the file: past 4 MiB the next runsc call rotated the create
-  // line into runsc.log.1.
-  if (paths::read_untrusted_file(path + ".1", rotated, 16 << 20)) log = rotated + log;
-  std::string tail = " " + sb.runsc_id + "\n";
-  for (std::string_view head : {kCreateCallHead, kRunCallHead}) {
-    std::string call(1, ' ');
-    call.append(head).push_back(' ');
-    for (std::size_t pos = log.find(call); pos != std::string::npos; pos = log.find(call, pos + 1)) {
-      auto eol = log.find('\n', pos);
-      if (eol != std::string::npos && log.compare(eol + 1 - tail.size(), tail.size(), tail) == 0) return true;
+  // The agent writes each runsc call into runsc.log before making it. The sandbox's console
+  // shares the file (up to its log quota, however large), so it is searched line by line,
+  // never read whole. Past 4 MiB the next runsc call rotated the create line into runsc.log.1.
+  const std::string tail = " " + sb.runsc_id;
+  auto is_create_call = [&](std::string_view line) {
+    if (line.size() < tail.size() || line.substr(line.size() - tail.size()) != tail) return false;
+    for (std::string_view head : {kCreateCallHead, kRunCallHead}) {
+      std::string call(1, ' ');
+      call.append(head).push_back(' ');
+      if (line.find(call) != std::string_view::npos) return true;
     }
+    return false;
+  };
+  constexpr std::size_t kMaxCallLine = 1 << 20;  // a call line is argv: paths and flags
+  auto path = paths::join(layout_.logs_dir(sb.dir), "runsc.log");
+  for (const std::string& file : {path, path + ".1"}) {
+    int found = paths::find_untrusted_line(file, kMaxCallLine, is_create_call);
+    if (found > 0) return true;
+    if (found < 0 && errno != ENOENT) return true;  // unsure: assume it was
   }
   return false;
 }

@@ -119,9 +119,24 @@ class CrashTest(AgentTestCase):
         wait_for(runtime_matches, timeout=120, interval=0.5, what="the runtime to hold exactly the ready sandboxes")
 
     def test_a_launch_killed_before_runsc_create_is_launched_again_from_its_intent_record(self):
+        self.kill_a_queued_launch_and_restart()
+
+    def test_a_queued_launch_with_a_reused_id_and_a_large_old_runsc_log_is_launched_again(self):
+        # The id's earlier sandbox left logs/ID/runsc.log (logs are kept), larger than anything
+        # the agent would read whole: a quota above 16 MiB allows it. No line of it is a call
+        # for the new sandbox, so the new one still never reached runsc.
+        self.kill_a_queued_launch_and_restart(old_log_mib=24)
+
+    def kill_a_queued_launch_and_restart(self, old_log_mib=0):
         # One runsc slot, held by a create that hangs: the second launch waits for it. Its
         # only record is the intent, which (no bridge network) already says runsc may hold it.
         a = self.start_agent({"runsc": {"max_concurrent": 1, "timeout_ms": 8000}})
+        if old_log_mib:
+            logs = os.path.join(a.root, "logs", "queued")
+            os.makedirs(logs, exist_ok=True)
+            line = b"console output of the earlier sandbox, with runsc create --bundle in it\n"
+            with open(os.path.join(logs, "runsc.log"), "wb") as f:
+                f.write(line * (old_log_mib * (1 << 20) // len(line) + 1))
         a.launch(a.request("holder", env=["FAKE_RUNSC=create=hang"]))
         wait_for(lambda: a.status("holder")["state"] == "creating", timeout=10, what="the slot to be held")
         a.launch(a.request("queued", docker={"enabled": True}))

@@ -79,3 +79,41 @@ TEST_CASE("read_pid_file reads runsc's pid file and says -1 for anything else") 
   CHECK(paths::read_pid_file(t.path + "/pid") == -1);
   CHECK(paths::read_pid_file(t.path + "/none") == -1);
 }
+
+TEST_CASE("find_untrusted_line finds a line anywhere in a file larger than memory it may use") {
+  TempDir t;
+  const std::string file = t.path + "/log";
+  auto write = [&](const std::string& text) {
+    int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(paths::write_all(fd, text));
+    ::close(fd);
+  };
+  auto has = [&](std::string_view wanted, std::size_t max_line = 4096) {
+    return paths::find_untrusted_line(file, max_line, [&](std::string_view line) { return line == wanted; });
+  };
+  // 20 MiB of console output, the wanted line straddling the 64 KiB read blocks, then more.
+  std::string noise;
+  while (noise.size() < (20u << 20)) noise += "console output of a sandbox, line after line\n";
+  std::string text = noise.substr(0, 65536 - 5) + "\nrunsc create sb1\n" + noise;
+  write(text);
+  CHECK(has("runsc create sb1") == 1);
+  CHECK(has("runsc create sb2") == 0);
+  write(noise + "runsc create sb1");  // the last line, without its newline
+  CHECK(has("runsc create sb1") == 1);
+  // A line longer than max_line is skipped whole, not matched by its pieces.
+  write(std::string(10000, 'x') + "runsc create sb1\nshort\n");
+  CHECK(has("runsc create sb1", 4096) == 0);
+  CHECK(has("short", 4096) == 1);
+  CHECK(has(std::string(10000, 'x') + "runsc create sb1", 20000) == 1);
+  // What a sandbox could plant instead of a file is refused, and a missing file says so.
+  REQUIRE(::unlink(file.c_str()) == 0);
+  CHECK(has("x") == -1);
+  CHECK(errno == ENOENT);
+  REQUIRE(::symlink("/etc/passwd", file.c_str()) == 0);
+  CHECK(paths::find_untrusted_line(file, 4096, [](std::string_view) { return true; }) == -1);
+  REQUIRE(::unlink(file.c_str()) == 0);
+  REQUIRE(::mkfifo(file.c_str(), 0600) == 0);
+  CHECK(paths::find_untrusted_line(file, 4096, [](std::string_view) { return true; }) == -1);
+  CHECK(errno == EINVAL);
+}
