@@ -79,6 +79,7 @@ Status parse_runsc(json::value v, const Ptr& at, RunscConfig& c) {
     if (k == "max_concurrent") return json::read_u32(m, p, c.max_concurrent, 1, 1024);
     if (k == "timeout_ms") return json::read_u32(m, p, c.timeout_ms, 100, 3600000);
     if (k == "launch") return json::read_string(m, p, c.launch, 32);
+    if (k == "host_cgroups") return json::read_string(m, p, c.host_cgroups, 32);
     return invalid(p, "unknown key");
   });
 }
@@ -307,6 +308,8 @@ Status finish(Config& c) {
   if (c.runsc.platform.empty() ||
       c.runsc.platform.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") != std::string::npos)
     return err("/runsc/platform", "must be \"auto\" or a platform name such as systrap or ptrace");
+  if (c.runsc.host_cgroups != "limited" && c.runsc.host_cgroups != "always")
+    return err("/runsc/host_cgroups", "must be \"limited\" (a host cgroup only for a sandbox with resources) or \"always\"");
   if (c.runsc.launch != "run" && c.runsc.launch != "create_start")
     return err("/runsc/launch", "must be \"run\" (one runsc run --detach) or \"create_start\" (runsc create, then runsc start)");
   for (std::size_t i = 0; i < c.runsc.flags.size(); ++i) {

@@ -88,7 +88,7 @@ Runsc::Runsc(asio::any_io_executor ex, const RunscConfig& config, const RuntimeI
     : ex_(ex), config_(config), runtime_(runtime), state_root_(std::move(state_root)),
       max_concurrent_(max_concurrent), metrics_(metrics), slots_(ex, max_concurrent) {}
 
-std::vector<std::string> Runsc::base_argv(std::optional<NetworkMode> network, bool docker) const {
+std::vector<std::string> Runsc::base_argv(std::optional<NetworkMode> network, bool docker, bool host_cgroup) const {
   std::vector<std::string> argv{config_.path, "--root", state_root_};
   // The request's network mode decides runsc's --network; the configured flag is the default
   // (none) for every other call.
@@ -99,6 +99,7 @@ std::vector<std::string> Runsc::base_argv(std::optional<NetworkMode> network, bo
   }
   argv.insert(argv.end(), runtime_.common_flags.begin(), runtime_.common_flags.end());
   if (docker) argv.insert(argv.end(), runtime_.docker_flags.begin(), runtime_.docker_flags.end());
+  if (!host_cgroup) argv.insert(argv.end(), runtime_.no_cgroup_flags.begin(), runtime_.no_cgroup_flags.end());
   if (own_network) argv.push_back(*network == NetworkMode::host ? "--network=host" : "--network=sandbox");
   return argv;
 }
@@ -109,11 +110,12 @@ awaitable<Runsc::Slot> Runsc::reserve() {
 }
 
 awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string log_path,
-                                     Output output, std::optional<NetworkMode> network, bool docker, Slot slot) {
+                                     Output output, std::optional<NetworkMode> network, bool docker,
+                                     bool host_cgroup, Slot slot) {
   if (!slot) slot = co_await reserve();
 
   RunscResult result;
-  auto argv = base_argv(network, docker);
+  auto argv = base_argv(network, docker, host_cgroup);
   argv.insert(argv.end(), args.begin(), args.end());
 
   off_t log_start = 0;
@@ -251,9 +253,9 @@ unsigned Runsc::release_pinned_netns() {
 
 awaitable<RunscResult> Runsc::create(const std::string& id, const std::string& bundle,
                                      const std::string& pid_file, const std::string& log_path,
-                                     NetworkMode network, bool docker, Slot slot) {
+                                     NetworkMode network, bool docker, bool host_cgroup, Slot slot) {
   return invoke(with_head(kCreateCallHead, {bundle, "--pid-file", pid_file, id}), log_path, Output::log, network,
-                docker, std::move(slot));
+                docker, host_cgroup, std::move(slot));
 }
 
 RunHalves split_run(std::int64_t began_us, std::int64_t ended_us, std::int64_t pid_file_us) {
@@ -267,14 +269,15 @@ RunHalves split_run(std::int64_t began_us, std::int64_t ended_us, std::int64_t p
 
 awaitable<RunscResult> Runsc::run(const std::string& id, const std::string& bundle,
                                   const std::string& pid_file, const std::string& log_path,
-                                  NetworkMode network, bool docker, Slot slot) {
+                                  NetworkMode network, bool docker, bool host_cgroup, Slot slot) {
   return invoke(with_head(kRunCallHead, {bundle, "--pid-file", pid_file, id}), log_path, Output::log,
-                network, docker, std::move(slot));
+                network, docker, host_cgroup, std::move(slot));
 }
 
-awaitable<RunscResult> Runsc::start(const std::string& id, const std::string& log_path, NetworkMode network) {
+awaitable<RunscResult> Runsc::start(const std::string& id, const std::string& log_path, NetworkMode network,
+                                    bool host_cgroup) {
   // Current runsc sets up the sandbox's network at start, from start's own --network.
-  return invoke({"start", id}, log_path, Output::log, network, false);
+  return invoke({"start", id}, log_path, Output::log, network, false, host_cgroup);
 }
 
 awaitable<RunscResult> Runsc::kill(const std::string& id, const char* signal, const std::string& log_path) {

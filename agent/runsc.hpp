@@ -86,17 +86,20 @@ class Runsc {
   // `log_path` receives runsc's stdout and stderr (O_APPEND, rotated past 4 MiB). For
   // create it is also the sandbox's console: the sandbox inherits it. `slot`: one reserved
   // beforehand, else the call waits for one.
+  // `host_cgroup`: false puts the sandbox in no host cgroup of its own (RuntimeInfo's
+  // no_cgroup_flags); start must be told the same as create.
   awaitable<RunscResult> create(const std::string& id, const std::string& bundle,
                                 const std::string& pid_file, const std::string& log_path,
-                                NetworkMode network, bool docker, Slot slot = {});
+                                NetworkMode network, bool docker, bool host_cgroup, Slot slot = {});
   // create and start in one process (`runsc run --detach`): what create and start do, one
   // runsc start-up less. runsc writes the pid file when the create half is done; if the start
   // half fails, runsc destroys the sandbox itself.
   awaitable<RunscResult> run(const std::string& id, const std::string& bundle,
                              const std::string& pid_file, const std::string& log_path,
-                             NetworkMode network, bool docker, Slot slot = {});
+                             NetworkMode network, bool docker, bool host_cgroup, Slot slot = {});
   // `network` as given to create: current runsc configures the network at start.
-  awaitable<RunscResult> start(const std::string& id, const std::string& log_path, NetworkMode network);
+  awaitable<RunscResult> start(const std::string& id, const std::string& log_path, NetworkMode network,
+                               bool host_cgroup);
   awaitable<RunscResult> kill(const std::string& id, const char* signal, const std::string& log_path);
   awaitable<RunscResult> remove(const std::string& id, const std::string& log_path);  // delete --force
   // Signals one process inside the sandbox (its pid there, as exec's --internal-pid-file says).
@@ -131,8 +134,8 @@ class Runsc {
   enum class Output { log, capture_stdout, runsc_only };
   awaitable<RunscResult> invoke(std::vector<std::string> args, std::string log_path,
                                 Output output, std::optional<NetworkMode> network = std::nullopt, bool docker = false,
-                                Slot slot = {});
-  std::vector<std::string> base_argv(std::optional<NetworkMode> network, bool docker) const;
+                                bool host_cgroup = true, Slot slot = {});
+  std::vector<std::string> base_argv(std::optional<NetworkMode> network, bool docker, bool host_cgroup = true) const;
 
   asio::any_io_executor ex_;
   const RunscConfig& config_;

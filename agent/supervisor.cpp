@@ -300,7 +300,7 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   auto pid_file = paths::join(layout_.bundle_dir(sb->dir), "sandbox.pid");
   auto t0 = Clock::now();
   auto created = co_await runsc_.create(sb->runsc_id, layout_.bundle_dir(sb->dir), pid_file, logs,
-                                        sb->request.network, sb->request.docker.enabled,
+                                        sb->request.network, sb->request.docker.enabled, wants_host_cgroup(*sb),
                                         std::move(slot));
   sb->timings.create_ms = ms_between(t0, Clock::now());
   if (!created.ok()) {
@@ -321,7 +321,7 @@ awaitable<void> Supervisor::run(SandboxPtr sb, Runsc::Slot slot) {
   auto pid_file = paths::join(layout_.bundle_dir(sb->dir), "sandbox.pid");
   auto began_us = now_unix_us();
   auto ran = co_await runsc_.run(sb->runsc_id, layout_.bundle_dir(sb->dir), pid_file, logs, sb->request.network,
-                                 sb->request.docker.enabled, std::move(slot));
+                                 sb->request.docker.enabled, wants_host_cgroup(*sb), std::move(slot));
   auto ended_us = now_unix_us();
   std::int64_t pid_file_us = 0;
   int pid = paths::read_pid_file(pid_file, &pid_file_us);  // the bundle is new: no older pid file
@@ -351,7 +351,7 @@ awaitable<void> Supervisor::start(SandboxPtr sb) {
   auto logs = paths::join(layout_.logs_dir(sb->dir), "runsc.log");
   transition(*sb, SandboxState::starting);
   auto t0 = Clock::now();
-  auto result = co_await runsc_.start(sb->runsc_id, logs, sb->request.network);
+  auto result = co_await runsc_.start(sb->runsc_id, logs, sb->request.network, wants_host_cgroup(*sb));
   sb->timings.start_ms = ms_between(t0, Clock::now());
   if (!result.ok()) {
     fail(*sb, result.timed_out ? reason::runsc_timeout : reason::runsc_start_failed,

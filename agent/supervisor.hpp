@@ -102,6 +102,10 @@ class Supervisor {
   awaitable<void> lifecycle(SandboxPtr sb);
   void clean_after_restart(Sandbox& sb);
   bool runsc_create_was_run(const Sandbox& sb) const;
+  // runsc.host_cgroups: a host cgroup of its own only where it has limits to enforce.
+  bool wants_host_cgroup(const Sandbox& sb) const {
+    return config_.runsc.host_cgroups == "always" || sb.request.resources.any();
+  }
   awaitable<void> bring_up(SandboxPtr sb);
   awaitable<void> run(SandboxPtr sb, Runsc::Slot slot);
   awaitable<void> start(SandboxPtr sb);

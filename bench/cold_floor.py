@@ -9,7 +9,9 @@ on ptrace, dockerd starting its own containerd): the baseline every ratio is tak
   current-systrap    + the systrap platform
   containerd-beside  + containerd started by sandbox-init beside dockerd (docker.containerd_path)
   runsc-run          + one `runsc run --detach` instead of `runsc create` + `runsc start`
-                       (runsc.launch "run") = the agent's defaults today
+                       (runsc.launch "run")
+  no-host-cgroup     + no host cgroup for a sandbox without resources limits (runsc
+                       --ignore-cgroups; runsc.host_cgroups "limited") = the agent's defaults today
 Measured too, not shipped (see docs/benchmarks.md for why):
   gogc-off           + GOGC=off for dockerd and containerd
   exclusive-mounts   + runsc --file-access-mounts=exclusive
@@ -33,18 +35,23 @@ import benchlib as bl  # noqa: E402
 from runtimes import CURRENT, DEBIAN, request, stop  # noqa: E402
 from time_to_ready import make_skeleton  # noqa: E402
 
-# name, what changed, runsc, platform, runsc.launch, docker config, runsc flags, request env
-TWO_CALLS = "create_start"
+# name, what changed, runsc, platform, runsc config (launch, host_cgroups), docker config,
+# runsc flags, request env
+BEFORE = {"launch": "create_start", "host_cgroups": "always"}
+ONE_CALL = {"launch": "run", "host_cgroups": "always"}
+DEFAULTS = {}  # the agent's own: runsc.launch "run", runsc.host_cgroups "limited"
 RUNGS = [
-    ("debian-ptrace", "baseline: what ran before", DEBIAN, "ptrace", TWO_CALLS, {"containerd_path": ""}, [], []),
-    ("current-ptrace", "current gVisor", CURRENT, "ptrace", TWO_CALLS, {"containerd_path": ""}, [], []),
-    ("current-systrap", "systrap platform", CURRENT, "systrap", TWO_CALLS, {"containerd_path": ""}, [], []),
-    ("containerd-beside", "containerd started beside dockerd", CURRENT, "systrap", TWO_CALLS, {}, [], []),
-    ("runsc-run", "one `runsc run --detach` (defaults today)", CURRENT, "systrap", "run", {}, [], []),
+    ("debian-ptrace", "baseline: what ran before", DEBIAN, "ptrace", BEFORE, {"containerd_path": ""}, [], []),
+    ("current-ptrace", "current gVisor", CURRENT, "ptrace", BEFORE, {"containerd_path": ""}, [], []),
+    ("current-systrap", "systrap platform", CURRENT, "systrap", BEFORE, {"containerd_path": ""}, [], []),
+    ("containerd-beside", "containerd started beside dockerd", CURRENT, "systrap", BEFORE, {}, [], []),
+    ("runsc-run", "one `runsc run --detach`", CURRENT, "systrap", ONE_CALL, {}, [], []),
+    ("no-host-cgroup", "no host cgroup for a sandbox without limits (defaults today)", CURRENT, "systrap", DEFAULTS,
+     {}, [], []),
 ]
 NOT_SHIPPED = [
-    ("gogc-off", "GOGC=off for dockerd and containerd", CURRENT, "systrap", "run", {}, [], ["GOGC=off"]),
-    ("exclusive-mounts", "runsc --file-access-mounts=exclusive", CURRENT, "systrap", "run", {},
+    ("gogc-off", "GOGC=off for dockerd and containerd", CURRENT, "systrap", DEFAULTS, {}, [], ["GOGC=off"]),
+    ("exclusive-mounts", "runsc --file-access-mounts=exclusive", CURRENT, "systrap", DEFAULTS, {},
      ["--file-access-mounts=exclusive"], []),
 ]
 # Phase marks: (column, text in dockerd.log); None for sandbox-init's first line.
@@ -110,8 +117,8 @@ def main():
     os.chmod(base, 0o755)
     agents, results = {}, {r[0]: [] for r in rungs}
     try:
-        for name, _, runsc, platform, launch, docker, flags, _ in rungs:
-            cfg = {"runsc": {"path": runsc, "platform": platform, "timeout_ms": 60000, "launch": launch,
+        for name, _, runsc, platform, runsc_cfg, docker, flags, _ in rungs:
+            cfg = {"runsc": {"path": runsc, "platform": platform, "timeout_ms": 60000, **runsc_cfg,
                              "flags": ["--network=none"] + flags},
                    "docker": docker, "allowed_host_prefixes": ["ROOT/images", "/usr", "/etc"]}
             agents[name] = bl.Agent(os.path.join(base, name), cfg, runsc=runsc).start()

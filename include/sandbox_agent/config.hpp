@@ -36,6 +36,10 @@ struct RunscConfig {
   // `runsc start`, the way before: for runsc wrappers without `run`, and benchmarks' baseline).
   std::string launch = "run";
   bool one_call_launch() const { return launch == "run"; }
+  // Which sandboxes runsc puts in a host cgroup of their own: "limited" (only those whose
+  // request sets `resources`: the others get `--ignore-cgroups` and stay in the agent's
+  // cgroup; ~30 ms less per cold start on cgroup v1) or "always" (every one, as before).
+  std::string host_cgroups = "limited";
 };
 
 struct ProbeConfig {

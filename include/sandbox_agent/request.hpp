@@ -29,6 +29,7 @@ struct Resources {
   std::optional<double> cpus;
   std::optional<std::uint64_t> memory_mb;
   std::optional<std::int64_t> pids;
+  bool any() const { return cpus || memory_mb || pids; }
 };
 
 struct DockerOptions {

@@ -111,6 +111,7 @@ int answer_probe(const GlobalArgs& g, bool& answered) {
   if (g.command == "flags") {  // runsc prints these on stderr, as Go's flag package does
     std::string text =
         "  -host-uds value\n    \tcontrols permission to access host Unix-domain sockets.\n"
+        "  -ignore-cgroups\n    \tdon't configure cgroups.\n"
         "  -net-raw\n    \tenable raw sockets.\n"
         "  -network value\n    \tspecifies which network to use.\n"
         "  -platform string\n    \tspecifies which platform to use.\n"

@@ -15,6 +15,7 @@ namespace {
 
 constexpr const char* kDebianFlags =
     "  -host-uds value\n    \tcontrols permission to access host Unix-domain sockets. Values: none|open|create|all\n"
+    "  -ignore-cgroups\n    \tdon't configure cgroups.\n"
     "  -net-raw runsc exec\n    \tenable raw sockets. When false, raw sockets are disabled\n"
     "  -network value\n    \tspecifies which network to use: sandbox (default), host, none.\n"
     "  -platform string\n    \tspecifies which platform to use: ptrace (default), kvm. (default \"ptrace\")\n"
@@ -22,6 +23,7 @@ constexpr const char* kDebianFlags =
 constexpr const char* kCurrentFlags =
     "  -allow-packet-socket-write\n    \tallow writes on packet sockets\n"
     "  -host-uds value\n    \tcontrols permission to access host Unix-domain sockets.\n"
+    "  -ignore-cgroups\n    \tdon't configure cgroups.\n"
     "  -net-raw runsc exec\n    \tenable raw sockets.\n"
     "  -network value\n    \tspecifies which network to use\n"
     "  -platform string\n    \tspecifies which platform to use: systrap (default), ptrace, kvm.\n";
@@ -158,4 +160,33 @@ TEST_CASE("runtime: flag_name") {
   CHECK(flag_name("-net-raw") == "net-raw");
   CHECK(flag_name("--net-raw") == "net-raw");
   CHECK(flag_name("value") == "");
+}
+
+TEST_CASE("runtime: sandboxes without limits get no host cgroup unless runsc.host_cgroups says always") {
+  auto config = defaults();
+  CHECK(config.host_cgroups == "limited");
+  CHECK(describe_runtime(current(), config).no_cgroup_flags == std::vector<std::string>{"--ignore-cgroups"});
+  CHECK(describe_runtime(debian(), config).no_cgroup_flags == std::vector<std::string>{"--ignore-cgroups"});
+  CHECK(describe_runtime(current(), config).summary().find("--ignore-cgroups (sandboxes without resources limits)") !=
+        std::string::npos);
+  // A runsc without the flag: every sandbox keeps its cgroup, nothing is claimed.
+  auto old = current();
+  old.flags_text = kDebianFlags;
+  old.flags_text.erase(old.flags_text.find("  -ignore-cgroups"), std::string("  -ignore-cgroups\n    \tdon't configure cgroups.\n").size());
+  CHECK(describe_runtime(old, config).no_cgroup_flags.empty());
+
+  config.host_cgroups = "always";
+  CHECK(describe_runtime(current(), config).no_cgroup_flags.empty());
+
+  // The operator's own flag decides for every sandbox, and limits then go unenforced: said.
+  config = defaults();
+  config.flags.push_back("--ignore-cgroups");
+  auto info = describe_runtime(current(), config);
+  CHECK(info.no_cgroup_flags.empty());
+  REQUIRE(info.warnings.size() == 1);
+  CHECK(info.warnings[0].find("resources limits are not applied") != std::string::npos);
+  config.flags.back() = "--ignore-cgroups=false";
+  info = describe_runtime(current(), config);
+  CHECK(info.no_cgroup_flags.empty());
+  CHECK(info.warnings.empty());
 }
