@@ -139,8 +139,8 @@ int find_untrusted_line(const std::string& path, std::size_t max_line,
     errno = EINVAL;
     return -1;
   }
-  std::string line;       // the line read so far, while it fits in max_line
-  bool overlong = false;  // the current line outgrew max_line: skipped up to its '\n'
+  std::string line;      // the current line so far; of a longer one, its last max_line bytes
+  bool pending = false;  // a line began in an earlier block
   char buf[65536];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof buf);
@@ -156,29 +156,27 @@ int find_untrusted_line(const std::string& path, std::size_t max_line,
     while (!block.empty()) {
       auto nl = block.find('\n');
       std::string_view part = block.substr(0, nl);
-      if (!overlong && line.size() + part.size() > max_line) {
-        overlong = true;
+      bool found;
+      if (!pending && nl != std::string_view::npos) {
+        // A whole line inside the block: matched where it lies, without a copy.
+        found = match(part.substr(part.size() - std::min(part.size(), max_line)));
+      } else {
+        line.append(part.substr(part.size() - std::min(part.size(), max_line)));
+        if (line.size() > max_line) line.erase(0, line.size() - max_line);
+        pending = nl == std::string_view::npos;
+        if (pending) break;
+        found = match(line);
         line.clear();
       }
-      if (nl == std::string_view::npos) {
-        if (!overlong) line.append(part);
-        break;
+      if (found) {
+        ::close(fd);
+        return 1;
       }
       block.remove_prefix(nl + 1);
-      if (!overlong) {
-        // Whole lines in the block are matched where they lie, without a copy.
-        bool found = line.empty() ? match(part) : (line.append(part), match(line));
-        if (found) {
-          ::close(fd);
-          return 1;
-        }
-      }
-      line.clear();
-      overlong = false;
     }
   }
   ::close(fd);
-  return !overlong && !line.empty() && match(line) ? 1 : 0;
+  return pending && match(line) ? 1 : 0;
 }
 
 namespace {

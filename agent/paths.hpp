@@ -39,9 +39,10 @@ bool read_file(const std::string& path, std::string& out, std::size_t max);
 bool read_untrusted_file(const std::string& path, std::string& out, std::size_t max);
 
 // Whether a line of an untrusted file (opened as read_untrusted_file does) satisfies `match`,
-// reading it in blocks however large it is: memory stays bounded by `max_line`, and lines
-// longer than that are skipped unseen. `match` gets each line without its '\n' (the last one
-// too, if the file does not end in one). 1 found, 0 not found, -1 on error (errno set).
+// reading it in blocks however large it is: memory stays bounded by `max_line`. `match` gets
+// each line without its '\n' (the last one too, if the file does not end in one); of a line
+// longer than max_line, its last max_line bytes (what was appended to it last).
+// 1 found, 0 not found, -1 on error (errno set).
 int find_untrusted_line(const std::string& path, std::size_t max_line,
                         const std::function<bool(std::string_view)>& match);
 

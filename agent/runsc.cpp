@@ -120,6 +120,11 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
 
   off_t log_start = 0;
   int log_fd = open_log(log_path, log_start);
+  struct CloseFd {
+    int fd;
+    ~CloseFd() { if (fd >= 0) ::close(fd); }
+  } close_log{log_fd};
+  bool recorded = false;
   if (log_fd >= 0) {
     std::string header = format_time(now_unix_us()) + " runsc";
     for (std::size_t i = 1; i < argv.size(); ++i) header += " " + argv[i];
@@ -127,13 +132,16 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
     // What runsc writes starts after the header (the excerpt of a failure is read from there);
     // with O_APPEND the offset is the end of what we wrote, even if the sandbox's console
     // (the same file) appended meanwhile.
-    if (::write(log_fd, header.data(), header.size()) > 0)
+    recorded = paths::write_all(log_fd, header);
+    if (recorded)
       if (off_t end = ::lseek(log_fd, 0, SEEK_CUR); end >= 0) log_start = end;
   }
-  struct CloseFd {
-    int fd;
-    ~CloseFd() { if (fd >= 0) ::close(fd); }
-  } close_log{log_fd};
+  // After a crash, recovery tells whether a sandbox reached runsc by this line
+  // (runsc_create_was_run): without it, runsc must not be asked to create one.
+  if (!recorded && !log_path.empty() && (args.front() == "create" || args.front() == "run")) {
+    result.spawn_error = "cannot write the call to " + log_path + ": " + paths::errno_text();
+    co_return result;
+  }
 
   const bool capture = output != Output::log;
   int pipe_fds[2] = {-1, -1};

@@ -87,7 +87,8 @@ class Runsc {
   // create it is also the sandbox's console: the sandbox inherits it. `slot`: one reserved
   // beforehand, else the call waits for one.
   // `host_cgroup`: false puts the sandbox in no host cgroup of its own (RuntimeInfo's
-  // no_cgroup_flags); start must be told the same as create.
+  // no_cgroup_flags). runsc reads it at create only (later calls use the cgroup saved in its
+  // state); start is told the same for consistency.
   awaitable<RunscResult> create(const std::string& id, const std::string& bundle,
                                 const std::string& pid_file, const std::string& log_path,
                                 NetworkMode network, bool docker, bool host_cgroup, Slot slot = {});

@@ -176,7 +176,9 @@ RuntimeInfo describe_runtime(const RuntimeProbeOutput& out, const RunscConfig& c
   // runsc makes a cgroup per sandbox in every hierarchy (its path "/ID" when the spec names
   // none): ~30 ms of each cold create on cgroup v1, and of no use to a sandbox without limits.
   if (const auto* f = configured(config.flags, "ignore-cgroups")) {
-    if (*f != "--ignore-cgroups=false" && *f != "-ignore-cgroups=false")
+    auto value = f->find('=') == std::string::npos ? std::string_view("true") : std::string_view(*f).substr(f->find('=') + 1);
+    bool go_false = value == "false" || value == "0" || value == "f" || value == "F" || value == "FALSE" || value == "False";
+    if (!go_false)  // Go's flag package: the false spellings of strconv.ParseBool
       info.warnings.push_back("runsc.flags has " + *f + ": no sandbox gets a host cgroup, and requests' resources limits are not applied");
   } else if (config.host_cgroups != "always" && supports("ignore-cgroups")) {
     info.no_cgroup_flags.push_back("--ignore-cgroups");

@@ -127,6 +127,20 @@ class CrashTest(AgentTestCase):
         # for the new sandbox, so the new one still never reached runsc.
         self.kill_a_queued_launch_and_restart(old_log_mib=24)
 
+    def test_runsc_is_not_asked_to_create_a_sandbox_whose_call_cannot_be_logged(self):
+        # Recovery tells whether a sandbox reached runsc by its call line in runsc.log; a call
+        # that could not be written there would be made again after a crash. Here (no log
+        # quota, so no fresh tmpfs) runsc.log is a directory: the launch fails instead.
+        a = self.start_agent({"logs": {"max_bytes_per_sandbox": 0}})
+        os.makedirs(os.path.join(a.root, "logs", "unlogged", "runsc.log"))
+        final = a.launch(a.request("unlogged"), wait=True)
+        self.assertEqual(final["state"], "failed", final)
+        self.assertIn("cannot write the call to " + os.path.join(a.root, "logs", "unlogged", "runsc.log"),
+                      final["sandbox"]["log_tail"])
+        self.assertEqual(final["sandbox"]["reason"], "runsc_create_failed")
+        self.assertEqual(fake_list(a), [])
+        self.assertEqual(a.launch(a.request("logged"), wait=True)["state"], "ready")
+
     def kill_a_queued_launch_and_restart(self, old_log_mib=0):
         # One runsc slot, held by a create that hangs: the second launch waits for it. Its
         # only record is the intent, which (no bridge network) already says runsc may hold it.

@@ -87,6 +87,12 @@ class RuntimeProbeTest(AgentTestCase):
         self.assertNotIn("--ignore-cgroups", self.probe_line(b))
         b.launch(b.request("free"), wait=True)
         self.assertNotIn("--ignore-cgroups", runsc_calls(b, "free", "run")[0])
+        # the default one-call launch carries it on `runsc run`
+        c = self.start_with("current")
+        c.launch(c.request("free"), wait=True)
+        c.launch(c.request("capped", resources={"pids": 100}), wait=True)
+        self.assertIn(" --ignore-cgroups ", runsc_calls(c, "free", "run")[0])
+        self.assertNotIn("--ignore-cgroups", runsc_calls(c, "capped", "run")[0])
 
     def test_debian_runsc_gets_ptrace_vfs_and_says_no_nested_containers(self):
         a = self.start_with("debian")

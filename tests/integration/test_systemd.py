@@ -288,7 +288,7 @@ class UnitFilesTest(AgentTestCase):
         service = settings("sandbox-agent.service")
         for key, value in {"Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30",
                            "Restart": "on-failure", "KillMode": "process", "StateDirectory": "sandbox-agent",
-                           "LimitNOFILE": "1048576",
+                           "LimitNOFILE": "1048576", "TasksMax": "infinity", "OOMPolicy": "continue",
                            "ExecStart": "/usr/bin/sandbox-agent --config /etc/sandbox-agent/config.json"}.items():
             self.assertEqual(service.get(key), value, key)
         for key, value in {"NoNewPrivileges": "yes", "SystemCallArchitectures": "native",

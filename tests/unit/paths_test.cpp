@@ -1,6 +1,7 @@
 // paths: the host file-system helpers the supervisor builds a sandbox's directories with.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <fcntl.h>
@@ -101,11 +102,31 @@ TEST_CASE("find_untrusted_line finds a line anywhere in a file larger than memor
   CHECK(has("runsc create sb2") == 0);
   write(noise + "runsc create sb1");  // the last line, without its newline
   CHECK(has("runsc create sb1") == 1);
-  // A line longer than max_line is skipped whole, not matched by its pieces.
+  // Of a line longer than max_line, its end is matched: the agent's call line appended to a
+  // console line that never ended is still found, memory bounded.
+  std::size_t longest = 0;
+  auto ends_with = [&](std::string_view tail, std::size_t max_line) {
+    longest = 0;
+    int found = paths::find_untrusted_line(file, max_line, [&](std::string_view line) {
+      longest = std::max(longest, line.size());
+      return line.size() >= tail.size() && line.substr(line.size() - tail.size()) == tail;
+    });
+    CHECK(longest <= max_line);
+    return found;
+  };
   write(std::string(10000, 'x') + "runsc create sb1\nshort\n");
-  CHECK(has("runsc create sb1", 4096) == 0);
+  CHECK(ends_with("xrunsc create sb1", 4096) == 1);
   CHECK(has("short", 4096) == 1);
   CHECK(has(std::string(10000, 'x') + "runsc create sb1", 20000) == 1);
+  // ...also when it spans read blocks, and as the last line without a newline.
+  write(noise + std::string(200000, 'y') + " runsc create sb1");
+  CHECK(ends_with("y runsc create sb1", 4096) == 1);
+  CHECK(ends_with("y runsc create sb2", 4096) == 0);
+  // exactly max_line is a whole line; one byte more loses its first byte
+  write("abcd\nefghi\n");
+  CHECK(has("abcd", 4) == 1);
+  CHECK(has("efghi", 4) == 0);
+  CHECK(has("fghi", 4) == 1);
   // What a sandbox could plant instead of a file is refused, and a missing file says so.
   REQUIRE(::unlink(file.c_str()) == 0);
   CHECK(has("x") == -1);

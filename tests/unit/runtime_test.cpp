@@ -185,8 +185,12 @@ TEST_CASE("runtime: sandboxes without limits get no host cgroup unless runsc.hos
   CHECK(info.no_cgroup_flags.empty());
   REQUIRE(info.warnings.size() == 1);
   CHECK(info.warnings[0].find("resources limits are not applied") != std::string::npos);
-  config.flags.back() = "--ignore-cgroups=false";
-  info = describe_runtime(current(), config);
-  CHECK(info.no_cgroup_flags.empty());
-  CHECK(info.warnings.empty());
+  for (const char* off : {"--ignore-cgroups=false", "-ignore-cgroups=0", "--ignore-cgroups=F"}) {
+    config.flags.back() = off;
+    info = describe_runtime(current(), config);
+    CHECK(info.no_cgroup_flags.empty());
+    CHECK(info.warnings.empty());
+  }
+  config.flags.back() = "--ignore-cgroups=true";
+  CHECK(describe_runtime(current(), config).warnings.size() == 1);
 }
