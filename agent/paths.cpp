@@ -1,5 +1,6 @@
 #include "paths.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -80,8 +81,56 @@ bool remove_tree(const std::string& path) {
 }
 
 namespace {
-bool read_fd(int fd, std::string& out, std::size_t max);
+// Opens `path` for reading only if it is a regular file, without blocking on a FIFO or a
+// device put in its place; -1 with errno set (EINVAL: not a regular file).
+int open_regular(const std::string& path, int extra_flags) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | extra_flags);
+  if (fd < 0) return -1;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    errno = EINVAL;
+    return -1;
+  }
+  return fd;
 }
+
+// Reads `fd` to its end in blocks of `buf`'s size, handing each to `take`, which returns false
+// to stop early. 1 when `take` stopped, 0 at the end, -1 on a read error (errno set). Closes
+// `fd` in every case, keeping errno.
+template <std::size_t N, class Take>
+int read_blocks(int fd, char (&buf)[N], Take take) {
+  int result = 0;
+  for (;;) {
+    ssize_t n = ::read(fd, buf, N);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      result = n < 0 ? -1 : 0;
+      break;
+    }
+    if (!take(std::string_view(buf, static_cast<std::size_t>(n)))) {
+      result = 1;
+      break;
+    }
+  }
+  int e = errno;
+  ::close(fd);
+  errno = e;
+  return result;
+}
+
+bool read_fd(int fd, std::string& out, std::size_t max) {
+  out.clear();
+  char buf[16384];
+  int r = read_blocks(fd, buf, [&](std::string_view block) {
+    if (out.size() + block.size() > max) return false;
+    out.append(block);
+    return true;
+  });
+  if (r > 0) errno = EFBIG;
+  return r == 0;
+}
+}  // namespace
 
 int read_pid_file(const std::string& path, std::int64_t* written_unix_us) {
   if (written_unix_us) *written_unix_us = 0;
@@ -109,15 +158,8 @@ bool read_file(const std::string& path, std::string& out, std::size_t max) {
 
 namespace {
 bool read_if_regular(const std::string& path, std::string& out, std::size_t max, int extra_flags) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | extra_flags);
-  if (fd < 0) return false;
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    errno = EINVAL;
-    return false;
-  }
-  return read_fd(fd, out, max);
+  int fd = open_regular(path, extra_flags);
+  return fd >= 0 && read_fd(fd, out, max);
 }
 }  // namespace
 
@@ -131,79 +173,36 @@ bool read_untrusted_file(const std::string& path, std::string& out, std::size_t 
 
 int find_untrusted_line(const std::string& path, std::size_t max_line,
                         const std::function<bool(std::string_view)>& match) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
+  int fd = open_regular(path, O_NOFOLLOW);
   if (fd < 0) return -1;
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    errno = EINVAL;
-    return -1;
-  }
   std::string line;      // the current line so far; of a longer one, its last max_line bytes
   bool pending = false;  // a line began in an earlier block
+  auto last_bytes = [&](std::string_view part) { return part.substr(part.size() - std::min(part.size(), max_line)); };
   char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      errno = e;
-      return -1;
-    }
-    if (n == 0) break;
-    std::string_view block(buf, static_cast<std::size_t>(n));
+  int r = read_blocks(fd, buf, [&](std::string_view block) {
     while (!block.empty()) {
       auto nl = block.find('\n');
       std::string_view part = block.substr(0, nl);
       bool found;
       if (!pending && nl != std::string_view::npos) {
-        // A whole line inside the block: matched where it lies, without a copy.
-        found = match(part.substr(part.size() - std::min(part.size(), max_line)));
+        found = match(last_bytes(part));  // a whole line inside the block: no copy
       } else {
-        line.append(part.substr(part.size() - std::min(part.size(), max_line)));
+        line.append(last_bytes(part));
         if (line.size() > max_line) line.erase(0, line.size() - max_line);
         pending = nl == std::string_view::npos;
-        if (pending) break;
+        if (pending) return true;
         found = match(line);
         line.clear();
       }
-      if (found) {
-        ::close(fd);
-        return 1;
-      }
+      if (found) return false;
       block.remove_prefix(nl + 1);
     }
-  }
-  ::close(fd);
+    return true;
+  });
+  if (r != 0) return r;
   return pending && match(line) ? 1 : 0;
 }
 
-namespace {
-bool read_fd(int fd, std::string& out, std::size_t max) {
-  out.clear();
-  char buf[16384];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      errno = e;
-      return false;
-    }
-    if (n == 0) break;
-    if (out.size() + static_cast<std::size_t>(n) > max) {
-      ::close(fd);
-      errno = EFBIG;
-      return false;
-    }
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return true;
-}
-}  // namespace
 
 bool write_all(int fd, std::string_view data) {
   while (!data.empty()) {

@@ -228,13 +228,11 @@ bool Supervisor::runsc_create_was_run(const Sandbox& sb) const {
   // shares the file (up to its log quota, however large), so it is searched line by line,
   // never read whole. Past 4 MiB the next runsc call rotated the create line into runsc.log.1.
   const std::string tail = " " + sb.runsc_id;
+  const std::string calls[] = {" " + std::string(kCreateCallHead) + " ", " " + std::string(kRunCallHead) + " "};
   auto is_create_call = [&](std::string_view line) {
     if (line.size() < tail.size() || line.substr(line.size() - tail.size()) != tail) return false;
-    for (std::string_view head : {kCreateCallHead, kRunCallHead}) {
-      std::string call(1, ' ');
-      call.append(head).push_back(' ');
+    for (const std::string& call : calls)
       if (line.find(call) != std::string_view::npos) return true;
-    }
     return false;
   };
   constexpr std::size_t kMaxCallLine = 1 << 20;  // a call line is argv: paths and flags

@@ -50,6 +50,14 @@ std::string excerpt_of(std::string text) {
   return text;
 }
 
+// Whether `args` are a call recovery looks for in runsc.log (runsc_create_was_run): one
+// starting with the verb of kCreateCallHead or kRunCallHead.
+bool creates_a_sandbox(const std::vector<std::string>& args) {
+  for (std::string_view head : {kCreateCallHead, kRunCallHead})
+    if (!args.empty() && args.front() == head.substr(0, head.find(' '))) return true;
+  return false;
+}
+
 // The words of `head` (kCreateCallHead, …), then `rest`.
 std::vector<std::string> with_head(std::string_view head, std::vector<std::string> rest) {
   std::vector<std::string> args;
@@ -138,7 +146,7 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
   }
   // After a crash, recovery tells whether a sandbox reached runsc by this line
   // (runsc_create_was_run): without it, runsc must not be asked to create one.
-  if (!recorded && !log_path.empty() && (args.front() == "create" || args.front() == "run")) {
+  if (!recorded && !log_path.empty() && creates_a_sandbox(args)) {
     result.spawn_error = "cannot write the call to " + log_path + ": " + paths::errno_text();
     co_return result;
   }

@@ -44,7 +44,7 @@ struct RuntimeInfo {
   std::vector<std::string> common_flags;
   // Added to `runsc create` of a Docker sandbox only.
   std::vector<std::string> docker_flags;
-  // Added to the create (and start) of a sandbox that gets no host cgroup of its own
+  // Added to the `runsc run` (or create and start) of a sandbox that gets no host cgroup of its own
   // (runsc.host_cgroups): `--ignore-cgroups` where runsc has it and runsc.flags do not
   // already decide; empty otherwise.
   std::vector<std::string> no_cgroup_flags;
