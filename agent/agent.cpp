@@ -20,6 +20,7 @@
 #include "runtime_probe.hpp"
 #include "pools.hpp"
 #include "socket_server.hpp"
+#include "spawn_helper.hpp"
 #include "spool.hpp"
 #include "supervisor.hpp"
 #include "watchers.hpp"
@@ -89,7 +90,7 @@ Result<int> lock_root(const std::string& root) {
 
 struct Agent::Impl {
   Impl(asio::io_context& io, Config cfg, AgentOptions opts)
-      : ex(io.get_executor()), config(std::move(cfg)), options(opts), writer(ex), dirs(ex), pids(ex),
+      : ex(io.get_executor()), config(std::move(cfg)), options(std::move(opts)), helper(ex), writer(ex), dirs(ex), pids(ex),
         supervisor(ex, config, runtime, events, writer, dirs, pids),
         pools(ex, config, supervisor, events),
         socket(ex, config, supervisor, events, pools),
@@ -129,6 +130,15 @@ struct Agent::Impl {
     if (auto s = make_layout(config); !s) co_return fail(s);
     if (auto s = writer.open(); !s) co_return fail(s);
     if (auto s = dirs.open(); !s) co_return fail(s);
+    if (!options.spawn_helper.empty() && config.runsc.spawn_helper) {
+      // Before recovery, which calls runsc too. Without it the agent forks runsc itself.
+      if (auto s = co_await helper.start(options.spawn_helper); !s) {
+        spdlog::warn("{}; the agent forks runsc itself", s.error().message);
+      } else {
+        supervisor.use_spawn_helper(&helper);
+        spdlog::info("spawn helper up (pid {}): runsc calls are forked there", helper.pid());
+      }
+    }
     runtime = co_await probe_runtime(config);
     spdlog::info("{}", runtime.summary());
     for (const auto& w : runtime.warnings) spdlog::warn("runtime: {}", w);
@@ -168,6 +178,7 @@ struct Agent::Impl {
   Config config;
   AgentOptions options;
   int lock_fd = -1;
+  SpawnHelper helper;    // before the supervisor, whose runsc calls it serves until the end
   RuntimeInfo runtime;  // before the supervisor, which holds a reference
   EventBus events;
   DurableWriter writer;
@@ -181,7 +192,7 @@ struct Agent::Impl {
 };
 
 Agent::Agent(asio::io_context& io, Config config, AgentOptions options)
-    : impl_(std::make_unique<Impl>(io, std::move(config), options)) {
+    : impl_(std::make_unique<Impl>(io, std::move(config), std::move(options))) {
   raise_fd_limit();
 }
 

@@ -80,6 +80,7 @@ Status parse_runsc(json::value v, const Ptr& at, RunscConfig& c) {
     if (k == "timeout_ms") return json::read_u32(m, p, c.timeout_ms, 100, 3600000);
     if (k == "launch") return json::read_string(m, p, c.launch, 32);
     if (k == "host_cgroups") return json::read_string(m, p, c.host_cgroups, 32);
+    if (k == "spawn_helper") return json::read_bool(m, p, c.spawn_helper);
     return invalid(p, "unknown key");
   });
 }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "paths.hpp"
+#include "spawn_helper.hpp"
 #include "unique_fd.hpp"
 
 #ifndef P_PIDFD
@@ -238,7 +239,10 @@ __attribute__((no_sanitize("address", "undefined"))) int child_main(void* arg) {
 
 }  // namespace
 
-Child::Child(Child&& o) noexcept : pid_(o.pid_), pidfd_(o.pidfd_), launch_(o.launch_) {
+Child::Child(std::shared_ptr<RemoteChild> remote) : remote_(std::move(remote)) {}
+
+Child::Child(Child&& o) noexcept
+    : pid_(o.pid_), pidfd_(o.pidfd_), launch_(o.launch_), remote_(std::move(o.remote_)) {
   o.pid_ = -1;
   o.pidfd_ = -1;
   o.launch_ = nullptr;
@@ -250,6 +254,7 @@ Child& Child::operator=(Child&& o) noexcept {
     pid_ = o.pid_;
     pidfd_ = o.pidfd_;
     launch_ = o.launch_;
+    remote_ = std::move(o.remote_);
     o.pid_ = -1;
     o.pidfd_ = -1;
     o.launch_ = nullptr;
@@ -259,7 +264,10 @@ Child& Child::operator=(Child&& o) noexcept {
 
 Child::~Child() { reap_now(); }
 
+bool Child::running() const { return remote_ ? !remote_->ended : pidfd_ >= 0; }
+
 void Child::kill(int sig) {
+  if (remote_) return kill_remote(*remote_, sig);
   if (pidfd_ >= 0) ::syscall(SYS_pidfd_send_signal, pidfd_, sig, nullptr, 0);
 }
 
@@ -269,6 +277,7 @@ void Child::release_launch() {
 }
 
 void Child::reap_now() {
+  remote_.reset();  // killed by the helper if it had not ended, and reaped there
   if (pidfd_ < 0) return;
   kill(SIGKILL);
   siginfo_t info{};
@@ -280,6 +289,7 @@ void Child::reap_now() {
 }
 
 awaitable<ExitStatus> Child::wait() {
+  if (remote_) co_return co_await wait_remote(*remote_);
   ExitStatus st;
   if (pidfd_ < 0) co_return st;
   // Exec'd already: nothing more to learn from its launch, which another child may use.

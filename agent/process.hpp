@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,19 +37,21 @@ struct ExitStatus {
 std::string exec_error_text(const std::string& program, int exec_errno);
 
 struct Launch;  // what a child uses of the agent's memory until it has exec'd (process.cpp)
+struct RemoteChild;  // one the spawn helper started (spawn_helper.hpp)
 
-// An owned child: its pid and pidfd. Destroying a Child that has not been waited for
-// kills (SIGKILL) and reaps it, so no zombie outlives its owner.
+// An owned child: its pid and pidfd, or the spawn helper's handle on it. Destroying a Child
+// that has not been waited for kills (SIGKILL) and reaps it, so no zombie outlives its owner.
 class Child {
  public:
   Child() = default;
   Child(pid_t pid, int pidfd, Launch* launch = nullptr) : pid_(pid), pidfd_(pidfd), launch_(launch) {}
+  explicit Child(std::shared_ptr<RemoteChild> remote);
   Child(Child&& o) noexcept;
   Child& operator=(Child&& o) noexcept;
   ~Child();
 
-  pid_t pid() const { return pid_; }
-  bool running() const { return pidfd_ >= 0; }
+  pid_t pid() const { return pid_; }  // -1 for the helper's (the agent never signals by pid)
+  bool running() const;
   void kill(int sig);
   // Waits (on the ring) until the child exits and reaps it; says so if it could not exec.
   awaitable<ExitStatus> wait();
@@ -59,6 +62,7 @@ class Child {
   pid_t pid_ = -1;
   int pidfd_ = -1;
   Launch* launch_ = nullptr;  // until the child is known to be done with the agent's memory
+  std::shared_ptr<RemoteChild> remote_;
 };
 
 // Starts a child and returns at once: the reactor does not wait for its exec. Errors here

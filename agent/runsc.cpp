@@ -159,7 +159,9 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
   }
   SpawnSpec spec{argv, capture ? pipe_fds[1] : log_fd, output == Output::runsc_only ? pipe_fds[1] : log_fd};
   auto began = std::chrono::steady_clock::now();
-  auto child = spawn(spec);
+  // The helper where it can take the call; the agent's own clone otherwise (its queue full).
+  auto child = helper_ ? helper_->spawn(spec) : spawn(spec);
+  if (!child && helper_) child = spawn(spec);
   if (pipe_fds[1] >= 0) ::close(pipe_fds[1]);
   if (!child) {
     if (pipe_fds[0] >= 0) ::close(pipe_fds[0]);

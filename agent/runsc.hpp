@@ -14,6 +14,7 @@
 #include "sandbox_agent/config.hpp"
 #include "sandbox_agent/runtime.hpp"
 #include "semaphore.hpp"
+#include "spawn_helper.hpp"
 
 namespace sandbox_agent {
 
@@ -113,6 +114,10 @@ class Runsc {
   awaitable<RunscResult> state(const std::string& id);
   awaitable<RunscResult> list();
 
+  // runsc calls go through this helper from now on (the agent's own clone where it cannot
+  // take one); null: the agent's own clone. The helper must outlive this object's calls.
+  void use_spawn_helper(SpawnHelper* helper) { helper_ = helper; }
+
   unsigned queued() const { return slots_.waiting(); }
   bool idle() const { return slots_.available() == max_concurrent_ && slots_.waiting() == 0; }
 
@@ -145,6 +150,7 @@ class Runsc {
   unsigned max_concurrent_;
   Metrics& metrics_;
   AsyncSemaphore slots_;
+  SpawnHelper* helper_ = nullptr;
 };
 
 }  // namespace sandbox_agent

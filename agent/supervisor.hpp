@@ -81,6 +81,9 @@ class Supervisor {
   const RequestPolicy& policy() const { return policy_; }
   std::size_t active() const;  // sandboxes not yet torn down
 
+  // runsc calls go through the helper from now on (runsc.hpp).
+  void use_spawn_helper(SpawnHelper* helper) { runsc_.use_spawn_helper(helper); }
+
   // Start-up: adopts what state/ and runsc say is still there (see docs/durability.md).
   awaitable<void> recover();
   // Shutdown: by default leaves sandboxes running (adopted on restart); with stop_all stops

@@ -71,6 +71,23 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def spawn_helper_of(pid):
+    """The agent's spawn helper process (runsc.spawn_helper), or None."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return None
+    for k in kids:
+        try:
+            with open(f"/proc/{k}/comm") as f:
+                if f.read().strip() == "spawn-helper":
+                    return k
+        except OSError:
+            pass
+    return None
+
+
 def status_kib(pid, key="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:

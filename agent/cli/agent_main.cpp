@@ -176,6 +176,7 @@ int inherited_socket() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (int rc = sandbox_agent::spawn_helper_main(argc, argv); rc >= 0) return rc;  // the agent's own child
   Args args;
   if (int rc = parse_args(argc, argv, args); rc >= 0) return rc;
   auto loaded = load_config(args.config_file, args.overrides);
@@ -198,6 +199,7 @@ int main(int argc, char** argv) {
   asio::io_context io(1);  // one thread, one ring
   AgentOptions options;
   options.inherited_socket = inherited_socket();
+  options.spawn_helper = "/proc/self/exe";  // this very binary, even if replaced on disk since
   Agent agent(io, config, options);
   SdNotify notify(io.get_executor());
   int exit_code = 0;

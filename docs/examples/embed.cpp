@@ -26,6 +26,9 @@
 namespace sa = sandbox_agent;
 
 int main(int argc, char** argv) {
+  // This program also serves as the agent's spawn helper (AgentOptions::spawn_helper below):
+  // started that way, it does only that.
+  if (int rc = sa::spawn_helper_main(argc, argv); rc >= 0) return rc;
   if (argc < 3 || argc > 4) {
     std::fprintf(stderr, "usage: embed_example ROOT ROOTFS [RUNSC]\n");
     return 2;
@@ -48,7 +51,8 @@ int main(int argc, char** argv) {
   // One io_context, run by this thread only: every Agent call and every callback below
   // happens on it (call the Agent from other threads through asio::post).
   asio::io_context io(1);
-  sa::Agent agent(io, std::move(config.value()), sa::AgentOptions{.socket = false, .spool = false});
+  sa::Agent agent(io, std::move(config.value()), sa::AgentOptions{.socket = false, .spool = false, .inherited_socket = -1,
+                                                                           .spawn_helper = "/proc/self/exe"});
 
   int exit_code = 1;
   bool finishing = false;

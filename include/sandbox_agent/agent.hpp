@@ -24,7 +24,17 @@ struct AgentOptions {
   bool socket = true;         // serve the Unix socket
   bool spool = true;          // watch the spool directory
   int inherited_socket = -1;  // a listening socket passed by systemd (LISTEN_FDS)
+  // A program that serves the agent's runsc calls when run with `--spawn-helper` and the
+  // agent's end of a socket at fd 3: the daemon gives its own ("/proc/self/exe"); an embedding
+  // program may give its own too if its main calls sandbox_agent::spawn_helper_main() first
+  // (docs/embedding.md). Empty: the agent forks runsc itself.
+  std::string spawn_helper;
 };
+
+// For a program that embeds the agent and sets AgentOptions::spawn_helper to itself: call
+// first thing in main; returns the exit code when the process was started as the helper,
+// else -1 (go on as usual).
+int spawn_helper_main(int argc, char** argv);
 
 class Agent {
  public:

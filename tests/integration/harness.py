@@ -99,6 +99,34 @@ def process_children(pid):
     return out
 
 
+def process_name(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def spawn_helper_of(agent_pid):
+    """The agent's spawn helper (runsc.spawn_helper), or None."""
+    for p, _ in process_children(agent_pid):
+        if process_name(p) == "spawn-helper":
+            return p
+    return None
+
+
+def agent_children(agent_pid):
+    """What the agent has started and not yet reaped: its own children but the spawn helper,
+    and the helper's children (runsc calls), with their state letters."""
+    out = []
+    for p, st in process_children(agent_pid):
+        if process_name(p) == "spawn-helper":
+            out += process_children(p)
+        else:
+            out.append((p, st))
+    return out
+
+
 def pids_with_cmdline(fragment):
     """Processes whose command line contains fragment."""
     found = []

@@ -3,12 +3,13 @@ lose nothing; run out of disk and recover."""
 import json
 import os
 import random
+import signal
 import subprocess
 import threading
 import time
 import unittest
 
-from harness import AgentTestCase, Client, wait_for
+from harness import AgentTestCase, Client, process_children, spawn_helper_of, wait_for
 
 
 def drop(spool, name, request):
@@ -140,6 +141,28 @@ class CrashTest(AgentTestCase):
         self.assertEqual(final["sandbox"]["reason"], "runsc_create_failed")
         self.assertEqual(fake_list(a), [])
         self.assertEqual(a.launch(a.request("logged"), wait=True)["state"], "ready")
+
+    def test_the_agent_exits_when_its_spawn_helper_dies_and_the_next_start_recovers(self):
+        # The helper forks and reaps runsc for the agent; killed, the ends of the calls in
+        # flight are unknown: the agent exits as if it had crashed, and recovery decides.
+        a = self.start_agent({"runsc": {"timeout_ms": 8000}})
+        helper = spawn_helper_of(a.proc.pid)
+        self.assertIsNotNone(helper, a.log())
+        self.assertIn(f"spawn helper up (pid {helper})", a.log())
+        self.assertEqual(a.launch(a.request("before", docker={"enabled": True}), wait=True)["state"], "ready")
+        a.launch(a.request("inflight", env=["FAKE_RUNSC=create=hang"]))
+        wait_for(lambda: a.status("inflight")["state"] == "creating", timeout=10, what="a runsc call in flight")
+        self.assertTrue(process_children(helper), "the runsc call is the helper's child")
+        os.kill(helper, signal.SIGKILL)
+        self.assertEqual(a.proc.wait(10), 70)
+        self.assertIn("the spawn helper has gone (it exited): the ends of the runsc calls in flight are unknown",
+                      a.log())
+        a.start()
+        self.assertEqual(a.wait_state("inflight", ("ready", "failed"), timeout=30)["reason"], "agent_restart")
+        self.assertEqual(a.status("before")["state"], "ready")  # adopted
+        new_helper = spawn_helper_of(a.proc.pid)
+        self.assertNotIn(new_helper, (None, helper))
+        self.assertEqual(a.launch(a.request("after", docker={"enabled": True}), wait=True)["state"], "ready")
 
     def kill_a_queued_launch_and_restart(self, old_log_mib=0):
         # One runsc slot, held by a create that hangs: the second launch waits for it. Its

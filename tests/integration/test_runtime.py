@@ -7,7 +7,7 @@ import os
 import subprocess
 import unittest
 
-from harness import AGENT, AgentTestCase, FAKE_RUNSC
+from harness import AGENT, AgentTestCase, FAKE_RUNSC, process_children, spawn_helper_of, wait_for
 
 
 def runsc_calls(agent, sid, verb):
@@ -93,6 +93,26 @@ class RuntimeProbeTest(AgentTestCase):
         c.launch(c.request("capped", resources={"pids": 100}), wait=True)
         self.assertIn(" --ignore-cgroups ", runsc_calls(c, "free", "run")[0])
         self.assertNotIn("--ignore-cgroups", runsc_calls(c, "capped", "run")[0])
+
+    def test_runsc_calls_are_forked_by_the_spawn_helper_and_killed_through_it(self):
+        a = self.start_agent({"runsc": {"timeout_ms": 1500}})
+        helper = spawn_helper_of(a.proc.pid)
+        self.assertIsNotNone(helper, a.log())
+        a.launch(a.request("hung", env=["FAKE_RUNSC=create=hang"]))
+        wait_for(lambda: a.status("hung")["state"] == "creating", timeout=10, what="runsc create in flight")
+        # the agent's only child is the helper; the call is the helper's
+        self.assertEqual([p for p, _ in process_children(a.proc.pid)], [helper])
+        self.assertTrue(process_children(helper))
+        # past its deadline the call is killed through the helper, which reaps it
+        final = a.wait_state("hung", "failed", timeout=15)
+        self.assertEqual((final["reason"], final["log_tail"]), ("runsc_timeout", "runsc run: timed out and was killed"))
+        wait_for(lambda: not process_children(helper), timeout=10, what="the hung call killed and reaped")
+        self.assertEqual(a.launch(a.request("fine", docker={"enabled": True}), wait=True)["state"], "ready")
+        # runsc.spawn_helper false: the agent forks runsc itself
+        b = self.start_agent({"runsc": {"spawn_helper": False}})
+        self.assertIsNone(spawn_helper_of(b.proc.pid))
+        self.assertNotIn("spawn helper up", b.log())
+        self.assertEqual(b.launch(b.request("direct", docker={"enabled": True}), wait=True)["state"], "ready")
 
     def test_debian_runsc_gets_ptrace_vfs_and_says_no_nested_containers(self):
         a = self.start_with("debian")

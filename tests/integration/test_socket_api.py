@@ -7,7 +7,7 @@ import threading
 import time
 import unittest
 
-from harness import AgentTestCase, Client, fd_count, mounts_under, process_children, sandboxctl, wait_for
+from harness import AgentTestCase, Client, agent_children, fd_count, mounts_under, sandboxctl, wait_for
 
 
 class SocketApiTest(AgentTestCase):
@@ -309,7 +309,7 @@ class SocketApiTest(AgentTestCase):
         a.launch(a.request("warm", docker={"enabled": True}), wait=True)
         a.call({"op": "stop", "id": "warm"})
         a.wait_state("warm", "stopped")
-        wait_for(lambda: not [p for p, st in process_children(a.proc.pid)], timeout=20, what="no children")
+        wait_for(lambda: not agent_children(a.proc.pid), timeout=20, what="no children")
         fds_before = fd_count(a.proc.pid)
 
         c = a.client()
@@ -325,7 +325,7 @@ class SocketApiTest(AgentTestCase):
         wait_for(lambda: a.call({"op": "stats"})["stats"]["stopped"] == 1001, timeout=300, interval=0.2,
                  what="1000 sandboxes stopped")
         c.close()
-        wait_for(lambda: not process_children(a.proc.pid), timeout=30, what="every child reaped")
+        wait_for(lambda: not agent_children(a.proc.pid), timeout=30, what="every child reaped")
         wait_for(lambda: fd_count(a.proc.pid) <= fds_before, timeout=30,
                  what=f"fds back to {fds_before} (now {fd_count(a.proc.pid)})")
         self.assertEqual(json.loads(runsc_list(a)) or [], [])

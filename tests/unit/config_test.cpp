@@ -86,6 +86,7 @@ TEST_CASE("config: defaults under the given root") {
   CHECK(c.runsc.timeout_ms == 60000u);
   CHECK(c.runsc.launch == "run");  // one runsc run --detach
   CHECK(c.runsc.host_cgroups == "limited");
+  CHECK(c.runsc.spawn_helper);  // runsc forked by the helper process
   CHECK(c.runsc.one_call_launch());
   CHECK(c.allowed_host_prefixes ==
         std::vector<std::string>{resolved(root() + "/images"), resolved("/srv/images")});
@@ -147,7 +148,7 @@ TEST_CASE("config: the file overrides every default") {
   "socket": {"path": "/run/sa/agent.sock", "mode": "0600", "allowed_uids": [0, 1000], "allowed_gids": [100]},
   "spool": "/var/spool/sandbox-agent",
   "runsc": {"path": "/opt/runsc", "flags": ["--platform=systrap"], "max_concurrent": 8, "timeout_ms": 5000,
-            "launch": "create_start", "host_cgroups": "always"},
+            "launch": "create_start", "host_cgroups": "always", "spawn_helper": false},
   "allowed_host_prefixes": ["ROOT/img", "/data/images"],
   "allow_host_cgroup_bind": true,
   "probe": {"initial_ms": 10, "factor": 1.5, "max_ms": 500, "jitter": 0.1, "attempt_timeout_ms": 2000},
@@ -170,6 +171,7 @@ TEST_CASE("config: the file overrides every default") {
   CHECK(c.runsc.timeout_ms == 5000u);
   CHECK_FALSE(c.runsc.one_call_launch());
   CHECK(c.runsc.host_cgroups == "always");
+  CHECK_FALSE(c.runsc.spawn_helper);
   CHECK(c.allowed_host_prefixes == std::vector<std::string>{root() + "/img", "/data/images"});
   CHECK(c.allow_host_cgroup_bind);
   CHECK(c.probe.initial_ms == 10u);
@@ -286,6 +288,7 @@ TEST_CASE("config: wrong types") {
   check_error(R"({"runsc":{"platform":""}})", "/runsc/platform", "must be \"auto\" or a platform name");
   check_error(R"({"runsc":{"launch":"create"}})", "/runsc/launch", "must be \"run\" (one runsc run --detach) or \"create_start\"");
   check_error(R"({"runsc":{"launch":true}})", "/runsc/launch", "must be a string");
+  check_error(R"({"runsc":{"spawn_helper":"yes"}})", "/runsc/spawn_helper", "must be true or false");
   check_error(R"({"runsc":{"host_cgroups":"never"}})", "/runsc/host_cgroups", "must be \"limited\" (a host cgroup only for a sandbox with resources) or \"always\"");
   check_error(R"({"runsc":{"max_concurrent":"4"}})", "/runsc/max_concurrent", "must be an integer");
   check_error(R"({"runsc":{"max_concurrent":0}})", "/runsc/max_concurrent", "must be an integer from 1");
