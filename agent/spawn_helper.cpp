@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <tuple>
 
 #include "unique_fd.hpp"
 
@@ -116,6 +117,7 @@ SpawnHelper::~SpawnHelper() {
   link_->closing = true;
   std::error_code ec;
   link_->sock.close(ec);  // the helper reads its end of file and exits; its children stay
+  link_.reset();          // with the io_context still there to take its socket and timers
 }
 
 void SpawnHelper::on_lost(std::function<void(const std::string&)> f) { on_lost_ = std::move(f); }
@@ -181,8 +183,8 @@ Result<Child> SpawnHelper::spawn(const SpawnSpec& spec) {
   return Child(std::move(child));
 }
 
-awaitable<void> SpawnHelper::read_loop(std::shared_ptr<SpawnLink> link) {
-  auto lost = [&](std::string reason) {
+awaitable<void> SpawnHelper::read_loop(std::weak_ptr<SpawnLink> weak) {
+  auto lost = [](SpawnLink* link, std::string reason) {
     link->up = false;
     link->lost_reason = std::move(reason);
     link->hello.notify();
@@ -193,8 +195,18 @@ awaitable<void> SpawnHelper::read_loop(std::shared_ptr<SpawnLink> link) {
     link->waiting.clear();
   };
   for (;;) {
-    auto [ec] = co_await link->sock.async_wait(asio::posix::descriptor_base::wait_read, use_nothrow);
-    if (link->closing) co_return;
+    // The link (its socket and timers) belongs to the SpawnHelper: this frame must not keep
+    // it, nor destroy it, when the io_context tears the frame down after the helper is gone.
+    std::error_code ec;
+    if (auto link = weak.lock(); !link || link->closing) {
+      co_return;
+    } else {
+      auto& sock = link->sock;
+      link.reset();
+      std::tie(ec) = co_await sock.async_wait(asio::posix::descriptor_base::wait_read, use_nothrow);
+    }
+    auto link = weak.lock();
+    if (!link || link->closing) co_return;
     std::string gone;
     while (!ec && gone.empty()) {
       Reply r;
@@ -221,7 +233,7 @@ awaitable<void> SpawnHelper::read_loop(std::shared_ptr<SpawnLink> link) {
     if (ec) gone = ec.message();
     if (gone.empty()) continue;
     bool was_up = link->up;  // else start() reports it
-    lost(gone);
+    lost(link.get(), gone);
     if (was_up) on_lost_(gone);
     co_return;
   }

@@ -60,7 +60,7 @@ class SpawnHelper {
   void on_lost(std::function<void(const std::string&)> f);
 
  private:
-  awaitable<void> read_loop(std::shared_ptr<SpawnLink> link);
+  awaitable<void> read_loop(std::weak_ptr<SpawnLink> link);
   asio::any_io_executor ex_;
   std::shared_ptr<SpawnLink> link_;
   Child process_;
