@@ -203,6 +203,9 @@ std::string render_metrics(const MetricsSnapshot& s) {
         static_cast<double>(s.stats.runsc_queued));
   counter("sandbox_agent_probe_attempts_total", "GET /_ping requests sent to dockerd.",
           static_cast<double>(m.probe_attempts));
+  counter("sandbox_agent_runsc_forked_by_agent_total",
+          "runsc calls the agent forked itself because its spawn helper could not take them.",
+          static_cast<double>(m.runsc_forked_here));
   gauge("sandbox_agent_records_unwritten", "State records that failed to write and are being retried.",
         static_cast<double>(s.stats.records_unwritten));
   gauge("sandbox_agent_spool_files_in_progress", "Spool files claimed whose sandboxes have not ended.",

@@ -49,6 +49,7 @@ struct Metrics {
   std::map<std::string, Histogram, std::less<>> runsc_calls;    // by verb, seconds
   std::map<std::string, std::uint64_t, std::less<>> pool_claims;  // warm, by pool
   std::uint64_t probe_attempts = 0;                             // GET /_ping sent
+  std::uint64_t runsc_forked_here = 0;  // runsc calls the spawn helper could not take
 
   void count(std::map<std::string, std::uint64_t, std::less<>>& by, std::string_view reason);
   void observe_runsc(std::string_view verb, double seconds);

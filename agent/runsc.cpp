@@ -161,7 +161,11 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
   auto began = std::chrono::steady_clock::now();
   // The helper where it can take the call; the agent's own clone otherwise (its queue full).
   auto child = helper_ ? helper_->spawn(spec) : spawn(spec);
-  if (!child && helper_) child = spawn(spec);
+  if (!child && helper_) {
+    spdlog::debug("{}; forking runsc {} here", child.error().message, args.empty() ? "" : args.front());
+    ++metrics_.runsc_forked_here;
+    child = spawn(spec);
+  }
   if (pipe_fds[1] >= 0) ::close(pipe_fds[1]);
   if (!child) {
     if (pipe_fds[0] >= 0) ::close(pipe_fds[0]);

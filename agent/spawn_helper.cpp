@@ -62,15 +62,17 @@ bool send_request(SpawnLink& link, const void* data, std::size_t size, const int
   }
 }
 
-// A kill that found the socket full is tried again shortly: a deadline's SIGKILL must land.
+// A kill that could not be sent (the socket full, no buffer memory) is tried again until it
+// is, or the helper is gone: a deadline's SIGKILL, or a dropped Child's, must land. Not tied to
+// the Child, which may be gone already; the helper ignores a kill whose child it has reaped.
 awaitable<void> retry_kill(std::weak_ptr<SpawnLink> weak, Request q) {
   asio::steady_timer t(co_await asio::this_coro::executor);
   for (;;) {
     t.expires_after(Millis(5));
     co_await t.async_wait(use_nothrow);
     auto link = weak.lock();
-    if (!link || link->closing || !link->waiting.count(q.seq)) co_return;
-    if (send_request(*link, &q, sizeof q, nullptr, 0) || errno != EAGAIN) co_return;
+    if (!link || link->closing || !link->up) co_return;
+    if (send_request(*link, &q, sizeof q, nullptr, 0)) co_return;
   }
 }
 
@@ -79,8 +81,10 @@ void send_kill(const std::shared_ptr<SpawnLink>& link, std::uint64_t seq, int si
   q.kind = spawn_wire::kKill;
   q.seq = seq;
   q.signal = sig;
-  if (!send_request(*link, &q, sizeof q, nullptr, 0) && errno == EAGAIN)
-    asio::co_spawn(link->sock.get_executor(), retry_kill(link, q), asio::detached);
+  if (send_request(*link, &q, sizeof q, nullptr, 0)) return;
+  // EPIPE/ECONNRESET: the helper is gone, which its reader reports; anything else is retried.
+  spdlog::debug("spawn helper: kill {} of call {} not sent yet: {}", sig, seq, paths::errno_text());
+  asio::co_spawn(link->sock.get_executor(), retry_kill(link, q), asio::detached);
 }
 
 }  // namespace
@@ -114,10 +118,15 @@ SpawnHelper::SpawnHelper(asio::any_io_executor ex) : ex_(std::move(ex)) {
 
 SpawnHelper::~SpawnHelper() {
   if (!link_) return;
+  // The agent is going (its runsc calls' frames are destroyed after this): unlike the agent's
+  // own children, the helper's are not killed mid-call (a `runsc run` half done would leave a
+  // sandbox for recovery to judge `agent_restart`); they run to their end, orphaned, and the
+  // next start waits for them (Runsc::wait_for_strays). The helper itself is killed by
+  // process_'s destructor; its children do not depend on it.
   link_->closing = true;
   std::error_code ec;
-  link_->sock.close(ec);  // the helper reads its end of file and exits; its children stay
-  link_.reset();          // with the io_context still there to take its socket and timers
+  link_->sock.close(ec);
+  link_.reset();  // with the io_context still there to take its socket and timers
 }
 
 void SpawnHelper::on_lost(std::function<void(const std::string&)> f) { on_lost_ = std::move(f); }

@@ -47,7 +47,7 @@ struct KernelSigaction {
 };
 
 // In the vforked child, in the helper's memory: system calls only, then exec or _exit.
-[[noreturn]] __attribute__((noinline)) void exec_child(const Plan& plan, int* exec_errno) {
+[[noreturn]] __attribute__((noinline)) void exec_child(const Plan& plan, volatile int* exec_errno) {
   KernelSigaction dfl{};
   for (long sig = 1; sig <= 64; ++sig)
     if (sig != SIGKILL && sig != SIGSTOP) ::syscall(SYS_rt_sigaction, sig, &dfl, nullptr, 8);
@@ -141,7 +141,7 @@ struct Helper {
     std::size_t next = 0;
     for (int target = 0; target < kMaxFds; ++target)
       plan.sources[target] = (q.fds & (1u << target)) ? fds[next++] : (target < 3 ? dev_null : -1);
-    int exec_errno = 0;
+    volatile int exec_errno = 0;  // written by the child in this frame's memory: read it again
     // vfork: the helper waits while the child sets up and execs (its memory is not copied);
     // the helper has no handlers that could run on the child's side meanwhile.
     pid_t pid = ::vfork();

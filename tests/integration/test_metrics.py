@@ -109,6 +109,7 @@ class MetricsTest(AgentTestCase):
         self.assertGreaterEqual(m['sandbox_agent_runsc_call_duration_seconds_count{verb="run"}'], 2)
         self.assertEqual(m['sandbox_agent_runsc_call_duration_seconds_count{verb="start"}'], 0)
         self.assertGreaterEqual(m["sandbox_agent_probe_attempts_total"], 1)  # d1's (slow's socket never appears)
+        self.assertEqual(m["sandbox_agent_runsc_forked_by_agent_total"], 0)  # the spawn helper took every call
         self.assertEqual(m["sandbox_agent_connections_open"], 1)  # this one
         self.assertGreaterEqual(m["sandbox_agent_connections_total"], 5)
         self.assertGreater(m["process_resident_memory_bytes"], 1 << 20)

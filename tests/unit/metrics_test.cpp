@@ -55,6 +55,7 @@ TEST_CASE("metrics: the agent's families, with every known reason and state pres
   m.time_to_ready.observe(0.003);
   m.observe_runsc("create", 0.08);
   m.probe_attempts = 12;
+  m.runsc_forked_here = 2;
   MetricsSnapshot s;
   s.counted = &m;
   s.stats.accepted = 5;
@@ -80,6 +81,7 @@ TEST_CASE("metrics: the agent's families, with every known reason and state pres
   CHECK(has_line(text, "sandbox_agent_runsc_call_duration_seconds_count{verb=\"create\"} 1"));
   CHECK(has_line(text, "sandbox_agent_runsc_call_duration_seconds_count{verb=\"delete\"} 0"));
   CHECK(has_line(text, "sandbox_agent_probe_attempts_total 12"));
+  CHECK(has_line(text, "sandbox_agent_runsc_forked_by_agent_total 2"));
   CHECK(has_line(text, "sandbox_agent_connections_open 1"));
   CHECK(has_line(text, "sandbox_agent_connections_total 9"));
   CHECK(has_line(text, "sandbox_agent_pool_ready{pool=\"small\"} 1"));

@@ -25,6 +25,11 @@ template <typename Body>
 void with_helper(Body body) {
   asio::io_context io;
   SpawnHelper helper(io.get_executor());
+  // A helper that died would otherwise end this whole test binary (the agent's default exits).
+  helper.on_lost([&](const std::string& why) {
+    FAIL_CHECK("the helper died: " << why);
+    io.stop();
+  });
   bool done = false;
   asio::co_spawn(io, [&]() -> awaitable<void> {
     auto up = co_await helper.start("/proc/self/exe");
@@ -139,6 +144,17 @@ TEST_CASE("spawn helper: kill reaches the child; a Child dropped before its end 
       co_await t.async_wait(use_nothrow);
     }
     CHECK(::kill(pid, 0) == -1);
+  });
+}
+
+TEST_CASE("spawn helper: a call it cannot take is refused at once (the caller forks it), and it serves on") {
+  with_helper([](SpawnHelper& helper) -> awaitable<void> {
+    auto huge = helper.spawn(SpawnSpec{{"/bin/echo", std::string(300 * 1024, 'x')}});
+    REQUIRE_FALSE(huge.ok());
+    CHECK(huge.error().message == "spawn helper: request too large");
+    auto child = helper.spawn(SpawnSpec{{"/bin/true"}});
+    REQUIRE(child.ok());
+    CHECK((co_await child->wait()).ok());
   });
 }
 
