@@ -11,6 +11,7 @@
 
 #include "unique_fd.hpp"
 
+#include "fd_passing.hpp"
 #include "paths.hpp"
 #include "spawn_helper_wire.hpp"
 
@@ -18,6 +19,7 @@ namespace sandbox_agent {
 
 using spawn_wire::Reply;
 using spawn_wire::Request;
+static_assert(spawn_wire::kMaxFds <= static_cast<int>(kMaxFdsPerMessage));
 
 struct SpawnLink {
   explicit SpawnLink(const asio::any_io_executor& ex) : sock(ex), hello(ex) {}
@@ -33,28 +35,14 @@ struct SpawnLink {
 
 namespace {
 
-// MSG_DONTWAIT: the reactor never waits for the helper. A full socket fails the send.
+// Never waits for the helper (fd_passing sends with MSG_DONTWAIT): a full socket fails it.
 bool send_request(SpawnLink& link, const void* data, std::size_t size, const int* fds, std::size_t nfds) {
   if (!link.sock.is_open()) {
     errno = EPIPE;
     return false;
   }
-  iovec iov{const_cast<void*>(data), size};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * spawn_wire::kMaxFds)];
-  if (nfds) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-  }
   for (;;) {
-    ssize_t n = ::sendmsg(link.sock.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t n = send_with_fds(link.sock.native_handle(), {static_cast<const char*>(data), size}, fds, nfds);
     if (n == static_cast<ssize_t>(size)) return true;
     if (n < 0 && errno == EINTR) continue;
     if (n >= 0) errno = EMSGSIZE;

@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fd_passing.hpp"
 #include "sandbox_agent/agent.hpp"
 #include "spawn_helper_wire.hpp"
 
@@ -100,14 +101,8 @@ struct Helper {
     return true;
   }
 
-  // One request; its descriptors are closed here whatever happens.
-  bool handle(const char* data, std::size_t size, const std::vector<int>& fds) {
-    struct CloseAll {
-      const std::vector<int>& fds;
-      ~CloseAll() {
-        for (int fd : fds) ::close(fd);
-      }
-    } close_all{fds};
+  // One request, with the descriptors that came with it (closed by their owner).
+  bool handle(const char* data, std::size_t size, const std::vector<UniqueFd>& fds) {
     Request q;
     if (size < sizeof q) return true;  // not ours to answer: no seq
     std::memcpy(&q, data, sizeof q);
@@ -140,7 +135,7 @@ struct Helper {
     plan.new_session = (q.flags & kNewSession) != 0;
     std::size_t next = 0;
     for (int target = 0; target < kMaxFds; ++target)
-      plan.sources[target] = (q.fds & (1u << target)) ? fds[next++] : (target < 3 ? dev_null : -1);
+      plan.sources[target] = (q.fds & (1u << target)) ? fds[next++].get() : (target < 3 ? dev_null : -1);
     volatile int exec_errno = 0;  // written by the child in this frame's memory: read it again
     // vfork: the helper waits while the child sets up and execs (its memory is not copied);
     // the helper has no handlers that could run on the child's side meanwhile.
@@ -159,30 +154,12 @@ struct Helper {
   // Every datagram waiting; false once the agent has closed its end.
   bool read_requests(std::vector<char>& buf) {
     for (;;) {
-      char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
-      iovec iov{buf.data(), buf.size()};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
-      ssize_t n = ::recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-      if (n == 0) return false;
-      std::vector<int> fds;
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (std::size_t i = 0; i < count; ++i) {
-          int fd;
-          std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-          fds.push_back(fd);
-        }
-      }
-      if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {  // the agent never sends such: refuse it whole
-        for (int fd : fds) ::close(fd);
+      Received got = receive_with_fds(sock, buf.data(), buf.size(), kMaxFds);
+      if (got.bytes < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+      if (got.bytes == 0) return false;
+      if (got.truncated || got.data_truncated) {  // the agent never sends such: refuse it whole
         Request q;
-        if (static_cast<std::size_t>(n) >= sizeof q) {
+        if (static_cast<std::size_t>(got.bytes) >= sizeof q) {
           std::memcpy(&q, buf.data(), sizeof q);
           Reply failed;
           failed.seq = q.seq;
@@ -192,7 +169,8 @@ struct Helper {
         }
         continue;
       }
-      if (!handle(buf.data(), static_cast<std::size_t>(n), fds)) return false;
+      // Its descriptors close when `got` goes, after the child has its copies.
+      if (!handle(buf.data(), static_cast<std::size_t>(got.bytes), got.fds)) return false;
     }
   }
 };

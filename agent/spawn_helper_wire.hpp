@@ -34,7 +34,7 @@ struct Reply {
 };
 
 inline constexpr std::size_t kMaxRequest = 256 * 1024;  // argv + env; larger: the agent spawns it itself
-inline constexpr int kMaxFds = 4;
+inline constexpr int kMaxFds = 4;  // fd_passing's kMaxFdsPerMessage
 inline constexpr char kHelperFlag[] = "--spawn-helper";
 
 // The helper's loop, on the agent's socket at `fd`, until the agent closes its end. Returns

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "spawn_helper.hpp"
 #include "unique_fd.hpp"
@@ -48,6 +49,21 @@ std::string read_all(int fd) {
   ssize_t n;
   while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
   return out;
+}
+
+// A `sleep 30` started by the helper, once it has said its pid (it execs sleep in place).
+std::pair<Child, pid_t> sleeper_saying_its_pid(SpawnHelper& helper) {
+  int out[2];
+  REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+  UniqueFd out_r{out[0]}, out_w{out[1]};
+  auto child = helper.spawn(SpawnSpec{{"/bin/sh", "-c", "echo $$; exec /bin/sleep 30"}, out_w.get()});
+  out_w.reset();
+  REQUIRE(child.ok());
+  char buf[32] = {};
+  REQUIRE(::read(out_r.get(), buf, sizeof buf - 1) > 0);
+  pid_t pid = std::atoi(buf);
+  REQUIRE(pid > 0);
+  return {std::move(child.value()), pid};
 }
 
 bool gone_within(pid_t pid, std::chrono::milliseconds limit) {
@@ -126,17 +142,8 @@ TEST_CASE("spawn helper: kill reaches the child; a Child dropped before its end 
     auto status = co_await child->wait();
     CHECK(status.signal == SIGTERM);
 
-    int out[2];
-    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-    UniqueFd out_r{out[0]}, out_w{out[1]};
-    auto dropped = helper.spawn(SpawnSpec{{"/bin/sh", "-c", "echo $$; exec /bin/sleep 30"}, out_w.get()});
-    out_w.reset();
-    REQUIRE(dropped.ok());
-    char buf[32] = {};
-    REQUIRE(::read(out_r.get(), buf, sizeof buf - 1) > 0);
-    pid_t pid = std::atoi(buf);
-    REQUIRE(pid > 0);
-    { Child gone = std::move(dropped.value()); }
+    auto [dropped, pid] = sleeper_saying_its_pid(helper);
+    { Child gone = std::move(dropped); }
     // The helper kills and reaps it (a zombie would still answer kill(pid, 0)).
     asio::steady_timer t(co_await asio::this_coro::executor);
     for (int i = 0; i < 300 && ::kill(pid, 0) == 0; ++i) {
@@ -182,17 +189,10 @@ TEST_CASE("spawn helper: its death is reported, and the children waited for end 
   asio::co_spawn(io, [&]() -> awaitable<void> {
     auto up = co_await helper.start("/proc/self/exe");
     REQUIRE(up.ok());
-    int out[2];
-    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-    UniqueFd out_r{out[0]}, out_w{out[1]};
-    auto child = helper.spawn(SpawnSpec{{"/bin/sh", "-c", "echo $$; exec /bin/sleep 30"}, out_w.get()});
-    out_w.reset();
-    REQUIRE(child.ok());
-    char buf[32] = {};
-    REQUIRE(::read(out_r.get(), buf, sizeof buf - 1) > 0);
-    orphan = std::atoi(buf);
+    auto [child, pid] = sleeper_saying_its_pid(helper);
+    orphan = pid;
     ::kill(helper.pid(), SIGKILL);
-    ended = co_await child->wait();
+    ended = co_await child.wait();
     io.stop();
   }, asio::detached);
   io.run_for(std::chrono::seconds(10));
