@@ -142,9 +142,13 @@ inline int read_reply(Client& c, simdjson::dom::parser& parser, simdjson::dom::e
   return 0;
 }
 
-// Prints the error the agent sent ("code /field: message"); returns 1.
+// Prints the error the agent sent ("code /field: message"); returns 1 (2 for a line that is no error).
 inline int print_error(simdjson::dom::element reply) {
-  auto err = reply["error"].value_unsafe();
+  simdjson::dom::element err;
+  if (reply["error"].get(err)) {  // neither a reply nor an error: say so, never guess
+    std::fprintf(stderr, "sandboxctl: unexpected line from the agent: %s\n", simdjson::to_string(reply).c_str());
+    return 2;
+  }
   std::string field = str(err, "field");
   std::fprintf(stderr, "%s%s%s: %s\n", str(err, "code").c_str(), field.empty() ? "" : " ", field.c_str(),
                str(err, "message").c_str());

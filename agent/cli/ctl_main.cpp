@@ -304,12 +304,19 @@ int run(const Options& o) {
   };
   std::string raw;
   simdjson::dom::element reply;
-  if (cmd == "stop" && wait)
+  auto is_ok = [](simdjson::dom::element r) {
+    bool ok = false;
+    return !r["ok"].get_bool().get(ok) && ok;
+  };
+  if (cmd == "stop" && wait) {
     if (int rc = read_reply(reply, raw)) return rc;  // the watch's {"ok":true}
-  if (int rc = read_reply(reply, raw)) return rc;
-  bool ok = false;
-  if (reply["ok"].get_bool().get(ok)) ok = false;
-  if (!ok) {
+    if (!is_ok(reply)) return print_error(reply);
+  }
+  // Once watching, any sandbox's events may come before the stop's reply: they are not it.
+  do {
+    if (int rc = read_reply(reply, raw)) return rc;
+  } while (cmd == "stop" && wait && reply["event"].error() == simdjson::SUCCESS);
+  if (!is_ok(reply)) {
     if (o.json) std::puts(raw.c_str());
     return print_error(reply);
   }

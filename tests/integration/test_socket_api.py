@@ -460,6 +460,72 @@ class SandboxctlTest(AgentTestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("cannot connect", r.stderr)
 
+    def scripted_stop_wait(self, after_watch, after_stop):
+        """sandboxctl stop mine --wait against a scripted agent that sends `after_watch` once
+        the watch line is in and `after_stop` once the stop line is: (lines it got, result)."""
+        import socket
+        import subprocess
+        import threading
+        from harness import SANDBOXCTL
+        path = os.path.join(self.tmp, "scripted.sock")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(1)
+        server.settimeout(30)
+        got = []
+
+        def agent():
+            conn, _ = server.accept()
+            with conn, conn.makefile("rb") as lines:
+                got.append(json.loads(lines.readline()))
+                conn.sendall(after_watch)
+                got.append(json.loads(lines.readline()))
+                conn.sendall(after_stop)
+                conn.shutdown(socket.SHUT_WR)
+                lines.read()
+
+        t = threading.Thread(target=agent)
+        t.start()
+        try:
+            r = subprocess.run([SANDBOXCTL, "--socket", path, "stop", "mine", "--wait"], capture_output=True,
+                               text=True, timeout=30)
+        finally:
+            t.join(timeout=30)
+            server.close()
+        return [m["op"] for m in got], (r.returncode, r.stdout, r.stderr)
+
+    def test_stop_wait_reads_past_other_sandboxes_events_to_its_reply(self):
+        # stop --wait watches before it stops, so another sandbox's event can come before the
+        # stop's reply (two Slurm epilogs at once did this in CI, and sandboxctl crashed).
+        ops, result = self.scripted_stop_wait(
+            b'{"ok":true}\n{"event":"state","id":"other","state":"stopping","ts":"t"}\n',
+            b'{"event":"state","id":"other","state":"stopped","reason":"stop_requested","ts":"t"}\n'
+            b'{"ok":true,"id":"mine","state":"stopping"}\n'
+            b'{"event":"state","id":"mine","state":"stopped","reason":"stop_requested","ts":"t"}\n')
+        self.assertEqual(ops, ["watch", "stop"])
+        self.assertEqual(result, (0, "mine stopped\n", ""))
+
+    def test_stop_wait_with_its_watch_refused_says_why_instead_of_waiting(self):
+        ops, result = self.scripted_stop_wait(
+            b'{"ok":false,"error":{"code":"overloaded","message":"too many watchers (limits.max_watchers)"}}\n',
+            b'{"ok":true,"id":"mine","state":"stopping"}\n')
+        self.assertEqual(result, (1, "", "overloaded: too many watchers (limits.max_watchers)\n"))
+
+    def test_stop_wait_of_many_sandboxes_at_once(self):
+        # The same race on the real agent: each stop --wait sees the others' events.
+        import subprocess
+        from harness import SANDBOXCTL
+        a = self.start_agent()
+        ids = [f"many-{i}" for i in range(8)]
+        for i in ids:
+            a.launch(a.request(i))
+        for i in ids:
+            a.wait_state(i, "ready")
+        stops = [subprocess.Popen([SANDBOXCTL, "--socket", a.socket_path, "stop", i, "--wait"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in ids]
+        results = [(p.communicate(timeout=60), p.returncode) for p in stops]
+        self.assertEqual(results, [((f"{i} stopped\n", ""), 0) for i in ids])
+
     def test_watch_prints_events(self):
         import subprocess
         from harness import SANDBOXCTL

@@ -109,12 +109,16 @@ class Cluster:
             return f.read()
 
     def logs(self):
-        out = []
+        # The hooks' own messages first: CI keeps only the start and the end of a failure's output.
+        out, hooks = [], []
         logdir = os.path.join(self.path, "log")
         for name in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else []:
             with open(os.path.join(logdir, name), errors="replace") as f:
-                out.append(f"--- {name} ---\n{f.read()[-6000:]}")
-        return "\n".join(out)
+                text = f.read()
+            hooks += [f"{name}: {line}" for line in text.splitlines()
+                      if name.endswith(".log") and ("sandbox " in line or "log failed" in line)]
+            out.append(f"--- {name} ---\n{text[-6000:]}")
+        return "\n".join(["--- what the hooks said ---", *hooks, *out])
 
 
 class SlurmTestCase(AgentTestCase):
@@ -141,6 +145,9 @@ class SlurmTestCase(AgentTestCase):
             except Exception as e:  # noqa: BLE001 — keep tearing down
                 problems.append(str(e))
         if not self._passed():
+            for a in self.agents:  # its warnings before the long logs (CI keeps a failure's start)
+                print("--- the agent's warnings ---\n" + "\n".join(
+                    line for line in a.log().splitlines() if " warning " in line or " error " in line))
             for c in self.clusters:
                 print(c.logs())
         self.stop_runtime()
