@@ -86,7 +86,10 @@ TEST_CASE("spawn helper: the child gets its stdio, fd 3 and environment, a sessi
     UniqueFd out_r{out[0]}, out_w{out[1]}, extra_r{extra[0]}, extra_w{extra[1]};
     std::vector<std::string> env{"ONLY=this"};
     SpawnSpec spec{{"/bin/sh", "-c",
-                    "grep -E '^Sig(Ign|Blk)' /proc/$$/status;"
+                    // Read by the shell itself: a command it forks would read it while the
+                    // shell blocks every signal around its vfork (dash does).
+                    "while read -r k v; do case $k in SigBlk:|SigIgn:) printf '%s\\t%s\\n' $k $v;; esac;"
+                    "done < /proc/$$/status;"
                     "echo \"$ONLY\" $(cut -d' ' -f6 /proc/$$/stat); echo $$; printf fd3 >&3; exit 7"},
                    out_w.get(), out_w.get()};
     spec.fd3 = extra_w.get();
