@@ -9,10 +9,12 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "spawn_helper.hpp"
 #include "unique_fd.hpp"
@@ -165,6 +167,33 @@ TEST_CASE("spawn helper: a call it cannot take is refused at once (the caller fo
     auto child = helper.spawn(SpawnSpec{{"/bin/true"}});
     REQUIRE(child.ok());
     CHECK((co_await child->wait()).ok());
+  });
+}
+
+TEST_CASE("spawn helper: with its socket full, calls are refused at once and a kill is sent once there is room") {
+  with_helper([](SpawnHelper& helper) -> awaitable<void> {
+    auto [sleeper, sleeper_pid] = sleeper_saying_its_pid(helper);
+    // A stopped helper reads nothing: calls pile up in the socket until it takes no more.
+    REQUIRE(::kill(helper.pid(), SIGSTOP) == 0);
+    std::vector<Child> queued;
+    std::optional<std::string> refused;
+    while (!refused && queued.size() < 100000) {
+      auto c = helper.spawn(SpawnSpec{{"/bin/true"}});
+      if (c.ok()) queued.push_back(std::move(c.value()));
+      else refused = c.error().message;
+    }
+    REQUIRE(refused);
+    CHECK(*refused == "spawn helper: " + std::string(std::strerror(EAGAIN)));
+    // The kill finds the socket full too: it must be retried, not dropped.
+    sleeper.kill(SIGKILL);
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    t.expires_after(Millis(50));
+    co_await t.async_wait(use_nothrow);
+    CHECK(::kill(sleeper_pid, 0) == 0);  // still alive: nothing reached the helper yet
+    REQUIRE(::kill(helper.pid(), SIGCONT) == 0);
+    auto status = co_await sleeper.wait();
+    CHECK(status.signal == SIGKILL);
+    for (auto& c : queued) CHECK((co_await c.wait()).ok());
   });
 }
 
