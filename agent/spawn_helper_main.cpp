@@ -47,29 +47,11 @@ struct KernelSigaction {
   unsigned long mask;
 };
 
-// The signals whose disposition is not the default in the helper (ignored, or handled by glibc
-// or a sanitizer), taken once its own set-up is done: nothing changes them afterwards, so each
-// child resets these few instead of asking about all 64.
-struct NonDefaultSignals {
-  int count = 0;
-  int sig[64];
-};
-
-NonDefaultSignals non_default_signals() {
-  NonDefaultSignals found;
-  for (int sig = 1; sig <= 64; ++sig) {
-    KernelSigaction old{};
-    if (sig == SIGKILL || sig == SIGSTOP || ::syscall(SYS_rt_sigaction, sig, nullptr, &old, 8) != 0) continue;
-    if (old.handler != nullptr) found.sig[found.count++] = sig;  // not SIG_DFL
-  }
-  return found;
-}
-
 // In the vforked child, in the helper's memory: system calls only, then exec or _exit.
-[[noreturn]] __attribute__((noinline)) void exec_child(const Plan& plan, const NonDefaultSignals& reset,
-                                                       volatile int* exec_errno) {
+[[noreturn]] __attribute__((noinline)) void exec_child(const Plan& plan, volatile int* exec_errno) {
   KernelSigaction dfl{};
-  for (int i = 0; i < reset.count; ++i) ::syscall(SYS_rt_sigaction, reset.sig[i], &dfl, nullptr, 8);
+  for (long sig = 1; sig <= 64; ++sig)
+    if (sig != SIGKILL && sig != SIGSTOP) ::syscall(SYS_rt_sigaction, sig, &dfl, nullptr, 8);
   if (plan.new_session) ::setsid();
   // Sources are the helper's own descriptors above 3 (0-3 are its stdio and the socket), so
   // no dup2 overwrites a later one's source; dup2 clears close-on-exec on the copy.
@@ -89,7 +71,6 @@ NonDefaultSignals non_default_signals() {
 struct Helper {
   int sock;
   int dev_null;
-  NonDefaultSignals reset;
   std::unordered_map<pid_t, std::uint64_t> seq_of;
   std::unordered_map<std::uint64_t, pid_t> pid_of;
 
@@ -159,7 +140,7 @@ struct Helper {
     // vfork: the helper waits while the child sets up and execs (its memory is not copied);
     // the helper has no handlers that could run on the child's side meanwhile.
     pid_t pid = ::vfork();
-    if (pid == 0) exec_child(plan, reset, &exec_errno);
+    if (pid == 0) exec_child(plan, &exec_errno);
     if (pid < 0 || exec_errno != 0) {
       failed.exec_errno = pid < 0 ? errno : exec_errno;
       if (pid > 0) ::waitpid(pid, nullptr, 0);  // it has exited already
@@ -215,7 +196,7 @@ int run_spawn_helper(int sock) {
   sigaddset(&chld, SIGCHLD);
   ::sigprocmask(SIG_BLOCK, &chld, nullptr);
   int sig_fd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-  Helper h{sock, ::open("/dev/null", O_RDWR | O_CLOEXEC), non_default_signals(), {}, {}};
+  Helper h{sock, ::open("/dev/null", O_RDWR | O_CLOEXEC), {}, {}};
   if (sig_fd < 0 || h.dev_null < 0) {
     std::fprintf(stderr, "%s: %s\n", kHelperFlag, std::strerror(errno));
     return 1;
