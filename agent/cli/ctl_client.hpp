@@ -129,6 +129,16 @@ inline std::string str(simdjson::dom::element e, const char* key) {
   return std::string(s);
 }
 
+// A member object of a reply, or an empty object where the agent (another version, say) left it
+// out: fields read from it are then blank instead of a crash.
+inline simdjson::dom::element member(simdjson::dom::element e, const char* key) {
+  simdjson::dom::element m;
+  if (!e[key].get(m) && m.is_object()) return m;
+  static simdjson::dom::parser empty_parser;
+  static simdjson::dom::element empty = empty_parser.parse(std::string_view("{}")).value();
+  return empty;
+}
+
 // One reply line, parsed; 2 (and why, on stderr) when the agent hung up or sent garbage.
 inline int read_reply(Client& c, simdjson::dom::parser& parser, simdjson::dom::element& reply, std::string& raw) {
   if (!c.read_line(raw)) {

@@ -185,8 +185,8 @@ int exec_command(const std::string& socket, const std::vector<std::string>& a) {
     if (!ok(reply)) {
       print_error(reply);
       // The command could not be run: the shell's codes (runsc's words went to stderr).
-      if (str(reply["error"].value_unsafe(), "field") == "/args/0")
-        return str(reply["error"].value_unsafe(), "message").find("no such file") != std::string::npos ? 127 : 126;
+      if (str(member(reply, "error"), "field") == "/args/0")
+        return str(member(reply, "error"), "message").find("no such file") != std::string::npos ? 127 : 126;
       return 1;
     }
   }

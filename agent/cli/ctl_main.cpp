@@ -26,6 +26,7 @@
 namespace {
 
 using sandboxctl::Client;
+using sandboxctl::member;
 using sandboxctl::print_error;
 using sandboxctl::str;
 using sandboxctl::usage;
@@ -148,7 +149,7 @@ bool sandbox_ended(const std::string& socket, const std::string& id) {
   if (parser.parse(raw).get(reply)) return true;
   bool ok = false;
   if (reply["ok"].get_bool().get(ok) || !ok) return true;
-  auto state = str(reply["sandbox"].value_unsafe(), "state");
+  auto state = str(member(reply, "sandbox"), "state");
   return state == "stopped" || state == "failed";
 }
 
@@ -328,16 +329,16 @@ int run(const Options& o) {
       if (!o.json) std::printf("%s %s\n", str(reply, "id").c_str(), state.c_str());
       return 0;
     }
-    if (!o.json) print_status(reply["sandbox"].value_unsafe());
+    if (!o.json) print_status(member(reply, "sandbox"));
     return state == "ready" ? 0 : 1;
   }
   if (cmd == "status") {
     if (o.json) std::puts(raw.c_str());
-    else print_status(reply["sandbox"].value_unsafe());
+    else print_status(member(reply, "sandbox"));
     return 0;
   }
   if (cmd == "inspect") {  // the status object alone, as docker inspect prints its object
-    std::puts(simdjson::to_string(reply["sandbox"].value_unsafe()).c_str());
+    std::puts(simdjson::to_string(member(reply, "sandbox")).c_str());
     return 0;
   }
   if (cmd == "logs") return print_log(client, o, stop_id, follow);
@@ -355,7 +356,7 @@ int run(const Options& o) {
     simdjson::dom::array all;
     if (!reply["sandboxes"].get_array().get(all))
       for (auto s : all) {
-        simdjson::dom::element timings = s["timings"].value_unsafe();
+        simdjson::dom::element timings = member(s, "timings");
         std::printf("%-24s %-9s %-16s %8s  %s\n", str(s, "id").c_str(), str(s, "state").c_str(),
                     str(s, "reason").c_str(), num(timings, "ready_ms").c_str(), str(s, "docker_socket").c_str());
       }
@@ -416,8 +417,8 @@ int run(const Options& o) {
       std::puts(raw.c_str());
       return 0;
     }
-    auto s = reply["stats"].value_unsafe();
-    auto t = s["time_to_ready_ms"].value_unsafe();
+    auto s = member(reply, "stats");
+    auto t = member(s, "time_to_ready_ms");
     std::printf("accepted %s  ready %s  failed %s  stopped %s  in flight %s  queued for runsc %s\n",
                 num(s, "accepted").c_str(), num(s, "ready").c_str(), num(s, "failed").c_str(),
                 num(s, "stopped").c_str(), num(s, "in_flight").c_str(), num(s, "runsc_queued").c_str());

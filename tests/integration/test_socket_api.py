@@ -511,6 +511,36 @@ class SandboxctlTest(AgentTestCase):
             b'{"ok":true,"id":"mine","state":"stopping"}\n')
         self.assertEqual(result, (1, "", "overloaded: too many watchers (limits.max_watchers)\n"))
 
+    def test_replies_missing_their_objects_print_blanks_not_a_crash(self):
+        # An agent of another version may leave out what this sandboxctl expects.
+        import socket
+        import subprocess
+        import threading
+        from harness import SANDBOXCTL
+        path = os.path.join(self.tmp, "bare.sock")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(8)
+        server.settimeout(30)
+
+        def agent():
+            for _ in range(4):
+                conn, _ = server.accept()
+                with conn, conn.makefile("rb") as lines:
+                    lines.readline()
+                    conn.sendall(b'{"ok":true,"sandboxes":[{"id":"x"},7]}\n')
+
+        t = threading.Thread(target=agent)
+        t.start()
+        try:
+            results = [subprocess.run([SANDBOXCTL, "--socket", path, *cmd], capture_output=True, text=True,
+                                      timeout=30).returncode
+                       for cmd in (["status", "x"], ["inspect", "x"], ["stats"], ["ps"])]
+        finally:
+            t.join(timeout=30)
+            server.close()
+        self.assertEqual(results, [0, 0, 0, 0])
+
     def test_stop_wait_of_many_sandboxes_at_once(self):
         # The same race on the real agent: each stop --wait sees the others' events.
         import subprocess
