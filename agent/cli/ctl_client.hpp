@@ -129,6 +129,12 @@ inline std::string str(simdjson::dom::element e, const char* key) {
   return std::string(s);
 }
 
+// Whether a line is a reply that says "ok": true.
+inline bool ok(simdjson::dom::element reply) {
+  bool b = false;
+  return !reply["ok"].get_bool().get(b) && b;
+}
+
 // A member object of a reply, or an empty object where the agent (another version, say) left it
 // out: fields read from it are then blank instead of a crash.
 inline simdjson::dom::element member(simdjson::dom::element e, const char* key) {

@@ -31,11 +31,6 @@ std::string string_array(const std::vector<std::string>& items) {
 
 bool digits(const std::string& s) { return !s.empty() && s.size() <= 15 && s.find_first_not_of("0123456789") == std::string::npos; }
 
-bool ok(simdjson::dom::element reply) {
-  bool b = false;
-  return !reply["ok"].get_bool().get(b) && b;
-}
-
 bool connect(Client& c, const std::string& socket) {
   if (c.connect(socket)) return true;
   std::fprintf(stderr, "sandboxctl: cannot connect to %s: %s\n", socket.c_str(), std::strerror(errno));
@@ -185,8 +180,8 @@ int exec_command(const std::string& socket, const std::vector<std::string>& a) {
     if (!ok(reply)) {
       print_error(reply);
       // The command could not be run: the shell's codes (runsc's words went to stderr).
-      if (str(member(reply, "error"), "field") == "/args/0")
-        return str(member(reply, "error"), "message").find("no such file") != std::string::npos ? 127 : 126;
+      auto err = member(reply, "error");
+      if (str(err, "field") == "/args/0") return str(err, "message").find("no such file") != std::string::npos ? 127 : 126;
       return 1;
     }
   }

@@ -27,6 +27,7 @@ namespace {
 
 using sandboxctl::Client;
 using sandboxctl::member;
+using sandboxctl::ok;
 using sandboxctl::print_error;
 using sandboxctl::str;
 using sandboxctl::usage;
@@ -147,8 +148,7 @@ bool sandbox_ended(const std::string& socket, const std::string& id) {
   simdjson::dom::parser parser;
   simdjson::dom::element reply;
   if (parser.parse(raw).get(reply)) return true;
-  bool ok = false;
-  if (reply["ok"].get_bool().get(ok) || !ok) return true;
+  if (!ok(reply)) return true;
   auto state = str(member(reply, "sandbox"), "state");
   return state == "stopped" || state == "failed";
 }
@@ -305,19 +305,15 @@ int run(const Options& o) {
   };
   std::string raw;
   simdjson::dom::element reply;
-  auto is_ok = [](simdjson::dom::element r) {
-    bool ok = false;
-    return !r["ok"].get_bool().get(ok) && ok;
-  };
   if (cmd == "stop" && wait) {
     if (int rc = read_reply(reply, raw)) return rc;  // the watch's {"ok":true}
-    if (!is_ok(reply)) return print_error(reply);
+    if (!ok(reply)) return print_error(reply);
   }
   // Once watching, any sandbox's events may come before the stop's reply: they are not it.
   do {
     if (int rc = read_reply(reply, raw)) return rc;
   } while (cmd == "stop" && wait && reply["event"].error() == simdjson::SUCCESS);
-  if (!is_ok(reply)) {
+  if (!ok(reply)) {
     if (o.json) std::puts(raw.c_str());
     return print_error(reply);
   }

@@ -460,14 +460,16 @@ class SandboxctlTest(AgentTestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("cannot connect", r.stderr)
 
-    def scripted_stop_wait(self, after_watch, after_stop):
-        """sandboxctl stop mine --wait against a scripted agent that sends `after_watch` once
-        the watch line is in and `after_stop` once the stop line is: (lines it got, result)."""
+    def scripted(self, cmd, answers):
+        """Runs `sandboxctl CMD…` against a scripted agent that answers its n-th request line
+        with answers[n] (bytes), then closes: (the ops it got, (returncode, stdout, stderr))."""
         import socket
         import subprocess
         import threading
         from harness import SANDBOXCTL
         path = os.path.join(self.tmp, "scripted.sock")
+        if os.path.exists(path):
+            os.unlink(path)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(path)
         server.listen(1)
@@ -477,68 +479,45 @@ class SandboxctlTest(AgentTestCase):
         def agent():
             conn, _ = server.accept()
             with conn, conn.makefile("rb") as lines:
-                got.append(json.loads(lines.readline()))
-                conn.sendall(after_watch)
-                got.append(json.loads(lines.readline()))
-                conn.sendall(after_stop)
-                conn.shutdown(socket.SHUT_WR)
-                lines.read()
+                try:
+                    for answer in answers:
+                        got.append(json.loads(lines.readline())["op"])
+                        conn.sendall(answer)
+                    conn.shutdown(socket.SHUT_WR)
+                    lines.read()
+                except (OSError, ValueError):
+                    pass  # sandboxctl went before the script's end
 
         t = threading.Thread(target=agent)
         t.start()
         try:
-            r = subprocess.run([SANDBOXCTL, "--socket", path, "stop", "mine", "--wait"], capture_output=True,
-                               text=True, timeout=30)
+            r = subprocess.run([SANDBOXCTL, "--socket", path, *cmd], capture_output=True, text=True, timeout=30)
         finally:
             t.join(timeout=30)
             server.close()
-        return [m["op"] for m in got], (r.returncode, r.stdout, r.stderr)
+        return got, (r.returncode, r.stdout, r.stderr)
 
     def test_stop_wait_reads_past_other_sandboxes_events_to_its_reply(self):
         # stop --wait watches before it stops, so another sandbox's event can come before the
         # stop's reply (two Slurm epilogs at once did this in CI, and sandboxctl crashed).
-        ops, result = self.scripted_stop_wait(
+        ops, result = self.scripted(["stop", "mine", "--wait"], [
             b'{"ok":true}\n{"event":"state","id":"other","state":"stopping","ts":"t"}\n',
             b'{"event":"state","id":"other","state":"stopped","reason":"stop_requested","ts":"t"}\n'
             b'{"ok":true,"id":"mine","state":"stopping"}\n'
-            b'{"event":"state","id":"mine","state":"stopped","reason":"stop_requested","ts":"t"}\n')
+            b'{"event":"state","id":"mine","state":"stopped","reason":"stop_requested","ts":"t"}\n'])
         self.assertEqual(ops, ["watch", "stop"])
         self.assertEqual(result, (0, "mine stopped\n", ""))
 
     def test_stop_wait_with_its_watch_refused_says_why_instead_of_waiting(self):
-        ops, result = self.scripted_stop_wait(
+        _, result = self.scripted(["stop", "mine", "--wait"], [
             b'{"ok":false,"error":{"code":"overloaded","message":"too many watchers (limits.max_watchers)"}}\n',
-            b'{"ok":true,"id":"mine","state":"stopping"}\n')
+            b'{"ok":true,"id":"mine","state":"stopping"}\n'])
         self.assertEqual(result, (1, "", "overloaded: too many watchers (limits.max_watchers)\n"))
 
     def test_replies_missing_their_objects_print_blanks_not_a_crash(self):
         # An agent of another version may leave out what this sandboxctl expects.
-        import socket
-        import subprocess
-        import threading
-        from harness import SANDBOXCTL
-        path = os.path.join(self.tmp, "bare.sock")
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(path)
-        server.listen(8)
-        server.settimeout(30)
-
-        def agent():
-            for _ in range(4):
-                conn, _ = server.accept()
-                with conn, conn.makefile("rb") as lines:
-                    lines.readline()
-                    conn.sendall(b'{"ok":true,"sandboxes":[{"id":"x"},7]}\n')
-
-        t = threading.Thread(target=agent)
-        t.start()
-        try:
-            results = [subprocess.run([SANDBOXCTL, "--socket", path, *cmd], capture_output=True, text=True,
-                                      timeout=30).returncode
-                       for cmd in (["status", "x"], ["inspect", "x"], ["stats"], ["ps"])]
-        finally:
-            t.join(timeout=30)
-            server.close()
+        bare = b'{"ok":true,"sandboxes":[{"id":"x"},7]}\n'
+        results = [self.scripted(cmd, [bare])[1][0] for cmd in (["status", "x"], ["inspect", "x"], ["stats"], ["ps"])]
         self.assertEqual(results, [0, 0, 0, 0])
 
     def test_stop_wait_of_many_sandboxes_at_once(self):

@@ -147,7 +147,7 @@ class SlurmTestCase(AgentTestCase):
         if not self._passed():
             for a in self.agents:  # its warnings before the long logs (CI keeps a failure's start)
                 print("--- the agent's warnings ---\n" + "\n".join(
-                    line for line in a.log().splitlines() if " warning " in line or " error " in line))
+                    line for line in a.log().splitlines() if any(f" {level} " in line for level in ("warning", "error", "critical"))))
             for c in self.clusters:
                 print(c.logs())
         self.stop_runtime()
