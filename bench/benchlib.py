@@ -71,6 +71,12 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def minor_faults(pid):
+    """Minor page faults the process has taken (minflt, all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
 def spawn_helper_of(pid):
     """The agent's spawn helper process (runsc.spawn_helper), or None."""
     try:

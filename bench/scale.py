@@ -131,6 +131,7 @@ def run_one(args, n, base):
         helper = bl.spawn_helper_of(pid)
         hcpu0 = bl.cpu_seconds(helper) if helper else 0
         cpu0 = bl.cpu_seconds(pid)
+        faults0 = bl.minor_faults(pid)
         t0 = time.monotonic()
         for t in launchers:
             t.start()
@@ -146,6 +147,7 @@ def run_one(args, n, base):
         else:
             t1 = max((t.last_reply or t0) for t in launchers)
         cpu1 = bl.cpu_seconds(pid)
+        res["faults_per_sandbox"] = (bl.minor_faults(pid) - faults0) / n
         hcpu1 = bl.cpu_seconds(helper) if helper else 0
         if perf:
             perf_profile.stop(perf)
@@ -340,6 +342,8 @@ def report(args, results):
             notes.append(f"exception: {r['exception']}; agent alive: {r.get('agent_alive')}")
         if "hwm_kib" in r:
             notes.append(f"VmHWM {r['hwm_kib'] / 1024:.1f} MiB, Pss at N {r['pss_n_kib'] / 1024:.1f} MiB")
+        if "faults_per_sandbox" in r:
+            notes.append(f"{r['faults_per_sandbox']:.1f} minor page faults per sandbox while launching")
         if "stats_call_us" in r:
             notes.append(f"one `stats` request costs the agent {r['stats_call_us']:.0f} µs CPU at this N "
                          f"(mean of 50; /proc ticks are 10 ms)")
