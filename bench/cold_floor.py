@@ -20,7 +20,10 @@ A second table splits each rung's time into phases read from the logs (runsc's c
 start halves from the agent's timings, then sandbox-init's first line, dockerd's "Starting up", dockerd
 connected to containerd, "Loading containers", "API listen on"), as ms after `launch`.
 
-    python3 bench/cold_floor.py [--runs 5]
+    python3 bench/cold_floor.py [--runs 5] [--only RUNG,…]
+
+--only runs the named rungs beside the baseline and the defaults (an A/B of one change
+with more runs than the whole ladder can afford).
 """
 import argparse
 import os
@@ -36,23 +39,24 @@ from runtimes import CURRENT, DEBIAN, request, stop  # noqa: E402
 from time_to_ready import make_skeleton  # noqa: E402
 
 # name, what changed, runsc, platform, runsc config (launch, host_cgroups), docker config,
-# runsc flags, request env
+# runsc flags, what the request adds (its env)
 BEFORE = {"launch": "create_start", "host_cgroups": "always"}
 ONE_CALL = {"launch": "run", "host_cgroups": "always"}
 DEFAULTS = {}  # the agent's own: runsc.launch "run", runsc.host_cgroups "limited"
 RUNGS = [
-    ("debian-ptrace", "baseline: what ran before", DEBIAN, "ptrace", BEFORE, {"containerd_path": ""}, [], []),
-    ("current-ptrace", "current gVisor", CURRENT, "ptrace", BEFORE, {"containerd_path": ""}, [], []),
-    ("current-systrap", "systrap platform", CURRENT, "systrap", BEFORE, {"containerd_path": ""}, [], []),
-    ("containerd-beside", "containerd started beside dockerd", CURRENT, "systrap", BEFORE, {}, [], []),
-    ("runsc-run", "one `runsc run --detach`", CURRENT, "systrap", ONE_CALL, {}, [], []),
+    ("debian-ptrace", "baseline: what ran before", DEBIAN, "ptrace", BEFORE, {"containerd_path": ""}, [], {}),
+    ("current-ptrace", "current gVisor", CURRENT, "ptrace", BEFORE, {"containerd_path": ""}, [], {}),
+    ("current-systrap", "systrap platform", CURRENT, "systrap", BEFORE, {"containerd_path": ""}, [], {}),
+    ("containerd-beside", "containerd started beside dockerd", CURRENT, "systrap", BEFORE, {}, [], {}),
+    ("runsc-run", "one `runsc run --detach`", CURRENT, "systrap", ONE_CALL, {}, [], {}),
     ("no-host-cgroup", "no host cgroup for a sandbox without limits (defaults today)", CURRENT, "systrap", DEFAULTS,
-     {}, [], []),
+     {}, [], {}),
 ]
+SHIPPED_NAMES = {r[0] for r in RUNGS}
 NOT_SHIPPED = [
-    ("gogc-off", "GOGC=off for dockerd and containerd", CURRENT, "systrap", DEFAULTS, {}, [], ["GOGC=off"]),
+    ("gogc-off", "GOGC=off for dockerd and containerd", CURRENT, "systrap", DEFAULTS, {}, [], {"env": ["GOGC=off"]}),
     ("exclusive-mounts", "runsc --file-access-mounts=exclusive", CURRENT, "systrap", DEFAULTS, {},
-     ["--file-access-mounts=exclusive"], []),
+     ["--file-access-mounts=exclusive"], {}),
 ]
 # Phase marks: (column, text in dockerd.log); None for sandbox-init's first line.
 MARKS = [("init", None), ("dockerd up", "Starting up"),
@@ -66,6 +70,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--timeout", type=float, default=90)
+    p.add_argument("--only", default="", help="comma-separated rungs to run besides the baseline and the defaults")
     return p.parse_args()
 
 
@@ -89,9 +94,9 @@ def phases(log_dir, t0):
     return out
 
 
-def launch_once(agent, sid, env, timeout):
+def launch_once(agent, sid, adds, timeout):
     req = request(agent.rootfs, sid)
-    req["env"] = list(env)
+    req["env"] = list(adds.get("env", []))
     c = agent.client(timeout=timeout)
     t0 = bl.now_us()
     reply = c.call({"op": "launch", "request": req, "wait": "ready"})
@@ -113,6 +118,12 @@ def main():
     args = parse_args()
     bl.need(bl.AGENT, bl.SANDBOX_INIT, DEBIAN, CURRENT)
     rungs = RUNGS + NOT_SHIPPED
+    if args.only:
+        keep = {RUNGS[0][0], RUNGS[-1][0], *args.only.split(",")}
+        unknown = keep - {r[0] for r in rungs}
+        if unknown:
+            sys.exit(f"cold_floor: unknown rung(s): {', '.join(sorted(unknown))}")
+        rungs = [r for r in rungs if r[0] in keep]
     base = tempfile.mkdtemp(prefix="bench-cold-floor-")
     os.chmod(base, 0o755)
     agents, results = {}, {r[0]: [] for r in rungs}
@@ -125,10 +136,10 @@ def main():
             make_skeleton(agents[name].rootfs)
         for run in range(1, args.runs + 1):
             k = run % len(rungs)
-            for name, *_, env in rungs[k:] + rungs[:k]:  # rotate who goes first
+            for name, *_, adds in rungs[k:] + rungs[:k]:  # rotate who goes first
                 bl.log(f"cold_floor: run {run}/{args.runs}, {name}")
                 sid = f"cf-{run:02d}"
-                results[name].append(launch_once(agents[name], sid, env, args.timeout))
+                results[name].append(launch_once(agents[name], sid, adds, args.timeout))
                 stop(agents[name], sid)
                 time.sleep(0.3)
     finally:
@@ -146,7 +157,7 @@ def main():
         ok = [r for r in results[name] if r["ok"]]
         s = bl.summary([r["ready"] for r in ok])
         ready, floor = median(ok, "ready"), median(ok, "API listen")
-        shipped = i < len(RUNGS)
+        shipped = name in SHIPPED_NAMES
         ref = previous if shipped else median([r for r in results[RUNGS[-1][0]] if r["ok"]], "ready")
         delta = f"{ready - ref:+.0f}" if ready is not None and ref is not None and i else ""
         ratio = f"{ready / base_ready:.2f}" if ready and base_ready else "—"
