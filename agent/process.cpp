@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kernel_sigaction.hpp"
 #include "paths.hpp"
 #include "spawn_helper.hpp"
 #include "unique_fd.hpp"
@@ -75,14 +76,6 @@ inline long sys(long n, long a = 0, long b = 0, long c = 0, long d = 0) {
   return r < 0 ? -errno : r;
 }
 #endif
-
-// struct sigaction as the kernel's rt_sigaction takes it (x86_64 and arm64 alike).
-struct KernelSigaction {
-  void* handler;
-  unsigned long flags;
-  void* restorer;
-  std::uint64_t mask;
-};
 
 int dev_null() {
   // One descriptor for every child's unused stdio, opened once (close-on-exec in the agent);

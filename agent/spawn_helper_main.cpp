@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "fd_passing.hpp"
+#include "kernel_sigaction.hpp"
 #include "sandbox_agent/agent.hpp"
 #include "spawn_helper_wire.hpp"
 
@@ -36,15 +37,6 @@ struct Plan {
   char* const* envp;
   int sources[kMaxFds];  // the helper's descriptors for the child's 0-3 (-1: none)
   bool new_session;
-};
-
-// struct sigaction as the kernel takes it: libc's refuses its own internal signals (32, 33),
-// which must be reset too, or glibc's posix_spawn would leave them ignored in the program.
-struct KernelSigaction {
-  void* handler;
-  unsigned long flags;
-  void* restorer;
-  unsigned long mask;
 };
 
 // In the vforked child, in the helper's memory: system calls only, then exec or _exit.
