@@ -57,6 +57,10 @@ NOT_SHIPPED = [
     ("gogc-off", "GOGC=off for dockerd and containerd", CURRENT, "systrap", DEFAULTS, {}, [], {"env": ["GOGC=off"]}),
     ("exclusive-mounts", "runsc --file-access-mounts=exclusive", CURRENT, "systrap", DEFAULTS, {},
      ["--file-access-mounts=exclusive"], {}),
+    ("gogc-off-limited", "GOGC=off GOMEMLIMIT=256MiB for dockerd and containerd", CURRENT, "systrap", DEFAULTS, {},
+     [], {"env": ["GOGC=off", "GOMEMLIMIT=256MiB"]}),
+    ("asyncpreempt-off", "GODEBUG=asyncpreemptoff=1 for dockerd and containerd", CURRENT, "systrap", DEFAULTS, {},
+     [], {"env": ["GODEBUG=asyncpreemptoff=1"]}),
 ]
 # Phase marks: (column, text in dockerd.log); None for sandbox-init's first line.
 MARKS = [("init", None), ("dockerd up", "Starting up"),

@@ -6,6 +6,7 @@ Run: /usr/bin/python3 tests/fake_runsc_test.py BUILD/tests/fake_runsc/fake-runsc
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -425,6 +426,16 @@ class FakeRunscTest(unittest.TestCase):
         self.assertTrue(wait_for(lambda: process_gone(pid), 2))
         self.create("c2", self.bundle("c2", docker=False))  # a new daemon starts
         self.assertNotEqual(self.remember_daemon(), pid)
+
+    def test_daemon_with_sandboxes_leaves_once_its_root_is_removed(self):
+        # A test's root removed while the daemon still held a sandbox (the runtime swept
+        # while a CLI was starting it): nothing can reach the daemon again, so it must go.
+        self.create("c1", self.bundle("c1", docker=False))
+        pid = self.remember_daemon()
+        time.sleep(1.5)
+        self.assertFalse(process_gone(pid))  # a sandbox keeps it from being idle
+        shutil.rmtree(self.root)
+        self.assertTrue(wait_for(lambda: process_gone(pid), 4), "the daemon outlived its root")
 
     def test_stale_socket_after_daemon_killed(self):
         self.create("c1", self.bundle("c1", docker=False))

@@ -8,11 +8,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <memory>
 #include <unordered_map>
+#include <utility>
 
 #include "event_loop.hpp"
 #include "files.hpp"
@@ -62,15 +64,24 @@ class Daemon final : public IoHandler {
         runtime_(root_, &loop_, getpid(), &load_plan) {
     struct stat st {};
     if (::stat(join_path(root_, kSocketName).c_str(), &st) == 0) socket_ino_ = st.st_ino;
+    if (::stat(root_.c_str(), &st) == 0) root_id_ = {st.st_dev, st.st_ino};
     listen_token_ = loop_.watch(listen_fd_, EPOLLIN, this);
   }
 
   void run() {
     const int64_t idle_limit_us = int64_t{kIdleExitSeconds} * 1'000'000;
     int64_t idle_since = 0;
+    int64_t root_checked = 0;
     for (;;) {
       const bool idle = runtime_.empty() && clients_.empty();
       const int64_t now = monotonic_us();
+      // A root removed under a daemon (a test's temporary directory, its runtime killed and
+      // swept while a CLI was still starting this daemon) leaves nothing that could reach
+      // it again, its socket included, and its sandboxes keep it from ever being idle.
+      if (now - root_checked >= 1'000'000) {
+        if (root_removed()) return;
+        root_checked = now;
+      }
       if (!idle) {
         idle_since = 0;
       } else if (idle_since == 0) {
@@ -79,7 +90,7 @@ class Daemon final : public IoHandler {
         if (retire()) return;
         idle_since = now;  // could not take the lock: try again later
       }
-      loop_.run_once(idle ? idle_since + idle_limit_us - now : idle_limit_us);
+      loop_.run_once(idle ? std::min<int64_t>(idle_since + idle_limit_us - now, 1'000'000) : 1'000'000);
     }
   }
 
@@ -106,6 +117,12 @@ class Daemon final : public IoHandler {
   }
 
  private:
+  bool root_removed() const {
+    struct stat st {};
+    if (::stat(root_.c_str(), &st) != 0) return errno == ENOENT || errno == ENOTDIR;
+    return std::pair{st.st_dev, st.st_ino} != root_id_;
+  }
+
   // Idle exit, under the lock so that no CLI spawns a daemon meanwhile. A CLI already
   // queued on the socket sees it closed without a reply and retries (starting a new
   // daemon); nothing of its request has run.
@@ -129,6 +146,7 @@ class Daemon final : public IoHandler {
   std::string root_;
   int listen_fd_;
   ino_t socket_ino_ = 0;
+  std::pair<dev_t, ino_t> root_id_{};
   EventLoop loop_;
   EventLoop::Token listen_token_ = 0;
   Runtime runtime_;

@@ -259,19 +259,20 @@ class AgentProcess:
 
     def kill_fake_daemon(self):
         # Every fake-runsc process of this root (CLIs and daemon), whatever the pid file says.
-        # Again until none is left: a CLI the killed agent had started can still start a
-        # daemon after the first sweep.
+        # Again until three sweeps in a row find none: a CLI the killed agent had started can
+        # still start a daemon after a sweep, and a process in the middle of its exec shows
+        # no command line. (A daemon that escapes all this leaves once its root is removed.)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        empty = 0
+        while time.monotonic() < deadline and empty < 3:
             pids = pids_with_cmdline(os.path.join(self.root, "runsc"))
-            if not pids:
-                return
+            empty = 0 if pids else empty + 1
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            time.sleep(0.05)
+            time.sleep(0.02)
 
 
 def mounts_under(path):
