@@ -15,6 +15,7 @@ on ptrace, dockerd starting its own containerd): the baseline every ratio is tak
 Measured too, not shipped (see docs/benchmarks.md for why):
   gogc-off           + GOGC=off for dockerd and containerd
   exclusive-mounts   + runsc --file-access-mounts=exclusive
+  gogc-off-limited   + GOGC=off GOMEMLIMIT=256MiB (a collector again once the heap nears 256 MiB)
 
 A second table splits each rung's time into phases read from the logs (runsc's create and
 start halves from the agent's timings, then sandbox-init's first line, dockerd's "Starting up", dockerd
@@ -59,8 +60,6 @@ NOT_SHIPPED = [
      ["--file-access-mounts=exclusive"], {}),
     ("gogc-off-limited", "GOGC=off GOMEMLIMIT=256MiB for dockerd and containerd", CURRENT, "systrap", DEFAULTS, {},
      [], {"env": ["GOGC=off", "GOMEMLIMIT=256MiB"]}),
-    ("asyncpreempt-off", "GODEBUG=asyncpreemptoff=1 for dockerd and containerd", CURRENT, "systrap", DEFAULTS, {},
-     [], {"env": ["GODEBUG=asyncpreemptoff=1"]}),
 ]
 # Phase marks: (column, text in dockerd.log); None for sandbox-init's first line.
 MARKS = [("init", None), ("dockerd up", "Starting up"),
