@@ -113,6 +113,8 @@ struct Agent::Impl {
     s.connections_total = socket.connections_total();
     s.spool_in_progress = spool.in_progress();
     s.execs_running = supervisor.execs_running();
+    s.durable_writes = writer.writes();
+    s.durable_flushes = writer.flushes();
     for (const auto& p : pools.info()) s.pools.push_back({p.name, p.size, p.ready, p.warming, p.failed_in_a_row});
     read_process_metrics(s);
     return render_metrics(s);

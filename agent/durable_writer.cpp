@@ -142,6 +142,7 @@ void DurableWriter::start(const std::string& path, std::string content, std::vec
   job->dir = &dir_for(dir_of(path));
   Job* j = job.get();
   paths_[path].running = std::move(job);
+  ++writes_;
   // open + write land in the page cache; only the flush waits for the disk.
   j->fd = ::open(j->tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (j->fd < 0) return finish(j, errno);

@@ -57,6 +57,7 @@ class DurableWriter {
   void sync_dir(const std::string& dir, Done done = {});
 
   std::size_t pending() const { return paths_.size(); }
+  std::uint64_t writes() const { return writes_; }    // files written (a merged write counts once)
   std::uint64_t flushes() const { return flushes_; }  // fsyncs submitted (none for tmpfs)
   awaitable<void> drain();  // until nothing is pending (shutdown)
 
@@ -101,6 +102,7 @@ class DurableWriter {
   std::deque<Op> unsubmitted_;  // when the SQ is full
   bool open_ = false;
   bool rename_on_ring_ = false;  // IORING_OP_RENAMEAT (Linux 5.11)
+  std::uint64_t writes_ = 0;
   std::uint64_t flushes_ = 0;
   bool submit_posted_ = false;                           // an io_uring_submit is queued on the reactor
   std::shared_ptr<bool> alive_ = std::make_shared<bool>();  // lets that handler outlive us safely

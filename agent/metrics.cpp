@@ -206,6 +206,11 @@ std::string render_metrics(const MetricsSnapshot& s) {
   counter("sandbox_agent_runsc_forked_by_agent_total",
           "runsc calls the agent forked itself because its spawn helper could not take them.",
           static_cast<double>(m.runsc_forked_here));
+  counter("sandbox_agent_durable_writes_total",
+          "Files written durably (state records, spool statuses): a staging file, a flush, a swap.",
+          static_cast<double>(s.durable_writes));
+  counter("sandbox_agent_durable_flushes_total", "fsyncs those writes took (none on a tmpfs root).",
+          static_cast<double>(s.durable_flushes));
   gauge("sandbox_agent_records_unwritten", "State records that failed to write and are being retried.",
         static_cast<double>(s.stats.records_unwritten));
   gauge("sandbox_agent_spool_files_in_progress", "Spool files claimed whose sandboxes have not ended.",

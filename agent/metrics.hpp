@@ -67,6 +67,7 @@ struct MetricsSnapshot {
   std::map<SandboxState, std::uint64_t> sandboxes;  // by state (terminal ones still held)
   std::string version, runtime_version, platform;
   std::uint64_t connections = 0, connections_total = 0, spool_in_progress = 0, execs_running = 0;
+  std::uint64_t durable_writes = 0, durable_flushes = 0;  // state records and spool statuses
   std::vector<PoolGauges> pools;
   // The process (the conventional process_* names).
   double cpu_seconds = 0, start_time_seconds = 0;

@@ -480,7 +480,7 @@ void Supervisor::resolve_end(Sandbox& sb) {
 awaitable<void> Supervisor::stop_flow(SandboxPtr sb) {
   execs_.end_sandbox(sb->id, "sandbox_stopped");
   transition(*sb, SandboxState::stopping, sb->stop_reason);
-  co_await persist_now(sb);
+  co_await persist_now(sb);  // its only record (transition leaves it to us)
   auto logs = paths::join(layout_.logs_dir(sb->dir), "runsc.log");
   if (sb->runsc_created && !sb->ended()) {
     auto term = co_await runsc_.kill(sb->runsc_id, "TERM", logs);
@@ -600,8 +600,11 @@ void Supervisor::transition(Sandbox& sb, SandboxState to, std::string_view why, 
   // `starting` and `probing` get no record of their own: after a crash, recovery derives them
   // exactly from the last record that says runsc_created (the intent, or bridge sandboxes'
   // `creating`) and what runsc says (created: start it; running: probe it). `creating` is
-  // recorded by bring_up itself, awaited, when the intent did not already promise runsc.
-  if (to != SandboxState::creating && to != SandboxState::starting && to != SandboxState::probing) persist(sb);
+  // recorded by bring_up itself, awaited, when the intent did not already promise runsc, and
+  // `stopping` by stop_flow, awaited before the kill it announces.
+  if (to != SandboxState::creating && to != SandboxState::starting && to != SandboxState::probing &&
+      to != SandboxState::stopping)
+    persist(sb);
 }
 
 void Supervisor::fail(Sandbox& sb, std::string_view why, std::string detail) {

@@ -122,6 +122,28 @@ class MetricsTest(AgentTestCase):
         self.assertIn("# TYPE sandbox_agent_time_to_ready_seconds histogram", r.stdout)
         self.assertEqual(samples(r.stdout)["sandbox_agent_ready_total"], 1)
 
+    def test_each_state_of_a_life_is_written_once(self):
+        # What a launch and a stop cost in durable writes: the intent (accepted), ready,
+        # stopping, stopped, and the finished record after the tear-down. A state written
+        # twice is a flush wasted (a disk's fsync and directory commit, each time).
+        a = self.start_agent()
+
+        def writes():
+            return samples(a.call({"op": "metrics"})["text"])["sandbox_agent_durable_writes_total"]
+
+        def settled(expected):
+            wait_for(lambda: writes() >= expected, timeout=10, what=f"{expected} durable writes")
+            time.sleep(0.3)  # and no more after them
+            return writes()
+
+        self.assertEqual(writes(), 0)
+        ready = a.launch(a.request("d1", docker={"enabled": True}), wait=True)
+        self.assertEqual(ready["sandbox"]["state"], "ready", ready)
+        self.assertEqual(settled(2), 2)
+        self.assertTrue(a.call({"op": "stop", "id": "d1"})["ok"])
+        a.wait_state("d1", "stopped")
+        self.assertEqual(settled(5), 5)
+
     def test_pools_have_their_gauges(self):
         root = os.path.join(self.tmp, "pooled")
         template = {"rootfs": os.path.join(root, "images", "rootfs"), "args": ["/bin/sleep", "infinity"]}

@@ -66,6 +66,8 @@ TEST_CASE("metrics: the agent's families, with every known reason and state pres
   s.platform = "systrap";
   s.connections = 1;
   s.connections_total = 9;
+  s.durable_writes = 40;
+  s.durable_flushes = 80;
   s.pools.push_back({"small", 2, 1, 1, 0});
   auto text = render_metrics(s);
   CHECK(has_line(text, "sandbox_agent_info{version=\"0.1.0\",runtime_version=\"release-1\",platform=\"systrap\"} 1"));
@@ -82,6 +84,8 @@ TEST_CASE("metrics: the agent's families, with every known reason and state pres
   CHECK(has_line(text, "sandbox_agent_runsc_call_duration_seconds_count{verb=\"delete\"} 0"));
   CHECK(has_line(text, "sandbox_agent_probe_attempts_total 12"));
   CHECK(has_line(text, "sandbox_agent_runsc_forked_by_agent_total 2"));
+  CHECK(has_line(text, "sandbox_agent_durable_writes_total 40"));
+  CHECK(has_line(text, "sandbox_agent_durable_flushes_total 80"));
   CHECK(has_line(text, "sandbox_agent_connections_open 1"));
   CHECK(has_line(text, "sandbox_agent_connections_total 9"));
   CHECK(has_line(text, "sandbox_agent_pool_ready{pool=\"small\"} 1"));
