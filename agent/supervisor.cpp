@@ -601,9 +601,11 @@ void Supervisor::transition(Sandbox& sb, SandboxState to, std::string_view why, 
   // exactly from the last record that says runsc_created (the intent, or bridge sandboxes'
   // `creating`) and what runsc says (created: start it; running: probe it). `creating` is
   // recorded by bring_up itself, awaited, when the intent did not already promise runsc, and
-  // `stopping` by stop_flow, awaited before the kill it announces.
+  // `stopping` by stop_flow, awaited before the kill it announces. `stopped` comes once the
+  // sandbox is torn down, and the lifecycle records it finished at once: until then the
+  // record says `stopping`, which recovery resolves to `stopped` exactly.
   if (to != SandboxState::creating && to != SandboxState::starting && to != SandboxState::probing &&
-      to != SandboxState::stopping)
+      to != SandboxState::stopping && to != SandboxState::stopped)
     persist(sb);
 }
 
