@@ -11,7 +11,8 @@ struct KernelSigaction {
   void* handler;
   unsigned long flags;
   void* restorer;
-  std::uint64_t mask;
+  std::uint64_t mask;  // the kernel's sigset: 64 signals, the size both callers pass (8)
 };
+static_assert(sizeof(void*) == 8, "KernelSigaction has x86_64's and arm64's layout");
 
 }  // namespace sandbox_agent

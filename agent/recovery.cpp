@@ -184,7 +184,9 @@ awaitable<void> Supervisor::recover() {
         live_egress.push_back(networks_.egress_for(sb->runsc_id, sb->network->ip, sb->request));
     } else if (!is_terminal(sb->state)) {
       ++lost;
-      if (sb->stop_requested && !known_to_runsc) {
+      // A stop was asked for and runsc no longer runs the sandbox (gone, or killed and not
+      // yet deleted when the agent died): that is the stop, not a loss.
+      if (sb->stop_requested && (!known_to_runsc || runsc_status == "stopped" || runsc_status == "created")) {
         transition(*sb, SandboxState::stopped, reason::stop_requested);
       } else {
         fail(*sb, reason::agent_restart,

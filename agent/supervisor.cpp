@@ -480,7 +480,7 @@ void Supervisor::resolve_end(Sandbox& sb) {
 awaitable<void> Supervisor::stop_flow(SandboxPtr sb) {
   execs_.end_sandbox(sb->id, "sandbox_stopped");
   transition(*sb, SandboxState::stopping, sb->stop_reason);
-  co_await persist_now(sb);  // its only record (transition leaves it to us)
+  if (!co_await persist_now(sb)) retry_record(sb->id);  // its only record: transition leaves it to us
   auto logs = paths::join(layout_.logs_dir(sb->dir), "runsc.log");
   if (sb->runsc_created && !sb->ended()) {
     auto term = co_await runsc_.kill(sb->runsc_id, "TERM", logs);

@@ -122,7 +122,7 @@ def main():
     bl.need(bl.AGENT, bl.SANDBOX_INIT, DEBIAN, CURRENT)
     rungs = RUNGS + NOT_SHIPPED
     if args.only:
-        keep = {RUNGS[0][0], RUNGS[-1][0], *args.only.split(",")}
+        keep = {RUNGS[0][0], RUNGS[-1][0], *(n.strip() for n in args.only.split(",") if n.strip())}
         unknown = keep - {r[0] for r in rungs}
         if unknown:
             sys.exit(f"cold_floor: unknown rung(s): {', '.join(sorted(unknown))}")

@@ -120,7 +120,7 @@ class Daemon final : public IoHandler {
   bool root_removed() const {
     struct stat st {};
     if (::stat(root_.c_str(), &st) != 0) return errno == ENOENT || errno == ENOTDIR;
-    return std::pair{st.st_dev, st.st_ino} != root_id_;
+    return root_id_ != std::pair<dev_t, ino_t>{} && std::pair{st.st_dev, st.st_ino} != root_id_;
   }
 
   // Idle exit, under the lock so that no CLI spawns a daemon meanwhile. A CLI already

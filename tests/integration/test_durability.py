@@ -164,6 +164,22 @@ class CrashTest(AgentTestCase):
         self.assertNotIn(new_helper, (None, helper))
         self.assertEqual(a.launch(a.request("after", docker={"enabled": True}), wait=True)["state"], "ready")
 
+    def test_a_stop_cut_short_by_a_crash_ends_stopped(self):
+        # The agent dies after the TERM took the sandbox down but before `runsc delete` came
+        # back: the record says stopping, runsc lists the sandbox stopped. The stop was asked
+        # for and happened: `stopped`, not `failed`/`agent_restart`.
+        a = self.start_agent({"runsc": {"timeout_ms": 3000}})
+        self.assertEqual(a.launch(a.request("s", env=["FAKE_RUNSC=delete=hang"]), wait=True)["state"], "ready")
+        self.assertTrue(a.call({"op": "stop", "id": "s", "timeout_ms": 5000})["ok"])
+        wait_for(lambda: [c["status"] for c in fake_list(a)] == ["stopped"], timeout=10, what="the sandbox to be down")
+        time.sleep(0.2)  # the delete is running, and hangs
+        with open(os.path.join(a.root, "state", "s.json")) as f:
+            self.assertEqual(json.load(f)["state"], "stopping")
+        a.kill()
+        a.start()
+        s = a.wait_state("s", ("stopped", "failed"), timeout=30)
+        self.assertEqual((s["state"], s["reason"]), ("stopped", "stop_requested"), s)
+
     def kill_a_queued_launch_and_restart(self, old_log_mib=0):
         # One runsc slot, held by a create that hangs: the second launch waits for it. Its
         # only record is the intent, which (no bridge network) already says runsc may hold it.
