@@ -307,6 +307,9 @@ class AgentTestCase(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="sa-test-")
         self.agents = []
+        # Cleanups run last-registered first, after tearDown: this one runs after every mount
+        # a test undoes with addCleanup, which tearDown's rmtree could not remove (busy).
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
 
     def tearDown(self):
         for a in self.agents:
