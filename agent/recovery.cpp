@@ -187,7 +187,7 @@ awaitable<void> Supervisor::recover() {
       // A stop was asked for and runsc no longer runs the sandbox (gone, or killed and not
       // yet deleted when the agent died): that is the stop, not a loss.
       if (sb->stop_requested && (!known_to_runsc || runsc_status == "stopped" || runsc_status == "created")) {
-        transition(*sb, SandboxState::stopped, reason::stop_requested);
+        transition(*sb, SandboxState::stopped, sb->stop_reason);  // stop_requested, or its TTL's
       } else {
         fail(*sb, reason::agent_restart,
              known_to_runsc ? "found " + runsc_status + " in runsc after the agent restarted"

@@ -168,9 +168,19 @@ class CrashTest(AgentTestCase):
         # The agent dies after the TERM took the sandbox down but before `runsc delete` came
         # back: the record says stopping, runsc lists the sandbox stopped. The stop was asked
         # for and happened: `stopped`, not `failed`/`agent_restart`.
+        self.cut_a_stop_short(ttl_ms=None, reason="stop_requested")
+
+    def test_a_ttl_stop_cut_short_by_a_crash_keeps_its_reason(self):
+        self.cut_a_stop_short(ttl_ms=300, reason="ttl_expired")
+
+    def cut_a_stop_short(self, ttl_ms, reason):
         a = self.start_agent({"runsc": {"timeout_ms": 3000}})
-        self.assertEqual(a.launch(a.request("s", env=["FAKE_RUNSC=delete=hang"]), wait=True)["state"], "ready")
-        self.assertTrue(a.call({"op": "stop", "id": "s", "timeout_ms": 5000})["ok"])
+        req = a.request("s", env=["FAKE_RUNSC=delete=hang"])
+        if ttl_ms:
+            req["ttl_ms"] = ttl_ms
+        self.assertEqual(a.launch(req, wait=True)["state"], "ready")
+        if not ttl_ms:
+            self.assertTrue(a.call({"op": "stop", "id": "s", "timeout_ms": 5000})["ok"])
         wait_for(lambda: [c["status"] for c in fake_list(a)] == ["stopped"], timeout=10, what="the sandbox to be down")
         time.sleep(0.2)  # the delete is running, and hangs
         with open(os.path.join(a.root, "state", "s.json")) as f:
@@ -178,7 +188,7 @@ class CrashTest(AgentTestCase):
         a.kill()
         a.start()
         s = a.wait_state("s", ("stopped", "failed"), timeout=30)
-        self.assertEqual((s["state"], s["reason"]), ("stopped", "stop_requested"), s)
+        self.assertEqual((s["state"], s["reason"]), ("stopped", reason), s)
 
     def kill_a_queued_launch_and_restart(self, old_log_mib=0):
         # One runsc slot, held by a create that hangs: the second launch waits for it. Its
