@@ -319,7 +319,7 @@ class AgentTestCase(unittest.TestCase):
         if hasattr(self, "_outcome") and not self._passed():
             for a in self.agents:
                 print(f"--- agent log ({a.root}) ---\n{a.log()[-20000:]}")
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        # self.tmp goes in the cleanup setUp registered, after the tests' own cleanups.
 
     def _passed(self):
         result = self._outcome.result
