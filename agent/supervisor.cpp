@@ -777,35 +777,28 @@ void Supervisor::read_markers(Sandbox& sb) {
 // Whether sockets/ID/docker.sock is a socket (not a symlink or anything else a sandbox could
 // plant there), and if so gives it its owner. sandbox-init cannot chmod/chown a socket in a
 // host-bound directory (EPERM inside gVisor): the host side does it, never following links.
+// By path: the sandbox can only change what is inside sockets/ID (its bind mount), not the
+// directories above it, so only the last component needs AT_SYMLINK_NOFOLLOW.
 bool Supervisor::prepare_docker_socket(Sandbox& sb) {
-  auto dir = layout_.sockets_dir(sb.dir);
-  std::string name(kDockerSocketName);
+  auto path = paths::join(layout_.sockets_dir(sb.dir), std::string(kDockerSocketName));
   struct stat st {};
   auto owner = sb.request.socket_owner.value_or(Owner{0, 0});
-  auto already_right = [&] {
-    return S_ISSOCK(st.st_mode) && st.st_uid == owner.uid && st.st_gid == owner.gid && (st.st_mode & 07777) == 0660;
-  };
   // Not there yet (most checks while dockerd boots), or already right (the check once dockerd
   // answers, mostly): one system call, nothing to change.
-  if (::lstat(paths::join(dir, name).c_str(), &st) != 0) return false;
-  if (already_right()) {
-    sb.socket_prepared = true;
-    return true;
+  if (::lstat(path.c_str(), &st) != 0) return false;
+  if (!S_ISSOCK(st.st_mode)) {
+    spdlog::warn("{} {} is not a socket; ignoring it", sb.id, path);
+    return false;
   }
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (dfd < 0) return false;
-  int found = ::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
-  bool ok = found == 0 && S_ISSOCK(st.st_mode);
-  if (ok && !sb.socket_prepared) {
-    if (::fchownat(dfd, name.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 ||
-        paths::chmod_at_nofollow(dfd, name.c_str(), 0660) != 0)
-      spdlog::warn("{} cannot set the owner of {}/{}: {}", sb.id, dir, name, paths::errno_text());
-    sb.socket_prepared = true;
-  } else if (!ok && found == 0) {
-    spdlog::warn("{} {}/{} is not a socket; ignoring it", sb.id, dir, name);
+  if (!sb.socket_prepared && (st.st_uid != owner.uid || st.st_gid != owner.gid || (st.st_mode & 07777) != 0660)) {
+    // Swapped for something else since the lstat? Then the sandbox's own file gets the owner
+    // and mode a socket would: nothing outside sockets/ID is touched either way.
+    if (::fchownat(AT_FDCWD, path.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 ||
+        paths::chmod_at_nofollow(AT_FDCWD, path.c_str(), 0660) != 0)
+      spdlog::warn("{} cannot set the owner of {}: {}", sb.id, path, paths::errno_text());
   }
-  ::close(dfd);
-  return ok;
+  sb.socket_prepared = true;
+  return true;
 }
 
 // 64 random bits: a collision with a sandbox in flight is as good as impossible (and

@@ -3,6 +3,7 @@ crash the agent, hold its slots, forge its log, or make it touch another agent's
 Every loop is bounded in count and time; the sanitizer build runs the same tests."""
 import json
 import os
+import stat
 import socket
 import subprocess
 import threading
@@ -283,6 +284,33 @@ class HostileSandboxTest(AgentTestCase):
         self.assertFalse(record["finished"])
         self.assertTrue(os.path.isdir(os.path.join(a.root, "bundles", "liar")))
         c.close()
+
+    def test_the_docker_socket_gets_its_owner_and_a_planted_link_is_not_followed(self):
+        # sockets/ID is the sandbox's to write in: the agent gives docker.sock its owner by
+        # path, so it must look at the last component only as itself, never through a link.
+        a = self.start_agent()
+        owner = {"uid": 4242, "gid": 4343}
+        r = a.launch(a.request("own", docker={"enabled": True}, socket_owner=owner), wait=True)
+        self.assertEqual(r["state"], "ready", r)
+        st = os.lstat(r["sandbox"]["docker_socket"])
+        self.assertTrue(stat.S_ISSOCK(st.st_mode))
+        self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o7777), (4242, 4343, 0o660))
+
+        victim = os.path.join(self.tmp, "victim")
+        with open(victim, "w") as f:
+            f.write("the host's\n")
+        os.chmod(victim, 0o600)
+        self.assertTrue(a.launch(a.request("liar", docker={"enabled": True}, socket_owner=owner,
+                                           env=["FAKE_RUNSC=dockerd=never"]))["ok"])
+        a.wait_state("liar", "probing")
+        os.symlink(victim, os.path.join(a.root, "sockets", "liar", "docker.sock"))
+        deadline = time.monotonic() + 10  # the agent's inotify watch sees the link at once
+        while "docker.sock is not a socket" not in a.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = os.stat(victim)
+        self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o7777), (0, 0, 0o600))
+        self.assertIn("docker.sock is not a socket", a.log())
+        self.assertEqual(a.status("liar")["state"], "probing")
 
 
 if __name__ == "__main__":
