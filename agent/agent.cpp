@@ -144,7 +144,7 @@ struct Agent::Impl {
     runtime = co_await probe_runtime(config);
     spdlog::info("{}", runtime.summary());
     for (const auto& w : runtime.warnings) spdlog::warn("runtime: {}", w);
-    co_await supervisor.recover();
+    if (auto s = co_await supervisor.recover(); !s) co_return fail(s);
     pools.start();
     if (options.socket) {
       if (auto s = socket.listen(options.inherited_socket); !s) co_return fail(s);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <simdjson.h>
@@ -23,14 +24,16 @@ struct RunscEntry {
   pid_t pid = -1;
 };
 
-// `runsc list --format=json`: [{"id":…,"status":…,"pid":…,…},…] (null when empty).
-std::map<std::string, RunscEntry> parse_runsc_list(const std::string& text) {
+// `runsc list --format=json`: [{"id":…,"status":…,"pid":…,…},…] (null when empty). Nothing
+// when the text is neither: the agent cannot tell what runsc holds.
+std::optional<std::map<std::string, RunscEntry>> parse_runsc_list(const std::string& text) {
   std::map<std::string, RunscEntry> out;
   simdjson::dom::parser parser;
   simdjson::dom::element root;
-  if (parser.parse(text).get(root)) return out;
+  if (parser.parse(text).get(root)) return std::nullopt;
+  if (root.is_null()) return out;
   simdjson::dom::array arr;
-  if (root.get_array().get(arr)) return out;
+  if (root.get_array().get(arr)) return std::nullopt;
   for (auto item : arr) {
     std::string_view id, status;
     int64_t pid = -1;
@@ -52,7 +55,7 @@ std::map<std::string, RunscEntry> parse_runsc_list(const std::string& text) {
 // - a record whose sandbox is gone or stopped ends failed (agent_restart): it may have
 //   run, so it is not run again (at-most-once);
 // - a runsc sandbox under our runsc root with no record is an orphan: killed and deleted.
-awaitable<void> Supervisor::recover() {
+awaitable<Status> Supervisor::recover() {
   networks_.init(runtime_);
   std::vector<Record> records;
   if (DIR* d = ::opendir(layout_.state_dir().c_str())) {
@@ -78,10 +81,34 @@ awaitable<void> Supervisor::recover() {
   recovered_ = true;  // the root is ours (locked) and its runsc state is now in our hands
   if (auto n = runsc_.release_pinned_netns())
     spdlog::info("released runsc's pinned gofer network namespace ({} mount{})", n, n == 1 ? "" : "s");
-  auto listed = co_await runsc_.list();
-  auto in_runsc = parse_runsc_list(listed.output);
-  if (!listed.ok())
-    spdlog::warn("runsc list failed ({}): sandboxes it would show are treated as gone", listed.describe());
+  // What runsc holds decides every record's fate: a sandbox missing from the list is taken
+  // as gone and torn down. A list that fails is asked again; if it never answers, the agent
+  // must not guess (every running sandbox would be failed and deleted): it stops here.
+  std::optional<std::map<std::string, RunscEntry>> listing;
+  std::string list_error;
+  asio::steady_timer pause(ex_);
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    auto listed = co_await runsc_.list();
+    if (listed.ok()) listing = parse_runsc_list(listed.output);
+    if (listing) break;
+    list_error = listed.ok() ? "its output is not a JSON list: " + listed.output.substr(0, 200) : listed.describe();
+    spdlog::warn("runsc list failed (attempt {} of 3): {}", attempt, list_error);
+    if (attempt < 3) {
+      pause.expires_after(Millis(500 * attempt));
+      co_await pause.async_wait(use_nothrow);
+    }
+  }
+  if (!listing) {
+    bool depends = std::any_of(records.begin(), records.end(), [](const Record& r) { return !r.finished; });
+    if (depends)
+      co_return make_error(ErrorCode::internal,
+                           "runsc list failed 3 times (" + list_error +
+                               "): cannot tell which sandboxes still run, so none is adopted or torn down; fix "
+                               "runsc and start the agent again");
+    spdlog::warn("runsc list failed; no record depends on it, so only orphans in runsc's root go unnoticed");
+    listing.emplace();
+  }
+  auto& in_runsc = *listing;
   std::sort(records.begin(), records.end(),
             [](const Record& a, const Record& b) { return a.created_at_us < b.created_at_us; });
 
@@ -221,6 +248,7 @@ awaitable<void> Supervisor::recover() {
   if (!records.empty() || orphans)
     spdlog::info("recovered {} records: {} adopted, {} launched again, {} lost, {} orphans", records.size(),
                  adopted, relaunched, lost, orphans);
+  co_return Ok{};
 }
 
 // Whether `runsc create` (or `runsc run`, its create and start in one) was ever started for

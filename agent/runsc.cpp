@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -151,6 +152,12 @@ awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string 
     co_return result;
   }
 
+  if (log_fd < 0 && log_path.empty()) {
+    // A call with no log of its own (list, state): its stderr goes to memory, so that a
+    // failure can say what runsc said.
+    log_fd = close_log.fd = ::memfd_create("runsc-stderr", MFD_CLOEXEC);
+    log_start = 0;
+  }
   const bool capture = output != Output::log;
   int pipe_fds[2] = {-1, -1};
   if (capture && ::pipe2(pipe_fds, O_CLOEXEC) != 0) {

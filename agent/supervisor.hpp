@@ -85,7 +85,8 @@ class Supervisor {
   void use_spawn_helper(SpawnHelper* helper) { runsc_.use_spawn_helper(helper); }
 
   // Start-up: adopts what state/ and runsc say is still there (see docs/durability.md).
-  awaitable<void> recover();
+  // Fails (and changes nothing) when runsc cannot say which sandboxes it holds.
+  awaitable<Status> recover();
   // Shutdown: by default leaves sandboxes running (adopted on restart); with stop_all stops
   // every one and waits for them.
   awaitable<void> shutdown(bool stop_all);

@@ -173,6 +173,38 @@ class CrashTest(AgentTestCase):
     def test_a_ttl_stop_cut_short_by_a_crash_keeps_its_reason(self):
         self.cut_a_stop_short(ttl_ms=300, reason="ttl_expired")
 
+    def test_a_runsc_that_cannot_list_is_asked_again_and_never_taken_for_empty(self):
+        # Recovery decides every record's fate from `runsc list`. A list that fails must not
+        # read as "nothing runs": every running sandbox would be failed and deleted.
+        a = self.start_agent({"runsc": {"timeout_ms": 3000}})
+        self.assertEqual(a.launch(a.request("kept"), wait=True)["state"], "ready")
+        a.kill()
+        mode = os.path.join(self.tmp, "list-fails")
+        wrapper = os.path.join(self.tmp, "runsc-wrapper")
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\n"
+                    f'for a in "$@"; do if [ "$a" = list ] && [ -s {mode} ]; then\n'
+                    f'  [ "$(cat {mode})" = once ] && : > {mode}\n'
+                    '  echo "runsc: list refused" >&2; exit 1\n'
+                    "fi; done\n"
+                    f'exec {a.runsc} "$@"\n')
+        os.chmod(wrapper, 0o755)
+        fake = a.runsc
+        a.runsc = wrapper
+        with open(mode, "w") as f:
+            f.write("always")
+        a.start(wait=False)
+        self.assertEqual(a.proc.wait(30), 1, a.log())
+        self.assertIn("runsc list failed 3 times (exit code 1: runsc: list refused", a.log())
+        a.runsc = fake
+        self.assertEqual([c["status"] for c in fake_list(a)], ["running"], "nothing was torn down")
+        a.runsc = wrapper
+        with open(mode, "w") as f:
+            f.write("once")
+        a.start()
+        self.assertEqual(a.wait_state("kept", ("ready", "failed"))["state"], "ready")
+        self.assertIn("runsc list failed (attempt 1 of 3)", a.log())
+
     def cut_a_stop_short(self, ttl_ms, reason):
         a = self.start_agent({"runsc": {"timeout_ms": 3000}})
         req = a.request("s", env=["FAKE_RUNSC=delete=hang"])
