@@ -302,12 +302,15 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
   }
   // A client gone with execs running ends them; one that only half-closed gets their
   // replies. Only POLLHUP tells the two apart, and the ring reports a half-close (RDHUP)
-  // as readiness too: look, without waiting, a few times a second.
-  if (at_eof && !c->closing && !c->execs.empty()) {
+  // as readiness too: look, without waiting, a few times a second. The same for a watch or
+  // a held `launch … wait`: a client that hung up gives its slot back now, not at the next
+  // event the writer fails to send.
+  auto pending = [&] { return !c->execs.empty() || !c->waits.empty() || c->watch_token != 0; };
+  if (at_eof && !c->closing && pending()) {
     c->half_closed = true;
     c->wake.notify();
     asio::steady_timer tick(ex_);
-    while (!c->closing && !c->execs.empty()) {
+    while (!c->closing && pending()) {
       pollfd p{c->socket.native_handle(), POLLOUT, 0};
       if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
         drop(c, {});
@@ -372,7 +375,9 @@ awaitable<void> SocketServer::write_loop(ConnectionPtr c) {
 
 void SocketServer::send(const ConnectionPtr& c, std::string line, int fd) {
   Outgoing item(std::move(line), fd);  // owns fd from here, whatever happens
-  if (c->queued + item.line.size() > config_.limits.max_output_bytes) {
+  // The limit is on what waits behind unread replies: one reply (a long `list`) is always
+  // taken when nothing waits, however large.
+  if (c->queued > 0 && c->queued + item.line.size() > config_.limits.max_output_bytes) {
     drop(c, "it does not read its replies (" + std::to_string(c->queued) + " bytes queued)");
     return;
   }

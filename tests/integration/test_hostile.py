@@ -143,6 +143,37 @@ class HostileClientTest(AgentTestCase):
         # and root's own client still gets in
         self.assertTrue(a.call({"op": "version"})["ok"])
 
+    def test_one_reply_larger_than_the_output_limit_is_still_delivered(self):
+        # The output limit is for a client that does not read; a `list` of many sandboxes is
+        # one reply, and a client that reads it must get it.
+        a = self.start_agent({"limits": {"max_output_bytes": 4096}})
+        for i in range(8):
+            self.assertTrue(a.launch(a.request(f"big-{i}", labels={"note": "x" * 900}))["ok"])
+        c = a.client()
+        for _ in range(2):
+            reply = c.call({"op": "list"})
+            self.assertTrue(reply["ok"], reply)
+            self.assertEqual(len(reply["sandboxes"]), 8)
+        self.assertGreater(len(json.dumps(reply)), 4096 * 1.5)
+        c.close()
+        self.assertNotIn("does not read its replies", a.log())
+
+    def test_watchers_that_hang_up_give_their_slots_back_without_an_event(self):
+        # Nothing happens on this agent, so no event would ever fail to reach them.
+        a = self.start_agent({"limits": {"max_watchers": 2}})
+        for _ in range(2):
+            c = a.client()
+            self.assertTrue(c.call({"op": "watch"})["ok"])
+            c.close()
+
+        def watch_once():
+            c = a.client()
+            try:
+                return c.call({"op": "watch"}).get("ok")
+            finally:
+                c.close()
+        wait_for(watch_once, timeout=5, what="a watch slot given back")
+
     def test_a_client_that_never_sends_a_line_is_dropped(self):
         a = self.start_agent({"limits": {"max_connections": 4, "first_line_timeout_ms": 300}})
         silent = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(4)]
