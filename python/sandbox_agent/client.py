@@ -2,6 +2,7 @@
 Standard library only."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -40,6 +41,16 @@ class ConnectionError_(OSError):
     """The agent's socket could not be reached or closed mid-reply."""
 
 
+class LaunchTimeout(TimeoutError):
+    """`launch(wait=True, timeout=…)` gave up before the agent answered. The launch goes on:
+    `sandbox_id` is the request's id (None if it had none, then the agent generated one)."""
+
+    def __init__(self, sandbox_id: Optional[str], timeout: float):
+        self.sandbox_id, self.timeout = sandbox_id, timeout
+        what = f"sandbox {sandbox_id}" if sandbox_id else "the sandbox (its id was generated)"
+        super().__init__(f"{what} was not ready after {timeout} s; the agent is still launching it")
+
+
 @dataclass(frozen=True)
 class Event:
     """A state change (`watch`): sandbox id, new state, reason, time (RFC 3339), exit code."""
@@ -62,8 +73,29 @@ class _Connection:
             raise ConnectionError_(e.errno, f"cannot connect to {path}: {e.strerror}") from e
         self.buf = b""
 
-    def send(self, obj: Mapping[str, Any]) -> None:
-        self.sock.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+    def send(self, obj: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
+        """One request line (with `fds` on its first bytes). An agent that refused it and closed
+        (too_large) left its reply: that is raised as AgentError rather than EPIPE."""
+        line = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        try:
+            sent = socket.send_fds(self.sock, [line], list(fds)) if fds else 0
+            if sent < len(line):
+                self.sock.sendall(line[sent:])
+        except OSError as e:
+            if e.errno not in (errno.EPIPE, errno.ECONNRESET):
+                raise
+            reply = self._pending_reply()
+            if reply is not None and not reply.get("ok"):
+                _check(reply)
+            raise ConnectionError_(e.errno, f"the agent closed the connection: {e.strerror}") from e
+
+    def _pending_reply(self) -> Optional[Dict[str, Any]]:
+        """The line the agent sent before it closed, if there is one."""
+        try:
+            self.sock.settimeout(1.0)
+            return self.read()
+        except (OSError, ValueError):
+            return None
 
     def read(self) -> Dict[str, Any]:
         while b"\n" not in self.buf:
@@ -136,11 +168,15 @@ class Sandbox:
         return self
 
     def wait(self, states: Union[str, Sequence[str]] = TERMINAL, timeout: float = 60.0) -> "Sandbox":
-        """Until the sandbox is in one of `states` (default: stopped or failed)."""
+        """Until the sandbox is in one of `states` (default: stopped or failed). One that ends
+        (stopped or failed) in a state not wanted raises SandboxFailed at once; `timeout`
+        seconds without raises TimeoutError."""
         wanted = (states,) if isinstance(states, str) else tuple(states)
         deadline = time.monotonic() + timeout
         delay = 0.005
         while self.refresh().state not in wanted:
+            if self.state in TERMINAL:
+                raise SandboxFailed(self)  # it will not change again
             if time.monotonic() > deadline:
                 raise TimeoutError(f"sandbox {self.id} is {self.state}, not {'/'.join(wanted)}, after {timeout} s")
             time.sleep(delay)
@@ -214,7 +250,8 @@ class Agent:
         self.timeout = timeout
 
     def call(self, msg: Mapping[str, Any], timeout: Optional[float] = None) -> Dict[str, Any]:
-        """One request, one reply; an error reply raises AgentError."""
+        """One request, one reply; an error reply raises AgentError. `timeout`: seconds for
+        the reply (default: the agent's `timeout`)."""
         c = _Connection(self.socket_path, timeout if timeout is not None else self.timeout)
         try:
             c.send(msg)
@@ -246,12 +283,23 @@ class Agent:
 
     def launch(self, request: Mapping[str, Any], wait: bool = True, timeout: Optional[float] = None) -> Sandbox:
         """Submits a launch request (docs/protocol.md). With `wait`, returns once the sandbox is
-        ready, and raises SandboxFailed if it failed instead; without, once it is accepted."""
+        ready, and raises SandboxFailed if it failed instead; without, once it is accepted.
+        Waiting takes as long as the agent does (it bounds it: docker.ready_timeout_ms), not
+        the per-reply `Agent.timeout`; `timeout` (seconds) gives up sooner with LaunchTimeout,
+        a TimeoutError carrying the request's id; the launch goes on."""
         if not wait:
-            reply = self.call({"op": "launch", "request": dict(request)})
+            reply = self.call({"op": "launch", "request": dict(request)}, timeout=timeout)
             return self.get(reply["id"])
-        reply = self.call({"op": "launch", "request": dict(request), "wait": "ready"},
-                          timeout=timeout if timeout is not None else None)
+        c = _Connection(self.socket_path, self.timeout)  # connecting and sending: the usual bound
+        try:
+            c.send({"op": "launch", "request": dict(request), "wait": "ready"})
+            c.sock.settimeout(timeout)  # the reply: when the agent has it, unless the caller says
+            try:
+                reply = _check(c.read())
+            except socket.timeout as e:
+                raise LaunchTimeout(request.get("id"), timeout if timeout is not None else 0.0) from e
+        finally:
+            c.close()
         sandbox = Sandbox(self, reply["sandbox"])
         if sandbox.state != "ready":
             raise SandboxFailed(sandbox)

@@ -55,13 +55,6 @@ def _fd_of(stream: Stream, mode: int) -> Tuple[int, bool]:
     return stream.fileno(), False
 
 
-def _send_line(sock: socket.socket, msg: Mapping[str, Any], fds: Sequence[int]) -> None:
-    line = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
-    sent = socket.send_fds(sock, [line], list(fds))  # the descriptors ride on its first bytes
-    if sent < len(line):
-        sock.sendall(line[sent:])
-
-
 class ExecProcess:
     """A process running in a sandbox (Sandbox.start_exec). `stdin`, `stdout`, `stderr` are
     this end of the pipes asked for with PIPE (else None); with tty=True, `pty` is the terminal's
@@ -226,7 +219,7 @@ def start_exec(sandbox: "Sandbox", args: Command, *, stdin: Stream = None, stdou
     from .client import _Connection, _check
     c = _Connection(sandbox.agent.socket_path, sandbox.agent.timeout)
     try:
-        _send_line(c.sock, msg, fds)
+        c.send(msg, fds)
     finally:
         for fd in ours:
             os.close(fd)  # the process holds them now: the pipes end when it does
@@ -260,7 +253,7 @@ def _copy(sandbox: "Sandbox", direction: str, path: str, fd: int, mode: Optional
         msg["timeout_ms"] = max(1, int(timeout * 1000))
     c = _Connection(sandbox.agent.socket_path, None)
     try:
-        _send_line(c.sock, msg, [fd])
+        c.send(msg, [fd])
         return int(_check(c.read())["bytes"])
     finally:
         c.close()

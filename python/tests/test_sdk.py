@@ -236,3 +236,54 @@ def test_a_sandbox_from_a_pool(pooled):
     with pytest.raises(sa.AgentError) as e:
         client.launch({"pool": "nope"})
     assert (e.value.code, e.value.field) == ("invalid_request", "/pool")
+
+
+def test_launch_waits_as_long_as_the_agent_does(agent):
+    # a per-reply timeout shorter than the sandbox takes to be ready: launch waits anyway
+    client = sa.Agent(root=agent.root, timeout=0.5)
+    slow = request(agent, id="slow", docker={"enabled": True}, env=["FAKE_RUNSC=dockerd_delay_ms=1500"])
+    t = time.monotonic()
+    sb = client.launch(slow)
+    assert (sb.id, sb.state) == ("slow", "ready")
+    assert time.monotonic() - t >= 1.0
+    # the caller's own timeout: a TimeoutError naming the sandbox, which still comes up
+    slower = request(agent, id="slower", docker={"enabled": True}, env=["FAKE_RUNSC=dockerd_delay_ms=2000"])
+    with pytest.raises(TimeoutError) as e:
+        client.launch(slower, timeout=0.3)
+    assert isinstance(e.value, sa.LaunchTimeout)
+    assert e.value.sandbox_id == "slower"
+    assert "slower" in str(e.value)
+    assert client.get("slower").wait("ready", timeout=10).state == "ready"
+    sb.stop()
+    client.get("slower").stop()
+
+
+def test_wait_raises_at_once_when_the_sandbox_ended_otherwise(agent):
+    client = sa.Agent(root=agent.root)
+    bad = client.launch(request(agent, id="bad", env=["FAKE_RUNSC=create=fail"]), wait=False)
+    t = time.monotonic()
+    with pytest.raises(sa.SandboxFailed) as e:
+        bad.wait("ready", timeout=4)
+    assert time.monotonic() - t < 2
+    assert (e.value.code, e.value.sandbox.state) == ("runsc_create_failed", "failed")
+    done = client.launch(request(agent, id="done"))
+    done.stop()
+    t = time.monotonic()
+    with pytest.raises(sa.SandboxFailed) as e:
+        done.wait("ready", timeout=4)
+    assert time.monotonic() - t < 2
+    assert (e.value.code, e.value.sandbox.state) == ("stop_requested", "stopped")
+    assert done.wait(timeout=4).state == "stopped"  # a wanted terminal state is no failure
+
+
+def test_an_oversized_request_raises_the_agents_too_large(agent):
+    client = sa.Agent(root=agent.root)
+    big = "x" * (3 << 20)  # over the 1 MiB request limit
+    with pytest.raises(sa.AgentError) as e:
+        client.launch(request(agent, labels={"big": big}))
+    assert e.value.code == "too_large"
+    sb = client.launch(request(agent, id="x"))  # the agent is fine, and so is the next connection
+    with pytest.raises(sa.AgentError) as e:
+        sb.exec(["/bin/echo", big])
+    assert e.value.code == "too_large"
+    sb.stop()
