@@ -130,6 +130,8 @@ struct Agent::Impl {
     if (!lock) co_return fail(lock.error());
     lock_fd = *lock;
     if (auto s = make_layout(config); !s) co_return fail(s);
+    if (options.spool)  // before recovery: a spool another agent uses stops us touching anything
+      if (auto s = spool.open(); !s) co_return fail(s);
     if (auto s = writer.open(); !s) co_return fail(s);
     if (auto s = dirs.open(); !s) co_return fail(s);
     if (!options.spawn_helper.empty() && config.runsc.spawn_helper) {
@@ -150,10 +152,7 @@ struct Agent::Impl {
       if (auto s = socket.listen(options.inherited_socket); !s) co_return fail(s);
       socket.start();
     }
-    if (options.spool) {
-      if (auto s = spool.open(); !s) co_return fail(s);
-      spool.start();
-    }
+    if (options.spool) spool.start();
     if (auto ep = parse_metrics_listen(config.metrics.listen); !ep) {
       co_return fail(ep.error());
     } else if (ep->kind != MetricsEndpoint::off) {

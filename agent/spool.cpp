@@ -4,11 +4,14 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+
+#include <simdjson.h>
 
 #include "log.hpp"
 #include "paths.hpp"
@@ -51,7 +54,9 @@ std::string move_noreplace(const std::string& from_dir, const std::string& to_di
   std::string staged;
   if (error_text) {
     // A few hundred bytes into the page cache; the durable copy replaces it right after.
-    staged = paths::join(to_dir, ".error.json.staged");
+    // Its own name: another agent's reject (or ours of another file) stages beside it.
+    static std::uint64_t staged_count = 0;
+    staged = paths::join(to_dir, ".error.json.staged." + std::to_string(::getpid()) + "." + std::to_string(++staged_count));
     int fd = ::open(staged.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) return {};
     bool written = ::write(fd, error_text->data(), error_text->size()) == static_cast<ssize_t>(error_text->size());
@@ -96,7 +101,10 @@ SpoolIntake::SpoolIntake(asio::any_io_executor ex, const Config& config, Supervi
                          EventBus& events, DirWatcher& dirs, DurableWriter& writer)
     : ex_(ex), config_(config), supervisor_(supervisor), events_(events), dirs_(dirs), writer_(writer) {}
 
-SpoolIntake::~SpoolIntake() { close(); }
+SpoolIntake::~SpoolIntake() {
+  close();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
 
 std::string SpoolIntake::dir(std::string_view sub) const { return paths::join(config_.spool, sub); }
 
@@ -109,6 +117,19 @@ Status SpoolIntake::open() {
     auto d = dir(sub);
     if (!paths::make_dirs(d, 0755))
       return make_error(ErrorCode::internal, "creating " + d + ": " + paths::errno_text());
+  }
+  // One agent per spool. Claiming by rename keeps two agents from taking one file from new/,
+  // but at start an agent resumes every file in cur/: another agent's claims would be
+  // launched twice. Held until the process exits; the kernel drops it on any death.
+  lock_fd_ = ::open(config_.spool.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock_fd_ < 0) return make_error(ErrorCode::internal, "opening " + config_.spool + ": " + paths::errno_text());
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    bool held = errno == EWOULDBLOCK;
+    auto text = paths::errno_text();
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    return make_error(ErrorCode::internal, held ? "the spool " + config_.spool + " is in use by another agent"
+                                                : "locking the spool " + config_.spool + ": " + text);
   }
   return Ok{};
 }
@@ -127,11 +148,21 @@ void SpoolIntake::start() {
       if (is_request_name(e->d_name)) names.emplace_back(e->d_name);
     ::closedir(d);
     for (auto& name : names) {
-      // The newest sandbox launched from this name: an older one may have had the name
-      // before (its file is in done/ by now).
+      // The newest sandbox launched from this name, if it was launched from this very file:
+      // an older one may have had the name before (its file in done/ by now), and this file,
+      // claimed after that one ended, may never have been launched. Its claim (the rename
+      // into cur/) set its ctime, and its sandbox was created after the claim.
+      struct stat st {};
+      std::int64_t claimed_us = ::lstat(paths::join(dir("cur"), name).c_str(), &st) == 0
+                                    ? static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1000000 + st.st_ctim.tv_nsec / 1000
+                                    : 0;
       const Sandbox* sb = nullptr;
       for (const auto& id : supervisor_.ids_with_origin(std::string(kOriginPrefix) + name))
         if (auto* s = supervisor_.find(id); s && (!sb || s->created_at_us > sb->created_at_us)) sb = s;
+      if (sb && sb->created_at_us < claimed_us) {
+        spdlog::info("spool: {} in cur/ was claimed after sandbox {} of that name ended: launching it", name, sb->id);
+        sb = nullptr;
+      }
       if (sb) {
         // Its state may have changed while nobody wrote the status (it ended while the agent
         // was down, or recovery failed it before we subscribed): say so, then finish.
@@ -184,6 +215,12 @@ awaitable<void> SpoolIntake::claim(std::string name) {
     co_await reject(dir("new"), name, make_error(ErrorCode::invalid_request,
                                         "the file name is " + std::to_string(name.size()) + " bytes long; at most " +
                                             std::to_string(kMaxRequestName) + " are allowed"));
+    done_with(name);
+    co_return;
+  }
+  if (!simdjson::validate_utf8(name.data(), name.size())) {
+    // Its origin (spool:NAME) goes into the record and the status, which are JSON.
+    co_await reject(dir("new"), name, make_error(ErrorCode::invalid_request, "the file name is not valid UTF-8"));
     done_with(name);
     co_return;
   }

@@ -23,7 +23,7 @@ class SpoolIntake {
               EventBus& events, DirWatcher& dirs, DurableWriter& writer);
   ~SpoolIntake();
 
-  Status open();  // creates the directories
+  Status open();  // creates the directories and locks the spool (one agent per spool)
   // Resumes claimed files (cur/), claims what is waiting in new/, then follows new/.
   void start();
   void close();
@@ -58,6 +58,7 @@ class SpoolIntake {
   int watch_wd_ = -1;
   std::unordered_map<std::string, std::string> unwritten_status_;  // name -> sandbox id
   bool retrying_status_ = false;
+  int lock_fd_ = -1;  // the spool directory, flock'ed: one agent per spool
 };
 
 }  // namespace sandbox_agent

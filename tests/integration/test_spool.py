@@ -579,6 +579,57 @@ class SpoolTest(AgentTestCase):
         sp.wait_state("lives.json", "stopped")
         wait_for(lambda: sp.where("lives.json") == ["done"], timeout=10, what="lives.json in done/")
 
+    def test_a_reused_name_claimed_before_a_restart_is_launched_not_taken_for_the_old_one(self):
+        # again.json ran and ended (done/); a second again.json was claimed just before the
+        # agent died. The newest sandbox of that name is the first one's: it must not stand
+        # in for the second file, which was never launched.
+        a = self.start_agent()
+        sp = Spool(a)
+        sp.drop("again.json", a.request("first", env=["FAKE_RUNSC=exit_after_ms=100,exit_code=0"]))
+        sp.wait_state("again.json", TERMINAL)
+        wait_for(lambda: sp.where("again.json") == ["done"], timeout=10, what=f"again.json in done/: {sp.tree()}")
+        a.kill()
+        with open(sp.path("cur", "again.json"), "w") as f:
+            json.dump(a.request("second"), f)
+        a.start()
+        self.assertEqual(sp.wait_state("again.json", "ready")["id"], "second")
+        self.assertEqual(a.status("second")["state"], "ready")
+        self.assertEqual(sp.names("done"), ["again.json"])
+        self.assertEqual(sp.where("again.json"), ["cur", "done"])
+
+    def test_a_second_agent_on_the_same_spool_refuses_to_start(self):
+        # At start an agent resumes every claimed file in cur/: another agent's would be
+        # launched twice.
+        a = self.start_agent()
+        sp = Spool(a)
+        sp.drop("mine.json", a.request("mine"))
+        sp.wait_state("mine.json", "ready")
+        b = self.new_agent()
+        b.extra_args = ["--spool", sp.root]
+        b.start(wait=False)
+        self.assertEqual(b.proc.wait(20), 1, b.log())
+        self.assertIn(f"the spool {sp.root} is in use by another agent", b.log())
+        self.assertEqual(os.listdir(os.path.join(b.root, "state")) if os.path.isdir(os.path.join(b.root, "state")) else [], [])
+        self.assertEqual(sp.where("mine.json"), ["cur"])
+        self.assertEqual(a.status("mine")["state"], "ready")
+
+    def test_a_name_that_is_not_utf8_is_rejected_and_nothing_is_launched(self):
+        # The origin spool:NAME goes into the JSON record: a name JSON cannot hold would make
+        # the record unreadable after a restart and the sandbox forgotten.
+        a = self.start_agent()
+        sp = Spool(a)
+        name = b"\xff\xfejob.json"
+        staged = sp.stage("latin1", a.request("latin1"))
+        os.rename(staged, os.path.join(os.fsencode(sp.path("new")), name))
+        err = os.path.join(os.fsencode(sp.path("rejected")), b"\xff\xfejob.error.json")
+        wait_for(lambda: os.path.exists(err), timeout=10, what=f"the error file: {sp.tree()}")
+        with open(err) as f:
+            error = json.load(f)["error"]
+        self.assertEqual((error["code"], error["message"]), ("invalid_request", "the file name is not valid UTF-8"))
+        self.assertTrue(os.path.exists(os.path.join(os.fsencode(sp.path("rejected")), name)))
+        self.assertIsNone(a.status("latin1"))
+        self.assert_alive(a)
+
     def test_sandbox_failing_ends_in_done_with_the_reason(self):
         a = self.start_agent()
         sp = Spool(a)
