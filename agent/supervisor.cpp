@@ -85,6 +85,16 @@ awaitable<Result<std::string>> Supervisor::launch_sandbox(LaunchRequest request,
     sandboxes_.erase(it);
     std::erase(finished_order_, request.id);
   }
+  // A pool member keeps its directories (and record) under its pool name once claimed under
+  // the caller's id: that name must not become a new sandbox's, whose launch would take over
+  // the claimed sandbox's bundle, sockets, logs and record. Only pool names can clash.
+  if (request.id.starts_with("pool-"))
+    for (const auto& [id, other] : sandboxes_)
+      if (other->dir == request.id && id != request.id)
+        co_return make_error(ErrorCode::exists,
+                             "the id " + request.id + " names the directories of sandbox " + id +
+                                 " (taken from pool " + other->pool + ")",
+                             "/id");
   if (request.network == NetworkMode::bridge && !networks_.available())
     co_return make_error(ErrorCode::invalid_request,
                          "bridge is not available on this agent: " + networks_.unavailable_reason(), "/network");

@@ -63,6 +63,22 @@ class PoolsTest(AgentTestCase):
         a.wait_state("mine", ("stopped",))
         self.assertEqual(self.pools(a)["p"]["failed_in_a_row"], 0)
 
+    def test_a_claimed_members_pool_name_cannot_be_launched_again(self):
+        # The claimed sandbox lives on under the member's directories and record: a launch
+        # by that name would take them over (and its stop would remove them).
+        a = self.pool_agent(size=1)
+        self.wait_ready(a, n=1)
+        [member] = self.members(a)
+        self.assertEqual(a.launch({"pool": "p", "id": "mine"}, wait=True)["state"], "ready")
+        reply = a.launch(a.request(member))
+        self.assertEqual(reply["error"]["code"], "exists", reply)
+        self.assertEqual(reply["error"]["field"], "/id")
+        self.assertIn("mine", reply["error"]["message"])
+        with open(os.path.join(a.root, "state", member + ".json")) as f:
+            self.assertEqual(json.load(f)["id"], "mine")
+        self.assertTrue(os.path.isdir(os.path.join(a.root, "bundles", member)))
+        self.assertEqual(a.status("mine")["state"], "ready")
+
     def test_an_empty_pool_falls_back_to_a_cold_launch(self):
         a = self.pool_agent(size=0)
         reply = a.launch({"pool": "p", "id": "cold-one"}, wait=True)
