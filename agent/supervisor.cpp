@@ -251,14 +251,23 @@ void Supervisor::note_ready_time(std::int64_t ms) {
 // The lifecycle: one coroutine per sandbox, top to bottom.
 
 awaitable<void> Supervisor::lifecycle(SandboxPtr sb) {
+  bool torn_down = false;
   try {
     if (!sb->adopted) co_await bring_up(sb);
     else if (sb->state == SandboxState::creating) co_await start(sb);  // created before a restart
     else if (sb->state == SandboxState::probing) co_await probe_docker(sb);
     if (!is_terminal(sb->state)) co_await supervise(sb);
     co_await tear_down(sb);
+    torn_down = true;
   } catch (const std::exception& e) {
     if (!is_terminal(sb->state)) fail(*sb, reason::host_error, std::string("internal error: ") + e.what());
+  }
+  if (!torn_down) {  // (no co_await inside a handler) what it holds must not outlive it
+    try {
+      co_await tear_down(sb);
+    } catch (const std::exception& e) {
+      spdlog::error("{} tear-down after an internal error failed: {}", sb->id, e.what());
+    }
   }
   sb->finished = true;
   finished_order_.push_back(sb->id);
@@ -528,6 +537,7 @@ awaitable<void> Supervisor::tear_down(SandboxPtr sb) {
     sb->docker_socket.clear();  // it is gone
     // Only once runsc let go of it: the namespace must outlive the sandbox that uses it.
     if (sb->network_intent) co_await detach_network(sb);
+    else networks_.release_ports(sb->runsc_id);  // reserved at launch, and no namespace holds them
     co_await keep_logs(sb);  // last: DEL wrote cni.log
   }
 }

@@ -164,7 +164,8 @@ class BridgeNetworkTest(AgentTestCase):
                  "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.232.0.0/24"}]], "dataDir": ipam}},
                 {"type": "refuse"}]}, f)
         a = self.start({"network": {"cni_conf": conf, "cni_path": plugins}})
-        r = a.launch(a.request("blue", network="bridge"), wait=True)
+        port = [{"host_port": 18095, "sandbox_port": 80}]
+        r = a.launch(a.request("blue", network="bridge", ports=port), wait=True)
         s = a.wait_state("blue", "failed")
         self.assertEqual(s["reason"], "network_setup_failed", s)
         self.assertIn("CNI plugin refuse (ADD): quota exceeded: tenant blue (CNI error 7)", s["log_tail"])
@@ -173,6 +174,10 @@ class BridgeNetworkTest(AgentTestCase):
         self.assertEqual([n for n in os.listdir(os.path.join(ipam, "sandbox-agent")) if n[0].isdigit()], [])
         with open(os.path.join(a.root, "logs", "blue", "cni.log")) as f:
             self.assertIn("cni ADD refuse", f.read())
+        # The host port blue reserved at launch is free again (it was kept until a restart).
+        again = a.launch(a.request("green", network="bridge", ports=port))
+        self.assertTrue(again["ok"], again)
+        self.assertEqual(a.wait_state("green", "failed")["reason"], "network_setup_failed")
 
     def test_a_hanging_plugin_is_killed_at_its_deadline(self):
         plugins = os.path.join(self.tmp, "cni")
