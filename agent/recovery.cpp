@@ -152,7 +152,9 @@ awaitable<Status> Supervisor::recover() {
       (void)networks_.reserve_ports(sb->runsc_id, sb->request.ports, /*check_host=*/false);
     // Taken out of the map: whatever is left there afterwards has no record (an orphan).
     std::optional<RunscEntry> listed_entry;
-    if (auto found = in_runsc.find(sb->runsc_id); found != in_runsc.end()) {
+    // A finished record's runsc sandbox is left in the map, an orphan: an agent before this
+    // one could finish a record whose delete runsc had refused.
+    if (auto found = in_runsc.find(sb->runsc_id); found != in_runsc.end() && !rec.finished) {
       listed_entry = std::move(found->second);
       in_runsc.erase(found);
     }

@@ -104,7 +104,8 @@ struct RecordOut {
     ar(make_nvp("timings", json::TimingsOut{s.timings}), make_nvp("pid", static_cast<std::int64_t>(s.pid)),
        make_nvp("docker_socket", s.docker_socket), make_nvp("log_tail", json::utf8_sanitize(s.log_tail)),
        make_nvp("stop_requested", s.stop_requested), make_nvp("runsc_created", s.runsc_created || s.runsc_promised),
-       make_nvp("finished", s.finished), make_nvp("request", RequestOut{s.request}));
+       // Finished on disk only once runsc let go: a restart deletes what runsc still holds.
+       make_nvp("finished", s.finished && !s.runsc_created), make_nvp("request", RequestOut{s.request}));
     if (s.capabilities) ar(make_nvp("capabilities", json::CapabilitiesOut{*s.capabilities}));
     save_optional(ar, "ttl_deadline_us", s.ttl_deadline_us);
     if (s.dir != s.id) ar(make_nvp("dir", s.dir));

@@ -79,6 +79,9 @@ awaitable<Result<std::string>> Supervisor::launch_sandbox(LaunchRequest request,
       co_return make_error(ErrorCode::exists,
                            "sandbox " + request.id + " exists (state " + std::string(to_string(old.state)) + ")",
                            "/id");
+    if (old.runsc_created)
+      co_return make_error(ErrorCode::exists,
+                           "sandbox " + request.id + " ended, but runsc has not deleted it yet (retried)", "/id");
     // A finished sandbox's id may be reused; its logs are kept. Its record goes (a sandbox
     // from a pool has it under another name, which the new one would not overwrite).
     if (old.dir != request.id) paths::remove_file_and_staging(layout_.state_file(old.dir));
@@ -271,6 +274,23 @@ awaitable<void> Supervisor::lifecycle(SandboxPtr sb) {
   }
   sb->finished = true;
   finished_order_.push_back(sb->id);
+  persist(*sb);
+  if (sb->runsc_created) asio::co_spawn(ex_, retry_tear_down(sb), asio::detached);
+}
+
+// Its end is told and it counts as finished, but its record says runsc may still hold it (and
+// keeps its bundle, network and log mount): the delete is tried again until runsc lets go, the
+// agent stops (the next start deletes it), or its id is launched anew (then the runsc sandbox
+// has no record: an orphan, deleted at the next start).
+awaitable<void> Supervisor::retry_tear_down(SandboxPtr sb) {
+  asio::steady_timer pause(ex_);
+  for (Millis wait{1000}; sb->runsc_created; wait = std::min(wait * 2, Millis(60000))) {
+    pause.expires_after(wait);
+    co_await pause.async_wait(use_nothrow);
+    if (shutting_down_ || find(sb->id) != sb.get()) co_return;
+    co_await tear_down(sb);
+  }
+  spdlog::info("{} runsc let go of it on a later try; torn down", sb->id);
   persist(*sb);
 }
 
@@ -838,11 +858,15 @@ std::string Supervisor::new_sandbox_id() {
 }
 
 bool Supervisor::evict_one_finished() {
-  while (!finished_order_.empty()) {
+  for (auto n = finished_order_.size(); n > 0 && !finished_order_.empty(); --n) {
     auto id = finished_order_.front();
     finished_order_.pop_front();
     auto it = sandboxes_.find(id);
     if (it == sandboxes_.end() || !it->second->finished) continue;
+    if (it->second->runsc_created) {  // its record must stay until runsc lets go
+      finished_order_.push_back(id);
+      continue;
+    }
     paths::remove_file_and_staging(layout_.state_file(it->second->dir));
     sandboxes_.erase(it);
     return true;

@@ -118,6 +118,8 @@ class Supervisor {
   awaitable<void> supervise(SandboxPtr sb);
   awaitable<void> stop_flow(SandboxPtr sb);
   awaitable<void> tear_down(SandboxPtr sb);
+  // Again, with backoff, while runsc refuses to delete a sandbox that ended.
+  awaitable<void> retry_tear_down(SandboxPtr sb);
   awaitable<bool> attach_network(SandboxPtr sb);
   awaitable<void> detach_network(SandboxPtr sb);
   awaitable<void> keep_logs(SandboxPtr sb);

@@ -9,7 +9,7 @@ import threading
 import time
 import unittest
 
-from harness import AgentTestCase, Client, process_children, spawn_helper_of, wait_for
+from harness import FAKE_RUNSC, AgentTestCase, Client, process_children, spawn_helper_of, wait_for
 
 
 def drop(spool, name, request):
@@ -152,7 +152,8 @@ class CrashTest(AgentTestCase):
         self.assertEqual(a.launch(a.request("before", docker={"enabled": True}), wait=True)["state"], "ready")
         a.launch(a.request("inflight", env=["FAKE_RUNSC=create=hang"]))
         wait_for(lambda: a.status("inflight")["state"] == "creating", timeout=10, what="a runsc call in flight")
-        self.assertTrue(process_children(helper), "the runsc call is the helper's child")
+        # `creating` is published just before the call goes to the helper: wait for its fork.
+        wait_for(lambda: process_children(helper), timeout=10, what="the runsc call as the helper's child")
         os.kill(helper, signal.SIGKILL)
         self.assertEqual(a.proc.wait(10), 70)
         self.assertIn("the spawn helper has gone (it exited): the ends of the runsc calls in flight are unknown",
@@ -180,15 +181,7 @@ class CrashTest(AgentTestCase):
         self.assertEqual(a.launch(a.request("kept"), wait=True)["state"], "ready")
         a.kill()
         mode = os.path.join(self.tmp, "list-fails")
-        wrapper = os.path.join(self.tmp, "runsc-wrapper")
-        with open(wrapper, "w") as f:
-            f.write("#!/bin/sh\n"
-                    f'for a in "$@"; do if [ "$a" = list ] && [ -s {mode} ]; then\n'
-                    f'  [ "$(cat {mode})" = once ] && : > {mode}\n'
-                    '  echo "runsc: list refused" >&2; exit 1\n'
-                    "fi; done\n"
-                    f'exec {a.runsc} "$@"\n')
-        os.chmod(wrapper, 0o755)
+        wrapper = refusing_runsc(self.tmp, a.runsc, "list", mode)
         fake = a.runsc
         a.runsc = wrapper
         with open(mode, "w") as f:
@@ -204,6 +197,54 @@ class CrashTest(AgentTestCase):
         a.start()
         self.assertEqual(a.wait_state("kept", ("ready", "failed"))["state"], "ready")
         self.assertIn("runsc list failed (attempt 1 of 3)", a.log())
+
+    def refused_delete(self):
+        """An agent whose runsc refuses `delete` until told otherwise, and a sandbox it stopped
+        that runsc therefore still holds."""
+        mode = os.path.join(self.tmp, "delete-fails")
+        with open(mode, "w") as f:
+            f.write("always")
+        fake = os.path.abspath(FAKE_RUNSC)
+        a = self.start_agent({"runsc": {"timeout_ms": 3000}}, runsc=refusing_runsc(self.tmp, fake, "delete", mode))
+        self.assertEqual(a.launch(a.request("stuck"), wait=True)["state"], "ready")
+        self.assertTrue(a.call({"op": "stop", "id": "stuck", "timeout_ms": 2000})["ok"])
+        a.wait_state("stuck", "stopped")
+        wait_for(lambda: "stuck runsc delete failed" in a.log(), timeout=10, what="the refused delete logged")
+        wait_for(lambda: self.record(a, "stuck")["state"] == "stopped", timeout=10, what="the stopped record")
+        return a, mode
+
+    def record(self, a, sid):
+        with open(os.path.join(a.root, "state", sid + ".json")) as f:
+            return json.load(f)
+
+    def test_a_delete_runsc_refused_is_tried_again_until_it_goes(self):
+        # A sandbox runsc would not delete is not finished on disk, keeps its bundle, and is
+        # tried again: before, it was recorded finished and forgotten, runsc holding it.
+        a, mode = self.refused_delete()
+        rec = self.record(a, "stuck")
+        self.assertEqual((rec["state"], rec["runsc_created"], rec["finished"]), ("stopped", True, False))
+        self.assertTrue(os.path.isdir(os.path.join(a.root, "bundles", "stuck")))
+        self.assertEqual(len(fake_list(a)), 1)
+        again = a.launch(a.request("stuck"))
+        self.assertEqual(again["error"]["code"], "exists", again)
+        self.assertIn("runsc has not deleted it yet", again["error"]["message"])
+        with open(mode, "w") as f:
+            f.write("")
+        wait_for(lambda: fake_list(a) == [], timeout=20, what="a later delete")
+        wait_for(lambda: self.record(a, "stuck")["finished"], timeout=10, what="the record finished")
+        self.assertFalse(os.path.exists(os.path.join(a.root, "bundles", "stuck")))
+        self.assertIn("stuck runsc let go of it on a later try", a.log())
+        self.assertEqual(a.launch(a.request("stuck"), wait=True)["state"], "ready")
+
+    def test_a_delete_refused_before_a_restart_is_done_by_the_next_start(self):
+        a, mode = self.refused_delete()
+        a.kill()
+        with open(mode, "w") as f:
+            f.write("")
+        a.start()
+        wait_for(lambda: fake_list(a) == [], timeout=20, what="the next start's delete")
+        wait_for(lambda: self.record(a, "stuck")["finished"], timeout=10, what="the record finished")
+        self.assertEqual(a.status("stuck")["state"], "stopped")
 
     def cut_a_stop_short(self, ttl_ms, reason):
         a = self.start_agent({"runsc": {"timeout_ms": 3000}})
@@ -252,6 +293,20 @@ class CrashTest(AgentTestCase):
         self.assertEqual([c["id"] for c in fake_list(a) if c["id"] == rid], [rid])
         # the one that was in runsc create when the agent died may have run: given up on
         self.assertEqual(a.wait_state("holder", ("ready", "failed"), timeout=30)["reason"], "agent_restart")
+
+
+def refusing_runsc(tmp, runsc, verb, mode_file):
+    """A runsc that refuses `verb` while mode_file says "always" (or once, for "once")."""
+    wrapper = os.path.join(tmp, f"runsc-refusing-{verb}")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\n"
+                f'for a in "$@"; do if [ "$a" = {verb} ] && [ -s {mode_file} ]; then\n'
+                f'  [ "$(cat {mode_file})" = once ] && : > {mode_file}\n'
+                f'  echo "runsc: {verb} refused" >&2; exit 1\n'
+                "fi; done\n"
+                f'exec {runsc} "$@"\n')
+    os.chmod(wrapper, 0o755)
+    return wrapper
 
 
 def fake_list(agent):
