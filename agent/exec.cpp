@@ -209,27 +209,28 @@ awaitable<void> Execs::kill_inside(RunningPtr r) {
   }
 }
 
+// Read and removed now, during recovery, before any exec of this agent can start: its exec
+// ids start again at 1, and a pid file of the same name read later would be its own.
 void Execs::end_left_behind(const Target& target) {
-  std::vector<std::string> pid_files;
+  std::vector<long> pids;
   if (DIR* d = ::opendir(target.work_dir.c_str())) {
     while (auto* e = ::readdir(d)) {
       std::string_view name = e->d_name;
-      if (name.starts_with("exec-") && name.ends_with(".pid")) pid_files.push_back(paths::join(target.work_dir, std::string(name)));
+      if (!name.starts_with("exec-") || !name.ends_with(".pid")) continue;
+      auto file = paths::join(target.work_dir, std::string(name));
+      if (long pid = read_pid(file); pid > 0) pids.push_back(pid);
+      ::unlink(file.c_str());
     }
     ::closedir(d);
   }
-  if (!pid_files.empty()) asio::co_spawn(ex_, kill_left_behind(target, std::move(pid_files)), asio::detached);
+  if (!pids.empty()) asio::co_spawn(ex_, kill_left_behind(target, std::move(pids)), asio::detached);
 }
 
-awaitable<void> Execs::kill_left_behind(Target target, std::vector<std::string> pid_files) {
-  for (const auto& file : pid_files) {
-    long pid = read_pid(file);
-    if (pid > 0) {
-      auto killed = co_await runsc_.kill_process(target.runsc_id, pid, "KILL", target.log_path);
-      spdlog::info("{}: killed process {} an exec of the previous agent left running{}", target.sandbox_id, pid,
-                   killed.ok() ? "" : " (it had ended: " + killed.describe() + ")");
-    }
-    ::unlink(file.c_str());
+awaitable<void> Execs::kill_left_behind(Target target, std::vector<long> pids) {
+  for (long pid : pids) {
+    auto killed = co_await runsc_.kill_process(target.runsc_id, pid, "KILL", target.log_path);
+    spdlog::info("{}: killed process {} an exec of the previous agent left running{}", target.sandbox_id, pid,
+                 killed.ok() ? "" : " (it had ended: " + killed.describe() + ")");
   }
 }
 

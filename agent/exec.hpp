@@ -59,7 +59,7 @@ class Execs {
   awaitable<void> supervise(RunningPtr r);
   awaitable<void> kill_inside(RunningPtr r);
   void end(const RunningPtr& r, std::string_view reason);
-  awaitable<void> kill_left_behind(Target target, std::vector<std::string> pid_files);
+  awaitable<void> kill_left_behind(Target target, std::vector<long> pids);
 
   asio::any_io_executor ex_;
   Runsc& runsc_;

@@ -1,5 +1,7 @@
 #include "socket_server.hpp"
 
+#include <asio/post.hpp>
+
 #include <asio/write.hpp>
 
 #include <fcntl.h>
@@ -30,6 +32,7 @@ constexpr Millis kForbiddenGrace{1000};
 // sends descriptors without lines is not allowed to pile them up.
 constexpr std::size_t kMaxPendingPassed = 8;
 constexpr Millis kHangUpCheck{200};
+constexpr std::uint64_t kLinesPerTurn = 16;  // requests from one client between two turns of the reactor
 }  // namespace
 
 namespace {
@@ -256,6 +259,7 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
   char chunk[65536];
   bool at_eof = false;
   std::uint64_t received = 0;  // stream offset: which line the descriptors came with
+  std::uint64_t handled = 0;
   while (!c->closing && !at_eof) {
     // recvmsg, not a plain read: exec and cp lines carry the client's descriptors.
     auto [wec] = co_await c->socket.async_wait(stream_protocol::socket::wait_read, use_nothrow);
@@ -297,6 +301,8 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
         c->closing = true;
       } else if (line.find_first_not_of(" \t") != std::string_view::npos) {
         co_await handle_line(c, line, std::move(passed));  // the framer is not fed meanwhile: the view stays valid
+        // A chunk can hold thousands of short requests: let the other clients in between.
+        if (++handled % kLinesPerTurn == 0) co_await asio::post(ex_, use_nothrow);
       }
     }
   }

@@ -201,6 +201,37 @@ time.sleep(600)
         wait_for(lambda: "an exec of the previous agent left running" in a.log(), what="the log line")
         self.assertEqual([n for n in os.listdir(os.path.join(a.root, "bundles", "x")) if n.startswith("exec-")], [])
 
+    def test_execs_started_at_once_after_a_restart_are_not_taken_for_the_old_ones(self):
+        # Exec ids start again at 1 in a new agent: the pid files the old agent's execs left
+        # (exec-N.pid) must be read before a new exec writes its own under the same name.
+        a = self.start_agent({"limits": {"max_execs": 32}})
+        self.ready(a)
+        old = []
+        for i in range(12):
+            s = connect(a)
+            send(s, {"op": "exec", "id": "x", "args": ["/bin/sleep", f"3009.{i}"]}, [0, 1, 2])
+            self.assertTrue(replies(s, 1)[0]["ok"])
+            old.append(s)
+        wait_for(lambda: len(pids_with_cmdline("sleep 3009.")) >= 24, what="the old execs running")
+        a.kill()
+        for s in old:
+            s.close()
+        a.start()
+        new = []
+        for i in range(12):
+            s = connect(a)
+            send(s, {"op": "exec", "id": "x", "args": ["/bin/sleep", f"4009.{i}"]}, [0, 1, 2])
+            self.assertTrue(replies(s, 1)[0]["ok"])
+            new.append(s)
+        try:
+            wait_for(lambda: not pids_with_cmdline("sleep 3009."), what="every process the old execs left")
+            time.sleep(0.5)
+            self.assertEqual(len([p for p in pids_with_cmdline("sleep 4009.")]), 24, "the new execs all run")
+        finally:
+            for s in new:
+                s.close()
+        wait_for(lambda: not pids_with_cmdline("sleep 4009."), what="the new execs ended with their clients")
+
     def test_execs_at_once_are_bounded(self):
         a = self.start_agent({"limits": {"max_execs": 2}})
         self.ready(a)
