@@ -24,7 +24,11 @@ class Client {
     fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
-    if (fd_ < 0 || path.size() >= sizeof sa.sun_path) return false;
+    if (fd_ < 0) return false;
+    if (path.size() >= sizeof sa.sun_path) {  // else the caller's strerror says "Success"
+      errno = ENAMETOOLONG;
+      return false;
+    }
     std::memcpy(sa.sun_path, path.data(), path.size());
     return ::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
   }

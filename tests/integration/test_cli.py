@@ -131,6 +131,14 @@ class CliTest(AgentTestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("not a regular file", r.stderr)
 
+    def test_sandboxctl_socket_path_too_long_says_so(self):
+        path = "/tmp/" + "d" * 120 + "/agent.sock"  # sun_path holds 107 bytes
+        for args in (["ps"], ["exec", "x", "--", "true"], ["cp", "x:/f", os.path.join(self.tmp, "f")]):
+            r = subprocess.run([os.path.abspath(SANDBOXCTL), "--socket", path, *args], capture_output=True, text=True,
+                               timeout=30)
+            self.assertEqual((r.returncode, r.stderr),
+                             (2, f"sandboxctl: cannot connect to {path}: File name too long\n"), args)
+
 
 if __name__ == "__main__":
     unittest.main()
