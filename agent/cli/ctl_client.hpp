@@ -4,12 +4,14 @@
 
 #include <simdjson.h>
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -59,6 +61,22 @@ class Client {
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return false;
       data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+  // After a send failed with `err`: whether the agent hung up having left a reply line
+  // (too_large closes the connection while the rest of an over-long line is still coming),
+  // waiting for it at most `ms`. The line is then read as any other.
+  bool reply_left(int err, int ms = 1000) {
+    if (err != EPIPE && err != ECONNRESET) return false;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (!has_line()) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+      if (left <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      int r = ::poll(&p, 1, static_cast<int>(left));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0 || !fill()) return false;
     }
     return true;
   }
@@ -120,6 +138,15 @@ class Client {
   std::string buf_;
   std::vector<int> fds_;  // descriptors replies carried
 };
+
+// After a failed send: 0 when the agent left a reply to read instead (see reply_left), else
+// 2 and why on stderr.
+inline int send_failed(Client& c, const std::string& socket) {
+  int err = errno;
+  if (c.reply_left(err)) return 0;
+  std::fprintf(stderr, "sandboxctl: cannot send to %s: %s\n", socket.c_str(), std::strerror(err));
+  return 2;
+}
 
 inline int usage(const std::string& msg) {
   std::fprintf(stderr, "sandboxctl: %s\n(see sandboxctl --help)\n", msg.c_str());

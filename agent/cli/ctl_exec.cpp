@@ -162,11 +162,12 @@ int exec_command(const std::string& socket, const std::vector<std::string>& a) {
   Client c;
   if (!connect(c, socket)) return 2;
   bool sent = c.send_with_fds(line, fds);
+  int send_errno = errno;
   if (devnull >= 0) ::close(devnull);
   for (int w : write_ends) ::close(w);  // the process holds them now: EOF when it is done
   if (!sent) {
-    std::fprintf(stderr, "sandboxctl: cannot send to %s: %s\n", socket.c_str(), std::strerror(errno));
-    return 2;
+    errno = send_errno;
+    if (int rc = send_failed(c, socket)) return rc;  // else the agent's reply (too_large) is read below
   }
   simdjson::dom::parser parser;
   simdjson::dom::element reply;
@@ -263,8 +264,12 @@ int cp_command(const std::string& socket, const std::vector<std::string>& a, boo
   };
   if (!connect(c, socket)) return ::close(fd), fail(2);
   bool sent = c.send_with_fds(line, {fd});
+  int send_errno = errno;
   ::close(fd);
-  if (!sent) return fail(2);
+  if (!sent) {
+    errno = send_errno;
+    if (int rc = send_failed(c, socket)) return fail(rc);
+  }
   simdjson::dom::parser parser;
   simdjson::dom::element reply;
   std::string raw;

@@ -294,11 +294,9 @@ int run(const Options& o) {
     return 2;
   }
   // stop --wait watches first, so the final event cannot be missed.
-  if (cmd == "stop" && wait && !client.send("{\"op\":\"watch\"}\n")) return 2;
-  if (!client.send(line + "\n")) {
-    std::fprintf(stderr, "sandboxctl: cannot send to %s: %s\n", o.socket.c_str(), std::strerror(errno));
-    return 2;
-  }
+  bool sent = !(cmd == "stop" && wait) || client.send("{\"op\":\"watch\"}\n");
+  if (!sent || !client.send(line + "\n"))
+    if (int rc = sandboxctl::send_failed(client, o.socket)) return rc;  // else the agent's reply (too_large)
   simdjson::dom::parser parser;
   auto read_reply = [&](simdjson::dom::element& out, std::string& raw) {
     return sandboxctl::read_reply(client, parser, out, raw);

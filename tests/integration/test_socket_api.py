@@ -514,6 +514,23 @@ class SandboxctlTest(AgentTestCase):
             b'{"ok":true,"id":"mine","state":"stopping"}\n'])
         self.assertEqual(result, (1, "", "overloaded: too many watchers (limits.max_watchers)\n"))
 
+    def test_a_request_past_the_line_limit_is_reported_as_the_agents_too_large(self):
+        # The agent answers too_large and closes while sandboxctl is still sending: that was
+        # "cannot send …: Broken pipe", exit 2, as if the agent were unreachable.
+        a = self.start_agent()
+        big = json.dumps(a.request("big", labels={"x": "y" * (4 << 20)}))
+        r = sandboxctl(a, "launch", "-", input=big)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"^too_large: line longer than \d+ bytes\n$")
+        r = sandboxctl(a, "--json", "launch", "-", input=big)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["error"]["code"], "too_large")
+        # exec's request line too (its arguments)
+        r = sandboxctl(a, "exec", "big", "--", "/bin/echo", *["z" * 100000] * 16)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"^too_large: line longer than \d+ bytes\n$")
+        self.assertTrue(a.answers())
+
     def test_replies_missing_their_objects_print_blanks_not_a_crash(self):
         # An agent of another version may leave out what this sandboxctl expects.
         bare = b'{"ok":true,"sandboxes":[{"id":"x"},7]}\n'
