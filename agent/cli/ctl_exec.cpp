@@ -274,7 +274,8 @@ int cp_command(const std::string& socket, const std::vector<std::string>& a, boo
   simdjson::dom::element reply;
   std::string raw;
   if (int rc = read_reply(c, parser, reply, raw)) return fail(rc);
-  if (json) std::puts(raw.c_str());
+  // Copied to stdout, the reply goes to stderr: the bytes on stdout are the file's alone.
+  if (json) std::fprintf(out && local == "-" ? stderr : stdout, "%s\n", raw.c_str());
   if (!ok(reply)) {
     print_error(reply);
     return fail(1);

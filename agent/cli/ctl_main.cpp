@@ -55,6 +55,7 @@ commands:
                              could not be run, 127: no such command)
   cp SRC DST                 copy a file into or out of a sandbox: one side ID:/PATH, the
                              other a local path (a directory: the same name in it) or -
+                             (stdin or stdout; to stdout, --json's reply goes to stderr)
   watch                      print state changes as they happen, until interrupted
   stats                      counters and time-to-ready percentiles
   pools                      each warm pool: size, ready, warming, failures in a row

@@ -131,6 +131,26 @@ class CliTest(AgentTestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("not a regular file", r.stderr)
 
+    def test_sandboxctl_cp_to_stdout_keeps_json_off_the_copied_bytes(self):
+        # --json's reply went to stdout after the file's bytes: the copy came out corrupted.
+        a = self.start_agent()
+        data = os.path.join(a.root, "images", "data")
+        os.makedirs(data)
+        blob = b"\x00binary\nbytes\xff" * 1000
+        with open(os.path.join(data, "f"), "wb") as f:
+            f.write(blob)
+        self.assertEqual(a.launch(a.request("x", mounts=[{"source": data, "destination": "/data"}]), wait=True)["state"],
+                         "ready")
+        r = subprocess.run([os.path.abspath(SANDBOXCTL), "--socket", a.socket_path, "--json", "cp", "x:/data/f", "-"],
+                           capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, blob)
+        self.assertEqual(json.loads(r.stderr)["bytes"], len(blob))
+        # to a file, the reply is still stdout's
+        r = subprocess.run([os.path.abspath(SANDBOXCTL), "--socket", a.socket_path, "--json", "cp", "x:/data/f",
+                            os.path.join(self.tmp, "back")], capture_output=True, text=True, timeout=30)
+        self.assertEqual((r.returncode, json.loads(r.stdout)["bytes"], r.stderr), (0, len(blob), ""))
+
     def test_sandboxctl_socket_path_too_long_says_so(self):
         path = "/tmp/" + "d" * 120 + "/agent.sock"  # sun_path holds 107 bytes
         for args in (["ps"], ["exec", "x", "--", "true"], ["cp", "x:/f", os.path.join(self.tmp, "f")]):
