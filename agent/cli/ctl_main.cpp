@@ -38,7 +38,8 @@ commands:
   launch FILE|- [--wait]     submit a launch request (JSON); --wait holds until it is ready
                              (or failed) and exits 1 unless ready
   launch --pool NAME [--id ID] [--ttl MS] [--wait]
-                             take a ready sandbox from a warm pool (or its template, cold)
+                             take a ready sandbox from a warm pool (or its template, cold);
+                             launch's options go in any order
   status ID                  one sandbox's status
   ps                         every sandbox
   stop ID [--timeout MS] [--wait]
@@ -196,45 +197,67 @@ int run(const Options& o) {
 
   if (cmd == "exec") return sandboxctl::exec_command(o.socket, a);
   if (cmd == "cp") return sandboxctl::cp_command(o.socket, a, o.json);
-  if (cmd == "launch" && a.size() > 1 && (a[1] == "--pool" || a[1].starts_with("--pool="))) {
-    std::string pool, id, ttl;
+  if (cmd == "launch") {
+    // Options in any order; the one word that is not an option (or -) is the request file,
+    // and --pool anywhere makes it the pool form.
+    std::string pool, id, ttl, file;
+    bool pooled = false, with_id = false, with_ttl = false, with_file = false;
     for (std::size_t i = 1; i < a.size(); ++i) {
-      auto value = [&](const char* flag, std::string& into) {
-        std::string f = flag;
-        if (a[i] == f && i + 1 < a.size()) return into = a[++i], true;
-        if (a[i].starts_with(f + "=")) return into = a[i].substr(f.size() + 1), true;
-        return false;
+      const std::string& x = a[i];
+      auto value = [&](const std::string& flag, std::string& into, bool& given) {  // 1 taken, 0 not it, -1 no value
+        if (x == flag) {
+          if (i + 1 >= a.size()) return -1;
+          into = a[++i];
+        } else if (x.starts_with(flag + "=")) {
+          into = x.substr(flag.size() + 1);
+        } else {
+          return 0;
+        }
+        given = true;
+        return 1;
       };
-      if (a[i] == "--wait") wait = true;
-      else if (!value("--pool", pool) && !value("--id", id) && !value("--ttl", ttl))
-        return usage("unknown launch option " + a[i]);
+      if (x == "--wait") {
+        wait = true;
+        continue;
+      }
+      int taken = value("--pool", pool, pooled);
+      if (!taken) taken = value("--id", id, with_id);
+      if (!taken) taken = value("--ttl", ttl, with_ttl);
+      if (taken < 0) return usage(x + " needs a value");
+      if (taken) continue;
+      if (x.starts_with("-") && x != "-") return usage("unknown launch option " + x);
+      if (with_file) return usage("launch takes one request file (got " + file + " and " + x + ")");
+      file = x;
+      with_file = true;
     }
-    for (char c : pool + id)
-      if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) return usage("not a pool name or sandbox id");
-    if (!ttl.empty() && ttl.find_first_not_of("0123456789") != std::string::npos) return usage("--ttl takes milliseconds");
-    std::string req = "{\"pool\":\"" + pool + "\"" + (id.empty() ? "" : ",\"id\":\"" + id + "\"") +
-                      (ttl.empty() ? "" : ",\"ttl_ms\":" + ttl) + "}";
-    line = std::string("{\"op\":\"launch\"") + (wait ? ",\"wait\":\"ready\"" : "") + ",\"request\":" + req + "}";
-  } else if (cmd == "launch") {
-    if (!want(2)) return usage("launch needs a request file (or -)");
-    for (std::size_t i = 2; i < a.size(); ++i) {
-      if (a[i] == "--wait") wait = true;
-      else return usage("unknown launch option " + a[i]);
+    if (pooled && with_file) return usage("launch takes a request file or --pool NAME, not both");
+    if (!pooled && (with_id || with_ttl))
+      return usage("--id and --ttl go with --pool (a request file has its own id and ttl_ms)");
+    if (!pooled && !with_file) return usage("launch needs a request file (or -), or --pool NAME");
+    if (pooled) {
+      for (char c : pool + id)
+        if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) return usage("not a pool name or sandbox id");
+      if (with_ttl && (ttl.empty() || ttl.find_first_not_of("0123456789") != std::string::npos))
+        return usage("--ttl takes milliseconds");
+      std::string req = "{\"pool\":\"" + pool + "\"" + (id.empty() ? "" : ",\"id\":\"" + id + "\"") +
+                        (ttl.empty() ? "" : ",\"ttl_ms\":" + ttl) + "}";
+      line = std::string("{\"op\":\"launch\"") + (wait ? ",\"wait\":\"ready\"" : "") + ",\"request\":" + req + "}";
+    } else {
+      std::string text;
+      if (file == "-") text.assign(std::istreambuf_iterator<char>(std::cin), {});
+      else if (!sandbox_agent::paths::read_file(file, text, 64 << 20))
+        return usage("cannot read " + file + ": " + sandbox_agent::paths::errno_text());
+      // One line on the wire: minify; a raw newline left means the file is not JSON.
+      std::string flat(text.size(), '\0');
+      std::size_t len = 0;
+      if (simdjson::minify(text.data(), text.size(), flat.data(), len) || flat.find('\n', 0) < len) {
+        std::fprintf(stderr, "invalid_json: %s is not a JSON document\n", file.c_str());
+        return 1;
+      }
+      flat.resize(len);
+      if (flat.empty()) flat = "null";
+      line = std::string("{\"op\":\"launch\"") + (wait ? ",\"wait\":\"ready\"" : "") + ",\"request\":" + flat + "}";
     }
-    std::string text;
-    if (a[1] == "-") text.assign(std::istreambuf_iterator<char>(std::cin), {});
-    else if (!sandbox_agent::paths::read_file(a[1], text, 64 << 20))
-      return usage("cannot read " + a[1] + ": " + sandbox_agent::paths::errno_text());
-    // One line on the wire: minify; a raw newline left means the file is not JSON.
-    std::string flat(text.size(), '\0');
-    std::size_t len = 0;
-    if (simdjson::minify(text.data(), text.size(), flat.data(), len) || flat.find('\n', 0) < len) {
-      std::fprintf(stderr, "invalid_json: %s is not a JSON document\n", a[1].c_str());
-      return 1;
-    }
-    flat.resize(len);
-    if (flat.empty()) flat = "null";
-    line = std::string("{\"op\":\"launch\"") + (wait ? ",\"wait\":\"ready\"" : "") + ",\"request\":" + flat + "}";
   } else if (cmd == "status" || cmd == "inspect") {
     if (a.size() != 2) return usage(cmd + " needs one sandbox id");
     line = "{\"op\":\"status\",\"id\":\"" + a[1] + "\"}";

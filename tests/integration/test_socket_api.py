@@ -475,13 +475,15 @@ class SandboxctlTest(AgentTestCase):
         server.listen(1)
         server.settimeout(30)
         got = []
+        self.requests = []  # the request lines, parsed
 
         def agent():
             conn, _ = server.accept()
             with conn, conn.makefile("rb") as lines:
                 try:
                     for answer in answers:
-                        got.append(json.loads(lines.readline())["op"])
+                        self.requests.append(json.loads(lines.readline()))
+                        got.append(self.requests[-1]["op"])
                         conn.sendall(answer)
                     conn.shutdown(socket.SHUT_WR)
                     lines.read()
@@ -530,6 +532,35 @@ class SandboxctlTest(AgentTestCase):
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertRegex(r.stderr, r"^too_large: line longer than \d+ bytes\n$")
         self.assertTrue(a.answers())
+
+    def test_launch_options_in_any_order(self):
+        accepted = b'{"ok":true,"id":"z","state":"accepted"}\n'
+        req = os.path.join(self.tmp, "req.json")
+        with open(req, "w") as f:
+            json.dump({"id": "z", "rootfs": "/r"}, f)
+        for cmd in (["launch", "--wait", req], ["launch", req, "--wait"]):
+            ops, result = self.scripted(cmd, [b'{"ok":true,"state":"ready","sandbox":{"id":"z","state":"ready"}}\n'])
+            self.assertEqual((ops, result[0]), (["launch"], 0), (cmd, result))
+            self.assertEqual(self.requests[0], {"op": "launch", "wait": "ready", "request": {"id": "z", "rootfs": "/r"}})
+        for cmd in (["launch", "--id", "z", "--pool", "p", "--ttl", "5"], ["launch", "--ttl=5", "--pool=p", "--id=z"]):
+            ops, result = self.scripted(cmd, [accepted])
+            self.assertEqual(result, (0, "z accepted\n", ""), cmd)
+            self.assertEqual(self.requests[0], {"op": "launch", "request": {"pool": "p", "id": "z", "ttl_ms": 5}})
+        _, result = self.scripted(["launch", "--wait", "--pool", "p"], [accepted])
+        self.assertEqual(self.requests[0], {"op": "launch", "wait": "ready", "request": {"pool": "p"}})
+        # real mistakes: each a usage error that says what is wrong, and nothing sent
+        for cmd, why in ((["launch"], "launch needs a request file (or -), or --pool NAME"),
+                         (["launch", req, "-"], f"launch takes one request file (got {req} and -)"),
+                         (["launch", "--pool", "p", req], "launch takes a request file or --pool NAME, not both"),
+                         (["launch", "--id", "z", req], "--id and --ttl go with --pool (a request file has its own id and ttl_ms)"),
+                         (["launch", req, "--pool"], "--pool needs a value"),
+                         (["launch", "--pool", "p", "--ttl", "soon"], "--ttl takes milliseconds"),
+                         (["launch", "--frob", req], "unknown launch option --frob")):
+            import subprocess
+            from harness import SANDBOXCTL
+            r = subprocess.run([SANDBOXCTL, "--socket", "/nonexistent.sock", *cmd], capture_output=True, text=True,
+                               timeout=30)
+            self.assertEqual((r.returncode, r.stderr.splitlines()[0]), (2, "sandboxctl: " + why), cmd)
 
     def test_replies_missing_their_objects_print_blanks_not_a_crash(self):
         # An agent of another version may leave out what this sandboxctl expects.
