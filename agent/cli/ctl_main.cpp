@@ -44,7 +44,8 @@ commands:
   ps                         every sandbox
   stop ID [--timeout MS] [--wait]
                              stop a sandbox (TERM, then KILL after MS, default 10000);
-                             --wait holds until it is stopped
+                             --wait holds until it is stopped (or failed): it watches,
+                             or asks its status when the agent has no watch to spare
   extend ID MS               stop the sandbox MS milliseconds from now (ttl_expired), sooner
                              or later than its deadline so far; prints the new deadline
   inspect ID                 the sandbox's whole status as JSON
@@ -327,14 +328,17 @@ int run(const Options& o) {
   };
   std::string raw;
   simdjson::dom::element reply;
+  bool watching = false;
   if (cmd == "stop" && wait) {
     if (int rc = read_reply(reply, raw)) return rc;  // the watch's {"ok":true}
-    if (!ok(reply)) return print_error(reply);
+    // Refused (overloaded: limits.max_watchers): the stop was sent all the same, so it is
+    // not a failure; the wait below asks for the sandbox's status instead.
+    watching = ok(reply);
   }
   // Once watching, any sandbox's events may come before the stop's reply: they are not it.
   do {
     if (int rc = read_reply(reply, raw)) return rc;
-  } while (cmd == "stop" && wait && reply["event"].error() == simdjson::SUCCESS);
+  } while (watching && reply["event"].error() == simdjson::SUCCESS);
   if (!ok(reply)) {
     if (o.json) std::puts(raw.c_str());
     return print_error(reply);
@@ -387,9 +391,23 @@ int run(const Options& o) {
       return 0;
     }
     auto state = str(reply, "state");
-    while (state != "stopped" && state != "failed") {
+    while (watching && state != "stopped" && state != "failed") {
       if (int rc = read_reply(reply, raw)) return rc;
       if (str(reply, "id") == stop_id) state = str(reply, "state");
+    }
+    // No watch: ask, a few times a second, until it has ended; --json prints the status
+    // object (id, state, reason at its top, as in the event).
+    while (!watching && state != "stopped" && state != "failed") {
+      ::usleep(100000);
+      if (!client.send("{\"op\":\"status\",\"id\":\"" + stop_id + "\"}\n"))
+        if (int rc = sandboxctl::send_failed(client, o.socket)) return rc;
+      if (int rc = read_reply(reply, raw)) return rc;
+      if (!ok(reply)) {
+        if (o.json) std::puts(raw.c_str());
+        return print_error(reply);
+      }
+      state = str(member(reply, "sandbox"), "state");
+      raw = simdjson::to_string(member(reply, "sandbox"));
     }
     if (o.json) std::puts(raw.c_str());
     else std::printf("%s %s\n", stop_id.c_str(), state.c_str());

@@ -510,11 +510,36 @@ class SandboxctlTest(AgentTestCase):
         self.assertEqual(ops, ["watch", "stop"])
         self.assertEqual(result, (0, "mine stopped\n", ""))
 
-    def test_stop_wait_with_its_watch_refused_says_why_instead_of_waiting(self):
-        _, result = self.scripted(["stop", "mine", "--wait"], [
-            b'{"ok":false,"error":{"code":"overloaded","message":"too many watchers (limits.max_watchers)"}}\n',
-            b'{"ok":true,"id":"mine","state":"stopping"}\n'])
-        self.assertEqual(result, (1, "", "overloaded: too many watchers (limits.max_watchers)\n"))
+    def test_stop_wait_with_its_watch_refused_still_stops_and_waits_by_polling(self):
+        # The stop is sent with the watch: with the watch refused (limits.max_watchers) it was
+        # exiting 1 "overloaded" while the sandbox stopped, and the Slurm epilog took that for
+        # a failed stop. It now asks `status` until the sandbox has ended.
+        refused = b'{"ok":false,"error":{"code":"overloaded","message":"too many watchers (limits.max_watchers)"}}\n'
+        ops, result = self.scripted(["stop", "mine", "--wait"], [
+            refused,
+            b'{"ok":true,"id":"mine","state":"stopping"}\n',
+            b'{"ok":true,"sandbox":{"id":"mine","state":"stopping"}}\n',
+            b'{"ok":true,"sandbox":{"id":"mine","state":"stopped","reason":"stop_requested"}}\n'])
+        self.assertEqual(ops, ["watch", "stop", "status", "status"])
+        self.assertEqual(result, (0, "mine stopped\n", ""))
+        # --json: the final status object (id, state, reason at the top, like the event's)
+        ops, result = self.scripted(["--json", "stop", "mine", "--wait"], [
+            refused, b'{"ok":true,"id":"mine","state":"stopping"}\n',
+            b'{"ok":true,"sandbox":{"id":"mine","state":"failed","reason":"exited"}}\n'])
+        self.assertEqual(ops, ["watch", "stop", "status"])
+        self.assertEqual((result[0], json.loads(result[1])), (0, {"id": "mine", "state": "failed", "reason": "exited"}))
+        # a stop the agent refuses is still that error, and nothing is polled
+        ops, result = self.scripted(["stop", "gone", "--wait"], [
+            refused, b'{"ok":false,"error":{"code":"not_found","message":"no sandbox gone","field":"/id"}}\n'])
+        self.assertEqual(ops, ["watch", "stop"])
+        self.assertEqual(result, (1, "", "not_found /id: no sandbox gone\n"))
+
+    def test_stop_wait_on_an_agent_with_no_watch_slots_left(self):
+        a = self.start_agent({"limits": {"max_watchers": 0}})
+        a.launch(a.request("nw"), wait=True)
+        r = sandboxctl(a, "stop", "nw", "--timeout", "3000", "--wait")
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (0, "nw stopped\n", ""))
+        self.assertEqual(a.status("nw")["state"], "stopped")
 
     def test_a_request_past_the_line_limit_is_reported_as_the_agents_too_large(self):
         # The agent answers too_large and closes while sandboxctl is still sending: that was
