@@ -38,11 +38,59 @@ Error simdjson_error(simdjson::error_code e, const Ptr& at, std::string_view exp
   }
 }
 
+namespace {
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+bool number_is_grammatical(std::string_view t) {
+  std::size_t i = 0;
+  auto digits = [&] {
+    std::size_t from = i;
+    while (i < t.size() && t[i] >= '0' && t[i] <= '9') ++i;
+    return i > from;
+  };
+  if (i < t.size() && t[i] == '-') ++i;
+  if (i < t.size() && t[i] == '0') ++i;
+  else if (!digits()) return false;
+  if (i < t.size() && t[i] == '.' && (++i, !digits())) return false;
+  if (i < t.size() && (t[i] == 'e' || t[i] == 'E')) {
+    ++i;
+    if (i < t.size() && (t[i] == '+' || t[i] == '-')) ++i;
+    if (!digits()) return false;
+  }
+  return i == t.size();
+}
+
+// Whether every number outside the strings of `text` is written as JSON allows, whatever
+// its size: simdjson reports 1e400 and 01 alike as NUMBER_ERROR.
+bool numbers_are_grammatical(std::string_view text) {
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      std::size_t end = i;
+      while (end < text.size() && std::string_view("0123456789+-.eE").find(text[end]) != std::string_view::npos) ++end;
+      if (!number_is_grammatical(text.substr(i, end - i))) return false;
+      i = end - 1;
+    }
+  }
+  return true;
+}
+}  // namespace
+
 Error confirm_json(std::string_view text, Error error) {
   simdjson::dom::parser dom;
   simdjson::padded_string padded(text);
   simdjson::dom::element ignored;
-  if (auto e = dom.parse(padded).get(ignored))
+  auto e = dom.parse(padded).get(ignored);
+  // Still JSON, and the field-naming error stands: a number no double or 64-bit integer
+  // holds (1e400, 2^64), or nesting deeper than the parser goes.
+  bool still_json = e == simdjson::NUMBER_OUT_OF_RANGE || e == simdjson::DEPTH_ERROR ||
+                    (e == simdjson::NUMBER_ERROR && numbers_are_grammatical(text));
+  if (e && !still_json)
     return make_error(ErrorCode::invalid_json, std::string("not valid JSON: ") + simdjson::error_message(e));
   return error;
 }

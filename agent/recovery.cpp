@@ -116,7 +116,7 @@ awaitable<Status> Supervisor::recover() {
   std::set<std::string> network_keys;    // namespaces a record accounts for
   std::vector<SandboxEgress> live_egress;  // the firewall rules of sandboxes that live on
   // Started once the network is reconciled, so no launch races the firewall's reset.
-  std::vector<SandboxPtr> to_run, to_detach, to_keep_logs;
+  std::vector<SandboxPtr> to_run, to_keep_logs;
   for (auto& rec : records) {
     auto sb = std::make_shared<Sandbox>(ex_);
     sb->id = rec.id;
@@ -167,11 +167,13 @@ awaitable<Status> Supervisor::recover() {
         sb->runsc_created = false;
         clean_after_restart(*sb);
       }
-      if (sb->network_intent) to_detach.push_back(sb);
-      to_keep_logs.push_back(sb);  // a crash before its logs left their tmpfs
+      to_keep_logs.push_back(sb);  // a crash before its logs left their tmpfs (and its network's DEL)
       continue;
     }
-    if (sb->runsc_created && !known_to_runsc && !is_terminal(sb->state) && !runsc_create_was_run(*sb)) {
+    // Only a record from before runsc's call: one that says ready or probing has run, and a
+    // lost runsc.log must not make it run twice.
+    if (sb->runsc_created && !known_to_runsc &&
+        (sb->state == SandboxState::accepted || sb->state == SandboxState::creating) && !runsc_create_was_run(*sb)) {
       // The record promised it might exist, but runsc was never asked (the agent died
       // between the record and the call): it never ran either.
       sb->runsc_created = false;
@@ -230,8 +232,12 @@ awaitable<Status> Supervisor::recover() {
   // no record claims (a crash between creating one and recording it cannot happen: intent
   // is recorded first; but a record can be lost to a bad disk) are torn down.
   co_await networks_.reconcile(std::move(live_egress), std::move(network_keys));
-  for (auto& sb : to_detach) asio::co_spawn(ex_, detach_network(sb), asio::detached);
-  for (auto& sb : to_keep_logs) asio::co_spawn(ex_, keep_logs(sb), asio::detached);
+  // One clean-up per finished record, in order: DEL writes cni.log, which keep_logs moves.
+  for (auto& sb : to_keep_logs)
+    asio::co_spawn(ex_, [this, sb]() -> awaitable<void> {
+      if (sb->network_intent) co_await detach_network(sb);
+      co_await keep_logs(sb);
+    }, asio::detached);
   for (auto& sb : to_run) asio::co_spawn(ex_, lifecycle(sb), asio::detached);
 
   std::size_t orphans = 0;

@@ -247,7 +247,9 @@ awaitable<void> SocketServer::serve(ConnectionPtr c) {
     if (auto conn = weak.lock())
       drop(conn, "no request line within " + std::to_string(config_.limits.first_line_timeout_ms) + " ms");
   });
-  if (connections_.size() - forbidden_ > config_.limits.max_connections) {
+  // (Not size - forbidden: a forbidden peer's writer may drop it before its serve counts it
+  // out, and the difference would wrap.)
+  if (connections_.size() > forbidden_ + config_.limits.max_connections) {
     spdlog::warn("refused a client ({}): {} connections already", c->peer, config_.limits.max_connections);
     send(c, protocol::reply_error(make_error(ErrorCode::overloaded, "too many connections"), {}));
     c->closing = true;
@@ -445,6 +447,9 @@ awaitable<void> SocketServer::handle_line(ConnectionPtr c, std::string_view line
         co_return;
       }
       auto id = *launched;
+      // Dropped while the launch was recorded (the agent stopping, a watch on this connection
+      // over its limit): nobody to answer, and nothing may subscribe for it any more.
+      if (!connections_.count(c)) co_return;
       if (!wait) {
         send(c, protocol::reply_launched(id, SandboxState::accepted, tag));
         co_return;

@@ -22,6 +22,7 @@ namespace sandbox_agent {
 namespace {
 
 constexpr std::string_view kOriginPrefix = "spool:";
+constexpr unsigned kFilesReadAtOnce = 64;
 // Longer names cannot get what every request gets: NAME.N.json in rejected/ with
 // NAME.N.error.json beside it, and the writer's .NAME.tmp staging name, within the 255 bytes
 // a file name may have. Such a drop is rejected under a shortened name (see short_name).
@@ -99,7 +100,8 @@ std::string move_noreplace(const std::string& from_dir, const std::string& to_di
 
 SpoolIntake::SpoolIntake(asio::any_io_executor ex, const Config& config, Supervisor& supervisor,
                          EventBus& events, DirWatcher& dirs, DurableWriter& writer)
-    : ex_(ex), config_(config), supervisor_(supervisor), events_(events), dirs_(dirs), writer_(writer) {}
+    : ex_(ex), config_(config), supervisor_(supervisor), events_(events), dirs_(dirs), writer_(writer),
+      reading_(ex, kFilesReadAtOnce) {}
 
 SpoolIntake::~SpoolIntake() {
   close();
@@ -248,8 +250,32 @@ awaitable<void> SpoolIntake::process(std::string name) {
   std::string text;
   Error error;
   bool readable = false;
-  // O_NONBLOCK: a FIFO must not block us; O_NOFOLLOW: a symlink is not a request.
-  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  // A burst of drops is read a bounded number at a time: each read holds a descriptor and a
+  // buffer of the file's size.
+  co_await reading_.acquire();
+  struct Slot {
+    AsyncSemaphore* held;
+    void release() {
+      if (held) held->release();
+      held = nullptr;
+    }
+    ~Slot() { release(); }
+  } slot{&reading_};
+  // O_NONBLOCK: a FIFO must not block us; O_NOFOLLOW: a symlink is not a request. Out of
+  // descriptors or memory is the host's trouble, not the request's: it waits in cur/.
+  int fd = -1;
+  asio::steady_timer pause(ex_);
+  for (Millis wait{50};; wait = std::min(wait * 2, Millis(2000))) {
+    fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    if (fd >= 0 || (errno != EMFILE && errno != ENFILE && errno != ENOMEM)) break;
+    if (!event_token_) {  // closing: the next start finds it in cur/
+      done_with(name);
+      co_return;
+    }
+    if (wait == Millis(50)) spdlog::warn("spool: {} waits in cur/: {}", name, paths::errno_text());
+    pause.expires_after(wait);
+    co_await pause.async_wait(use_nothrow);
+  }
   struct stat st {};
   if (fd < 0) {
     error = make_error(ErrorCode::invalid_request,
@@ -286,6 +312,7 @@ awaitable<void> SpoolIntake::process(std::string name) {
     }
   }
   if (fd >= 0) ::close(fd);
+  slot.release();
 
   if (readable) {
     auto request = parse_launch_request(text, supervisor_.policy());

@@ -11,6 +11,7 @@
 #include "durable_writer.hpp"
 #include "events.hpp"
 #include "reactor.hpp"
+#include "semaphore.hpp"
 #include "sandbox_agent/config.hpp"
 #include "supervisor.hpp"
 #include "watchers.hpp"
@@ -59,6 +60,7 @@ class SpoolIntake {
   std::unordered_map<std::string, std::string> unwritten_status_;  // name -> sandbox id
   bool retrying_status_ = false;
   int lock_fd_ = -1;  // the spool directory, flock'ed: one agent per spool
+  AsyncSemaphore reading_;  // claimed files being opened and read at once
 };
 
 }  // namespace sandbox_agent

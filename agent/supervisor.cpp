@@ -25,11 +25,17 @@ namespace {
 constexpr std::size_t kLogTailBytes = 2048;
 constexpr std::string_view kInitExitMarker = "init.exit";
 constexpr std::string_view kDockerdExitMarker = "dockerd.exit";
+constexpr Millis kRewatchEvery{1000};  // an unwatched sandbox (no descriptor to spare) is looked at again
 
 // Reads {"exit_code":N} from a marker sandbox-init wrote; nullopt when absent or garbled.
-std::optional<int> read_exit_marker(const std::string& path) {
+// `unread`: it may be there but could not be read now (out of descriptors, say).
+std::optional<int> read_exit_marker(const std::string& path, bool& unread) {
   std::string text;
-  if (!paths::read_untrusted_file(path, text, 4096)) return std::nullopt;
+  errno = 0;
+  if (!paths::read_untrusted_file(path, text, 4096)) {
+    if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) unread = true;
+    return std::nullopt;
+  }
   std::optional<int> code;
   auto s = json::parse_object_document(json::thread_parser(), text, [&](json::value root) {
     return json::for_each_member(root, json::Ptr{}, [&](std::string_view k, json::value v, const json::Ptr& p) -> Status {
@@ -480,8 +486,16 @@ awaitable<void> Supervisor::probe_docker(SandboxPtr sb) {
 
 awaitable<void> Supervisor::supervise(SandboxPtr sb) {
   while (!sb->stop_requested && !sb->ended()) {
+    // Not watched (its pid file or pidfd could not be opened, out of descriptors): look again
+    // every second, so that its end is never missed.
+    auto recheck = Clock::time_point::max();
+    if (!sb->pid_token || sb->markers_unread) {
+      rewatch(sb);
+      if (sb->ended()) break;
+      if (!sb->pid_token || sb->markers_unread) recheck = Clock::now() + kRewatchEvery;
+    }
     if (!sb->ttl_deadline_us) {
-      co_await sb->wake.wait();
+      co_await sb->wake.wait_until(recheck);
       continue;
     }
     // The deadline is wall-clock (it is in the record, and survives restarts); woken early by
@@ -493,7 +507,7 @@ awaitable<void> Supervisor::supervise(SandboxPtr sb) {
       sb->stop_reason = std::string(reason::ttl_expired);
       break;
     }
-    co_await sb->wake.wait_until(Clock::now() + std::chrono::duration_cast<Clock::duration>(left));
+    co_await sb->wake.wait_until(std::min(recheck, Clock::now() + std::chrono::duration_cast<Clock::duration>(left)));
   }
   if (sb->stop_requested) {
     co_await stop_flow(sb);
@@ -671,6 +685,9 @@ DurableWriter::Spare Supervisor::record_spare(Sandbox& sb) {
 }
 
 void Supervisor::persist(Sandbox& sb) {
+  // A sandbox evicted, or replaced by a new launch of its id, no longer owns the record's
+  // file: a late clean-up of it (a network's DEL) must not write it back over the new one.
+  if (find(sb.id) != &sb) return;
   writer_.write(layout_.state_file(sb.dir), record_to_json(sb), [this, id = sb.id](int err) {
     if (!err) return;
     spdlog::error("{} cannot write its state record: {}; retrying until the disk takes it", id, std::strerror(err));
@@ -799,6 +816,15 @@ void Supervisor::watch_pid(SandboxPtr sb) {
   });
 }
 
+// What watch_pid could not do at the time: the pid file read, the pidfd opened; and the
+// markers, whose inotify event may have come when they could not be read.
+void Supervisor::rewatch(SandboxPtr sb) {
+  read_markers(*sb);
+  if (sb->ended() || sb->pid_token) return;
+  if (sb->pid <= 0) sb->pid = paths::read_pid_file(paths::join(layout_.bundle_dir(sb->dir), "sandbox.pid"));
+  watch_pid(sb);
+}
+
 void Supervisor::unwatch_sandbox(Sandbox& sb) {
   if (sb.watch_wd >= 0) dirs_.unwatch(sb.watch_wd);
   sb.watch_wd = -1;
@@ -808,8 +834,9 @@ void Supervisor::unwatch_sandbox(Sandbox& sb) {
 
 void Supervisor::read_markers(Sandbox& sb) {
   auto dir = layout_.sockets_dir(sb.dir);
+  sb.markers_unread = false;
   if (!sb.init_exited) {
-    if (auto code = read_exit_marker(paths::join(dir, std::string(kInitExitMarker)))) {
+    if (auto code = read_exit_marker(paths::join(dir, std::string(kInitExitMarker)), sb.markers_unread)) {
       sb.init_exited = true;
       sb.init_exit_code = code;
     }

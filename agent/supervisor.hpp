@@ -117,6 +117,7 @@ class Supervisor {
   awaitable<void> probe_docker(SandboxPtr sb);
   awaitable<void> supervise(SandboxPtr sb);
   awaitable<void> stop_flow(SandboxPtr sb);
+  void rewatch(SandboxPtr sb);
   awaitable<void> tear_down(SandboxPtr sb);
   // Again, with backoff, while runsc refuses to delete a sandbox that ended.
   awaitable<void> retry_tear_down(SandboxPtr sb);

@@ -131,6 +131,9 @@ awaitable<Result<std::string>> Supervisor::claim(SandboxPtr member, const PoolCo
     member->ttl_deadline_us = before_deadline;
     member->pool_start = PoolStart::waiting;
     sandboxes_[before_id] = member;
+    // What happened to it under the new id during the write goes back to its own.
+    if (unwritten_records_.erase(id)) unwritten_records_.insert(before_id);
+    std::replace(finished_order_.begin(), finished_order_.end(), id, before_id);
     co_return make_error(ErrorCode::internal, "cannot record the claim in " + layout_.state_dir() + ": " + member->log_tail);
   }
   if (member->request.socket_owner) apply_socket_owner(*member);
@@ -140,7 +143,10 @@ awaitable<Result<std::string>> Supervisor::claim(SandboxPtr member, const PoolCo
   spdlog::info("{} claimed from pool {} (member {}, ready {} ms before)", id, pool.name, before_id,
                member->ready_at_us ? (now_unix_us() - *member->ready_at_us) / 1000 : 0);
   member->wake.notify();  // its lifecycle now has a deadline to keep
-  events_.publish({id, SandboxState::ready, "pool", now_unix_us(), {}}, *member);
+  // It may have ended while the claim was written: the caller gets it as it is (its failure
+  // was published under its new id), and no `ready` follows a `failed`.
+  if (member->state == SandboxState::ready && !member->stop_requested)
+    events_.publish({id, SandboxState::ready, "pool", now_unix_us(), {}}, *member);
   co_return id;
 }
 

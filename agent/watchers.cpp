@@ -108,14 +108,18 @@ PidWatcher::~PidWatcher() {
 }
 
 std::uint64_t PidWatcher::watch(pid_t pid, Callback cb) {
-  auto token = next_token_++;
-  tokens_[token] = pid;
   auto it = procs_.find(pid);
   if (it != procs_.end()) {
+    auto token = next_token_++;
+    tokens_[token] = pid;
     it->second->callbacks[token] = std::move(cb);
     return token;
   }
   int fd = open_pidfd(pid);
+  // Only ESRCH says it is gone; out of descriptors says nothing about the process.
+  if (fd < 0 && errno != ESRCH) return 0;
+  auto token = next_token_++;
+  tokens_[token] = pid;
   auto proc = std::make_shared<Proc>(ex_);
   if (fd >= 0) proc->d.assign(fd);
   proc->callbacks[token] = std::move(cb);

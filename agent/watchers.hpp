@@ -47,6 +47,7 @@ class PidWatcher {
   explicit PidWatcher(asio::any_io_executor ex);
   ~PidWatcher();
   // Calls cb (once, from the reactor) when `pid` exits — at once if it is already gone.
+  // 0 when it cannot watch (no descriptor to spare: EMFILE, ENFILE, ENOMEM): try again later.
   std::uint64_t watch(pid_t pid, Callback cb);
   void cancel(std::uint64_t token);
   std::size_t processes() const { return procs_.size(); }

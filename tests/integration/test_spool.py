@@ -269,6 +269,28 @@ class SpoolTest(AgentTestCase):
         self.assertTrue(all(s["state"] == "ready" for s in listed))
         self.assertEqual(a.call({"op": "stats"})["stats"]["accepted"], n)
 
+    def test_a_burst_beyond_the_descriptor_limit_waits_instead_of_being_rejected(self):
+        # 400 drops found at once by an agent held to 200 descriptors (it cannot raise its
+        # limit without CAP_SYS_RESOURCE): read a bounded number at a time, and a file that
+        # meets EMFILE anyway waits in cur/; before, they were rejected ("Too many open files").
+        a = self.new_agent()
+        a.argv_prefix = ["setpriv", "--bounding-set=-sys_resource", "prlimit", "--nofile=200:200", "--"]
+        sp = Spool(a)
+        sp.make_dirs()
+        n = 400
+        names = [f"burst-{i}.json" for i in range(n)]
+        for i, name in enumerate(names):
+            sp.drop(name, a.request(f"burst-{i}", env=["FAKE_RUNSC=exit_after_ms=20"]))
+        a.start()
+        try:
+            wait_for(lambda: len(sp.names("done")) + len(sp.names("rejected")) == n, timeout=120, interval=0.25,
+                     what=f"{n} files to end")
+        except AssertionError:
+            raise AssertionError({sub: len(names) for sub, names in sp.tree().items()})
+        self.assertEqual(sp.names("rejected"), [])
+        self.assertEqual(sp.names("done"), sorted(names))
+        self.assert_alive(a)
+
     def test_storm_of_bad_files_beside_good_ones(self):
         a = self.start_agent()
         sp = Spool(a)
@@ -622,11 +644,12 @@ class SpoolTest(AgentTestCase):
         staged = sp.stage("latin1", a.request("latin1"))
         os.rename(staged, os.path.join(os.fsencode(sp.path("new")), name))
         err = os.path.join(os.fsencode(sp.path("rejected")), b"\xff\xfejob.error.json")
-        wait_for(lambda: os.path.exists(err), timeout=10, what=f"the error file: {sp.tree()}")
+        moved = os.path.join(os.fsencode(sp.path("rejected")), name)
+        # The error file is linked in before the request moves: wait for both.
+        wait_for(lambda: os.path.exists(err) and os.path.exists(moved), timeout=10, what=f"the reject: {sp.tree()}")
         with open(err) as f:
             error = json.load(f)["error"]
         self.assertEqual((error["code"], error["message"]), ("invalid_request", "the file name is not valid UTF-8"))
-        self.assertTrue(os.path.exists(os.path.join(os.fsencode(sp.path("rejected")), name)))
         self.assertIsNone(a.status("latin1"))
         self.assert_alive(a)
 

@@ -383,6 +383,23 @@ TEST_CASE("request: JSON syntax errors inside values are invalid_json") {
                  pol);
 }
 
+TEST_CASE("request: numbers too large to hold are the field's error, not invalid_json") {
+  // Valid JSON that simdjson cannot convert (and reports like a malformed number).
+  auto pol = policy();
+  check_rejected({"ttl_ms past 2^64", R"({"rootfs":"@ROOTFS@","ttl_ms":18446744073709551616})", IR, "/ttl_ms", ""},
+                 pol);
+  check_rejected({"cpus past a double", R"({"rootfs":"@ROOTFS@","resources":{"cpus":1e400}})", IR,
+                  "/resources/cpus", ""},
+                 pol);
+  check_rejected({"a uid of forty digits",
+                  R"({"rootfs":"@ROOTFS@","user":{"uid":1234567890123456789012345678901234567890,"gid":0}})", IR,
+                  "/user/uid", ""},
+                 pol);
+  // ... while a number JSON does not allow stays invalid_json, big or not.
+  check_rejected({"leading zero beside a big number", R"({"rootfs":"@ROOTFS@","ttl_ms":1e400,"x":01})", IJ, kAnyField},
+                 pol);
+}
+
 TEST_CASE("request: the size limit follows the policy") {
   auto pol = policy();
   pol.max_request_bytes = 64;
