@@ -299,7 +299,12 @@ Status parse_fields(json::value root, LaunchRequest& r) {
     if (key == "env") return json::read_string_array(m, p, r.env, kMaxArgs, 65536);
     if (key == "cwd") return json::read_string(m, p, r.cwd);
     if (key == "user") return parse_owner(m, p, r.user);
-    if (key == "hostname") return json::read_string(m, p, r.hostname, 256);
+    if (key == "hostname") {
+      auto st = json::read_string(m, p, r.hostname, 256);
+      // Empty means "absent" (the id) in the model: an explicit "" is not a hostname.
+      if (st && r.hostname.empty()) return invalid(p, "must be 1-63 characters of A-Z a-z 0-9 - . not starting with - or .");
+      return st;
+    }
     if (key == "mounts") return parse_mounts(m, p, r.mounts);
     if (key == "resources") return parse_resources(m, p, r.resources);
     if (key == "network") return parse_network(m, p, r.network);

@@ -208,6 +208,7 @@ std::vector<Row> malformed_rows() {
       {"cwd relative", with(R"("cwd":"tmp")"), IR, "/cwd", "absolute path"},
       {"cwd with ..", with(R"("cwd":"/a/../b")"), IR, "/cwd", "absolute path"},
       {"hostname leading -", with(R"("hostname":"-job")"), IR, "/hostname"},
+      {"hostname empty", with(R"("hostname":"")"), IR, "/hostname", "must be 1-63"},
       {"hostname with _", with(R"("hostname":"job_42")"), IR, "/hostname"},
       {"hostname too long (64)", with("\"hostname\":\"" + std::string(64, 'h') + "\""), IR, "/hostname"},
       {"hostname with a space", with(R"("hostname":"a b")"), IR, "/hostname"},
