@@ -113,9 +113,12 @@ std::vector<std::string> Runsc::base_argv(std::optional<NetworkMode> network, bo
   return argv;
 }
 
-awaitable<Runsc::Slot> Runsc::reserve() {
-  co_await slots_.acquire();
-  co_return Slot(&slots_);
+awaitable<Runsc::Slot> Runsc::reserve(AsyncSemaphore::Abandon* abandon) {
+  // Named, not `co_return Slot(…)` beside a co_await in a condition: g++ 12 miscompiles that
+  // (SIGILL at run time).
+  bool granted = co_await slots_.acquire(abandon);
+  Slot slot(granted ? &slots_ : nullptr);
+  co_return slot;
 }
 
 awaitable<RunscResult> Runsc::invoke(std::vector<std::string> args, std::string log_path,

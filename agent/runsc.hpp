@@ -82,7 +82,8 @@ class Runsc {
         std::string state_root, unsigned max_concurrent, Metrics& metrics);
 
   // Waits for a free slot: a caller can record what it is about to do before it does it.
-  awaitable<Slot> reserve();
+  // Empty if `abandon` gave the place in the queue up first.
+  awaitable<Slot> reserve(AsyncSemaphore::Abandon* abandon = nullptr);
 
   // `log_path` receives runsc's stdout and stderr (O_APPEND, rotated past 4 MiB). For
   // create it is also the sandbox's console: the sandbox inherits it. `slot`: one reserved

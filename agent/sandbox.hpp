@@ -12,6 +12,7 @@
 
 #include "network_attachment.hpp"
 #include "reactor.hpp"
+#include "semaphore.hpp"
 #include "sandbox_agent/request.hpp"
 #include "sandbox_agent/status.hpp"
 
@@ -55,7 +56,8 @@ struct Sandbox {
   std::optional<int> init_exit_code;
   bool dockerd_exited = false;
   bool process_gone = false;
-  bool markers_unread = false;  // an exit marker could not be read (no descriptor): look again
+  bool markers_unread = false;
+  AsyncSemaphore::Abandon slot_wait;  // a stop gives up its place in the queue for runsc  // an exit marker could not be read (no descriptor): look again
   bool runsc_created = false;  // runsc may hold state for it: delete before forgetting
   // The intent record already said runsc may hold it (no bridge network: bring_up has
   // nothing to record before runsc create, so it writes no `creating` record of its own).

@@ -165,6 +165,7 @@ Result<SandboxState> Supervisor::stop(const std::string& id, unsigned timeout_ms
   sb.stop_requested = true;
   sb.stop_timeout_ms = timeout_ms;
   sb.wake.notify();
+  sb.slot_wait.now();  // still queued for runsc: it need not wait for a turn to be stopped
   spdlog::info("{} stop requested (timeout {} ms)", id, timeout_ms);
   return SandboxState::stopping;
 }
@@ -315,7 +316,7 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   const bool bridge = sb->request.network == NetworkMode::bridge;
   Runsc::Slot slot;
   if (!bridge) {
-    slot = co_await runsc_.reserve();
+    slot = co_await runsc_.reserve(&sb->slot_wait);
     if (sb->stop_requested) co_return;
   }
   if (auto s = prepare_host_dirs(*sb); !s) {
@@ -325,7 +326,7 @@ awaitable<void> Supervisor::bring_up(SandboxPtr sb) {
   watch_sandbox(sb);
   if (bridge) {
     if (!co_await attach_network(sb) || sb->stop_requested) co_return;
-    slot = co_await runsc_.reserve();
+    slot = co_await runsc_.reserve(&sb->slot_wait);
     if (sb->stop_requested) co_return;
   }
   sb->capabilities = capabilities_for(sb->request);  // what this runtime gives it

@@ -289,6 +289,8 @@ class SocketApiTest(AgentTestCase):
         a.call({"op": "stop", "id": "dropped"})
         self.assertEqual(a.wait_state("dropped", ("stopped", "failed"))["state"], "stopped")
         self.assertEqual(host_side("dropped"), ([], []))
+        # ... at once: it gave up its place in the queue, it did not wait for a turn first.
+        self.assertEqual(a.status("holder")["state"], "creating", "the stop waited for the slot")
         # Its turn comes once the holder's create times out: made, launched, ready.
         self.assertEqual(a.wait_state("holder", ("ready", "failed"))["reason"], "runsc_timeout")
         self.assertEqual(a.wait_state("queued", ("ready", "failed"))["state"], "ready")

@@ -54,3 +54,35 @@ TEST_CASE("semaphore: thousands of waiters are served, each once") {
   CHECK(most == 8);
   CHECK(slots.available() == 8);
 }
+
+TEST_CASE("semaphore: an abandoned waiter leaves the queue at once, and the next one gets the slot") {
+  asio::io_context io;
+  AsyncSemaphore slots(io.get_executor(), 1);
+  AsyncSemaphore::Abandon give_up;
+  std::vector<std::string> got;
+  auto waiter = [&](std::string name, AsyncSemaphore::Abandon* abandon) -> awaitable<void> {
+    bool granted = co_await slots.acquire(abandon);
+    got.push_back(name + (granted ? "+" : "-"));
+    if (granted) slots.release();
+  };
+  REQUIRE(slots.available() == 1);
+  asio::co_spawn(io, [&]() -> awaitable<void> { co_await slots.acquire(); }, asio::detached);  // holds it
+  asio::co_spawn(io, waiter("quitter", &give_up), asio::detached);
+  asio::co_spawn(io, waiter("next", nullptr), asio::detached);
+  io.poll();
+  CHECK(slots.waiting() == 2);
+  give_up.now();
+  io.poll();
+  CHECK(got == std::vector<std::string>{"quitter-"});  // before any release
+  CHECK(slots.waiting() == 1);
+  slots.release();
+  io.run();
+  CHECK(got == std::vector<std::string>{"quitter-", "next+"});
+  CHECK(slots.available() == 1);
+  // Abandoned before it asks: it does not queue at all.
+  asio::co_spawn(io, waiter("late", &give_up), asio::detached);
+  io.restart();
+  io.run();
+  CHECK(got.back() == "late-");
+  CHECK(slots.available() == 1);
+}
