@@ -6,6 +6,7 @@
 
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -156,9 +157,36 @@ bool sandbox_ended(const std::string& socket, const std::string& id) {
   return state == "stopped" || state == "failed";
 }
 
+// The log's descriptor as the agent would hand it over now; -1 if it cannot.
+int log_fd_now(const std::string& socket, const std::string& id, const std::string& source) {
+  Client c;
+  std::string raw;
+  if (!c.connect(socket) ||
+      !c.send("{\"op\":\"logs\",\"id\":\"" + id + "\",\"source\":\"" + source + "\"}\n") || !c.read_line(raw))
+    return -1;
+  simdjson::dom::parser parser;
+  simdjson::dom::element reply;
+  if (parser.parse(raw).get(reply) || !ok(reply)) return -1;
+  return c.take_fd();
+}
+
+// The file the agent would hand over now, if it is no longer `fd`'s: the log was rotated
+// (sandbox-init renames dockerd.log to .1 past 8 MiB, the agent runsc.log past 4 MiB).
+int rotated_to(int fd, const std::string& socket, const std::string& id, const std::string& source) {
+  int now = log_fd_now(socket, id, source);
+  if (now < 0) return -1;
+  struct stat a {}, b {};
+  if (::fstat(fd, &a) != 0 || ::fstat(now, &b) != 0 || (a.st_dev == b.st_dev && a.st_ino == b.st_ino)) {
+    ::close(now);
+    return -1;
+  }
+  return now;
+}
+
 // Copies the log the agent handed over (a read-only descriptor, SCM_RIGHTS) to stdout; with
-// `follow`, keeps reading as it grows, until the sandbox has ended and nothing more comes.
-int print_log(Client& client, const Options& o, const std::string& id, bool follow) {
+// `follow`, keeps reading as it grows (and across a rotation), until the sandbox has ended
+// and nothing more comes.
+int print_log(Client& client, const Options& o, const std::string& id, const std::string& source, bool follow) {
   int fd = client.take_fd();
   if (fd < 0) {
     std::fprintf(stderr, "sandboxctl: the agent sent no descriptor with its reply\n");
@@ -181,7 +209,21 @@ int print_log(Client& client, const Options& o, const std::string& id, bool foll
     }
     if (!follow || ended) break;  // at the end (once more after the sandbox ended)
     std::fflush(stdout);
-    if (++idle % 10 == 0) ended = sandbox_ended(o.socket, id);
+    if (++idle % 10 == 0) {
+      if (int next = rotated_to(fd, o.socket, id, source); next >= 0) {
+        // What reached the old file before its rename, then the new file from its start.
+        for (ssize_t r; (r = ::read(fd, buf, sizeof buf)) > 0;) std::fwrite(buf, 1, static_cast<std::size_t>(r), stdout);
+        // On another file system it is the same log, moved off its tmpfs as the sandbox
+        // ended (the agent keeps it): go on where the old one ended, not from the start.
+        struct stat was {}, is {};
+        if (::fstat(fd, &was) == 0 && ::fstat(next, &is) == 0 && was.st_dev != is.st_dev)
+          ::lseek(next, ::lseek(fd, 0, SEEK_CUR), SEEK_SET);
+        ::close(fd);
+        fd = next;
+        continue;
+      }
+      ended = sandbox_ended(o.socket, id);
+    }
     if (!ended) ::usleep(100000);
   }
   ::close(fd);
@@ -194,6 +236,7 @@ int run(const Options& o) {
   auto want = [&](std::size_t n) { return a.size() >= n; };
   std::string line;
   bool wait = false, follow = false;
+  std::string log_source = "main";
   std::string stop_id;
 
   if (cmd == "exec") return sandboxctl::exec_command(o.socket, a);
@@ -263,7 +306,7 @@ int run(const Options& o) {
     if (a.size() != 2) return usage(cmd + " needs one sandbox id");
     line = "{\"op\":\"status\",\"id\":\"" + a[1] + "\"}";
   } else if (cmd == "logs") {
-    std::string source = "main";
+    std::string& source = log_source;
     for (std::size_t i = 1; i < a.size(); ++i) {
       if (a[i] == "-f" || a[i] == "--follow") follow = true;
       else if (a[i] == "--source" && i + 1 < a.size()) source = a[++i];
@@ -363,7 +406,7 @@ int run(const Options& o) {
     std::puts(simdjson::to_string(member(reply, "sandbox")).c_str());
     return 0;
   }
-  if (cmd == "logs") return print_log(client, o, stop_id, follow);
+  if (cmd == "logs") return print_log(client, o, stop_id, log_source, follow);
   if (cmd == "extend") {
     if (o.json) std::puts(raw.c_str());
     else std::printf("%s ttl_deadline %s\n", str(reply, "id").c_str(), str(reply, "ttl_deadline").c_str());

@@ -189,7 +189,9 @@ class Sandbox:
 
     def logs(self, source: str = "main") -> BinaryIO:
         """Its log as a read-only file the agent hands over (SCM_RIGHTS): `main` (its stdout and
-        stderr), `dockerd` or `runsc`. Read it now, or keep reading as it grows."""
+        stderr), `dockerd` or `runsc`. Read it now, or keep reading as it grows; once it is
+        rotated (dockerd.log past 8 MiB, runsc.log past 4 MiB) the file held gets no more: call
+        logs() again for the new one."""
         return self.agent.open_log(self.id, source)
 
     def extend(self, ttl_ms: int) -> str:

@@ -86,6 +86,38 @@ class LogsTest(AgentTestCase):
         self.assertIn("printed-later", out)
         self.assertEqual(sandboxctl(a, "logs", "nope").returncode, 1)
 
+    def test_sandboxctl_logs_follow_goes_on_across_a_rotation(self):
+        # sandbox-init renames dockerd.log to dockerd.log.1 past 8 MiB and starts a new one:
+        # a follower holding the old file would go silent for good.
+        a = self.start_agent()
+        a.launch(a.request("r", docker={"enabled": True}), wait=True)
+        log = os.path.join(a.root, "logs", "r", "dockerd.log")
+        with open(log, "a") as f:
+            f.write("before-the-rotation\n")
+        follower = subprocess.Popen([SANDBOXCTL, "--socket", a.socket_path, "logs", "-f", "--source", "dockerd", "r"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.5)
+            with open(log, "a") as f:
+                f.write("last-line-of-the-old-file\n")
+            os.rename(log, log + ".1")  # as sandbox-init rotates
+            with open(log, "w") as f:
+                f.write("first-line-of-the-new-file\n")
+            time.sleep(2.5)  # the follower looks for a rotation once a second while idle
+            with open(log, "a") as f:
+                f.write("later-in-the-new-file\n")
+            time.sleep(1.5)
+            self.assertIsNone(follower.poll(), "logs -f ended while the sandbox runs")
+            a.call({"op": "stop", "id": "r"})
+            out, err = follower.communicate(timeout=20)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+        self.assertEqual(follower.returncode, 0, err)
+        lines = [l for l in out.splitlines() if "the-" in l or "-the-" in l or "later-" in l]
+        self.assertEqual(lines, ["before-the-rotation", "last-line-of-the-old-file", "first-line-of-the-new-file",
+                                 "later-in-the-new-file"], out)
+
 
 if __name__ == "__main__":
     unittest.main()
