@@ -65,7 +65,10 @@ struct MetricsServer::Impl : std::enable_shared_from_this<Impl> {
         co_await t.async_wait(use_nothrow);
         continue;
       }
-      if (clients >= kMaxClients) continue;  // the socket closes here: scrapes are retried
+      // Full: the oldest client still silent about its request makes room (it was going to
+      // be closed at its deadline anyway), so idle connections cannot lock scrapers out.
+      // With every one of them being answered, this one closes here: scrapes are retried.
+      if (clients >= kMaxClients && !close_oldest_silent()) continue;
       asio::co_spawn(ex, serve(std::make_shared<typename Acceptor::protocol_type::socket>(std::move(socket))),
                      asio::detached);
     }
@@ -76,23 +79,25 @@ struct MetricsServer::Impl : std::enable_shared_from_this<Impl> {
     Running running(*this);
     ++clients;
     auto token = ++next_client;
+    auto reading = std::make_shared<bool>(true);  // still waiting for its request's head
     closers[token] = [weak = std::weak_ptr<Socket>(socket)] {
       if (auto s = weak.lock()) {
         std::error_code ignored;
         s->close(ignored);
       }
     };
+    silent[token] = reading;
     struct Leave {
       Impl& impl;
       std::uint64_t token;
       ~Leave() {
         --impl.clients;
         impl.closers.erase(token);
+        impl.silent.erase(token);
       }
     } leave{*this, token};
     // The head's deadline. `reading` tells its handler whether it still applies: one that
     // fired as the head arrived may run after cancel() and must not cut the answer short.
-    auto reading = std::make_shared<bool>(true);
     asio::steady_timer deadline(ex, kHeadTimeout);
     deadline.async_wait([weak = std::weak_ptr<Socket>(socket), reading](std::error_code ec) {
       if (auto s = weak.lock(); s && !ec && *reading) {
@@ -153,6 +158,17 @@ struct MetricsServer::Impl : std::enable_shared_from_this<Impl> {
   std::size_t clients = 0, running = 0;
   std::uint64_t next_client = 0;
   std::map<std::uint64_t, std::function<void()>> closers;  // one per client: close() ends them
+  std::map<std::uint64_t, std::shared_ptr<bool>> silent;  // per client: no whole request head yet
+
+  bool close_oldest_silent() {
+    for (auto& [token, reading] : silent)  // tokens grow: the first is the oldest
+      if (*reading) {
+        *reading = false;
+        closers[token]();
+        return true;
+      }
+    return false;
+  }
   bool closed = false;
   Wake all_returned;
 };

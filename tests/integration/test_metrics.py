@@ -195,6 +195,14 @@ class MetricsTest(AgentTestCase):
         self.assertLess(time.monotonic() - t0, 8)
         for s in silent:
             s.close()
+        # Sixteen silent ones (all the slots) cannot lock a scraper out: the oldest makes room.
+        silent = [unix_connect(path)() for _ in range(16)]
+        time.sleep(0.3)
+        self.assertEqual(http(unix_connect(path), GET)[0], 200)
+        silent[0].settimeout(5)
+        self.assertEqual(silent[0].recv(100), b"")  # the one closed for it
+        for s in silent:
+            s.close()
         # Stopping the agent removes the socket it made.
         self.assertEqual(a.stop(), 0)
         self.assertFalse(os.path.exists(path))
